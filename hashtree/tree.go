@@ -1,396 +1,418 @@
 package hashtree
 
 import (
-	"crypto/sha256"
-	"io"
-	"sort"
+	"slices"
 	"strings"
 )
 
-// Tree is the Merkle tree. The zero value is not usable; call New.
-//
-// Interim naive implementation: a flat map of paths. It is replaced by the
-// HAMT-based one; the API does not change.
+// Tree is the Merkle tree of one directory hierarchy. Create it with New.
+// It is not safe for concurrent use: callers serialise all calls.
 type Tree struct {
-	m           map[string]*Entry // every entry but the root
-	rootChanged int64
+	root  *node   // the root directory, name ""
+	count int64   // entries, the root excluded
+	hs    *hasher // scratch for hashing; used by every method, hence no concurrency
+	chain []*node // scratch: the directories from the root to the last resolved parent
 }
 
 // New returns an empty tree (just the root directory).
-func New() *Tree { return &Tree{m: map[string]*Entry{}} }
+func New() *Tree { return &Tree{root: newDir("", 0), hs: newHasher()} }
 
-func parent(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
+func pathErr(op, p string, err error) error { return &PathError{Op: op, Path: p, Err: err} }
+
+// parentOf resolves the directory that holds p (p != ""), leaving the
+// directories from the root down to it in t.chain. With mark set, every
+// HAMT node on the way is marked dirty: the caller is about to modify the
+// entry.
+func (t *Tree) parentOf(p string, mark bool) (*node, string, error) {
+	t.chain = append(t.chain[:0], t.root)
+	dir := t.root
+	for {
+		i := strings.IndexByte(p, '/')
+		if i < 0 {
+			return dir, p, nil
+		}
+		name := p[:i]
+		p = p[i+1:]
+		k := t.hs.key(name)
+		c := dir.x.find(&k, name, mark)
+		if c == nil {
+			return nil, "", ErrNotFound
+		}
+		if c.kind != KindDir {
+			return nil, "", ErrNotDir
+		}
+		dir = c
+		t.chain = append(t.chain, dir)
 	}
-	return ""
 }
 
-func (t *Tree) isDir(p string) bool {
-	if p == "" {
-		return true
+// lookup returns the node at p without modifying anything.
+func (t *Tree) lookup(p string) (*node, error) {
+	if !ValidPath(p) {
+		return nil, ErrInvalidPath
 	}
-	e := t.m[p]
-	return e != nil && e.Kind == KindDir
+	if p == "" {
+		return t.root, nil
+	}
+	dir, name, err := t.parentOf(p, false)
+	if err != nil {
+		return nil, err
+	}
+	k := t.hs.key(name)
+	n := dir.x.find(&k, name, false)
+	if n == nil {
+		return nil, ErrNotFound
+	}
+	return n, nil
 }
 
-func (t *Tree) touch(p string, at int64) {
-	if p == "" {
-		t.rootChanged = at
+func addTotal(chain []*node, delta int64) {
+	for _, d := range chain {
+		d.x.total += delta
+	}
+}
+
+func validEntry(e *Entry) bool {
+	return (e.Kind == KindFile || e.Kind == KindSymlink) && e.Status < NumStatus
+}
+
+// set copies e into the file or symlink n.
+func (n *node) set(e *Entry) {
+	n.kind = e.Kind
+	n.meta = e.Meta
+	n.changedAt = e.ChangedAt
+	n.verifiedAt = e.VerifiedAt
+	if e.Kind == KindSymlink {
+		if n.x == nil || n.x.target != e.Target {
+			n.x = &ext{target: strings.Clone(e.Target)}
+		}
+		n.digest = symlinkDigest(e.Target)
+		n.status = StatusVerified
 		return
 	}
-	if e := t.m[p]; e != nil {
-		e.ChangedAt = at
-	}
+	n.x = nil
+	n.digest = e.Digest
+	n.status = e.Status
 }
 
+// Put creates or replaces the file or symlink at p. The parent must exist
+// and be a directory; p must not be a directory (ErrIsDir). A symlink's
+// Digest is computed from its Target and its Status is always verified.
 func (t *Tree) Put(p string, e Entry) error {
-	if !ValidPath(p) || p == "" {
-		return &PathError{"put", p, ErrInvalidPath}
+	if p == "" || !ValidPath(p) {
+		return pathErr("put", p, ErrInvalidPath)
 	}
-	if e.Kind != KindFile && e.Kind != KindSymlink {
-		return &PathError{"put", p, ErrInvalidEntry}
+	if !validEntry(&e) {
+		return pathErr("put", p, ErrInvalidEntry)
 	}
-	pp := parent(p)
-	if !t.isDir(pp) {
-		if pp != "" && t.m[pp] == nil {
-			return &PathError{"put", p, ErrNotFound}
+	dir, name, err := t.parentOf(p, true)
+	if err != nil {
+		return pathErr("put", p, err)
+	}
+	k := t.hs.key(name)
+	if old := dir.x.find(&k, name, true); old != nil {
+		if old.kind == KindDir {
+			return pathErr("put", p, ErrIsDir)
 		}
-		return &PathError{"put", p, ErrNotDir}
+		was := old.contributes()
+		old.set(&e)
+		t.fixContrib(dir, &k, was, old.contributes())
+		return nil
 	}
-	if old := t.m[p]; old != nil && old.Kind == KindDir {
-		return &PathError{"put", p, ErrIsDir}
-	}
-	if e.Kind == KindSymlink {
-		e.Digest = symlinkDigest(e.Target)
-		e.Status = StatusVerified
-	} else {
-		e.Target = ""
-	}
-	t.m[p] = &e
+	nd := &node{name: strings.Clone(name)}
+	nd.set(&e)
+	dir.x.insert(t.hs, &k, nd)
+	addTotal(t.chain, 1)
+	t.count++
 	return nil
 }
 
+func (t *Tree) fixContrib(dir *node, k *[32]byte, was, is bool) {
+	switch {
+	case was && !is:
+		dir.x.adjustNC(k, -1)
+	case !was && is:
+		dir.x.adjustNC(k, 1)
+	}
+}
+
+// Update modifies the file or symlink at p in place. fn must not change the
+// Kind (ErrInvalidEntry, and nothing is modified).
 func (t *Tree) Update(p string, fn func(e *Entry)) error {
-	e := t.m[p]
-	if e == nil {
-		return &PathError{"update", p, ErrNotFound}
+	if p == "" || !ValidPath(p) {
+		return pathErr("update", p, ErrInvalidPath)
 	}
-	if e.Kind == KindDir {
-		return &PathError{"update", p, ErrIsDir}
+	dir, name, err := t.parentOf(p, true)
+	if err != nil {
+		return pathErr("update", p, err)
 	}
-	c := *e
-	fn(&c)
-	if c.Kind != e.Kind {
-		return &PathError{"update", p, ErrInvalidEntry}
+	k := t.hs.key(name)
+	n := dir.x.find(&k, name, true)
+	if n == nil {
+		return pathErr("update", p, ErrNotFound)
 	}
-	if c.Kind == KindSymlink {
-		c.Digest = symlinkDigest(c.Target)
-		c.Status = StatusVerified
+	if n.kind == KindDir {
+		return pathErr("update", p, ErrIsDir)
 	}
-	*e = c
+	e := n.entry()
+	fn(&e)
+	if e.Kind != n.kind || !validEntry(&e) {
+		return pathErr("update", p, ErrInvalidEntry)
+	}
+	was := n.contributes()
+	n.set(&e)
+	t.fixContrib(dir, &k, was, n.contributes())
 	return nil
 }
 
+// Mkdir creates the directory p. It is a no-op if a directory is already
+// there and fails with ErrExists if something else is. The new directory's
+// and its parent's ChangedAt become changedAt.
 func (t *Tree) Mkdir(p string, changedAt int64) error {
 	if !ValidPath(p) {
-		return &PathError{"mkdir", p, ErrInvalidPath}
+		return pathErr("mkdir", p, ErrInvalidPath)
 	}
-	if t.isDir(p) {
+	if p == "" {
 		return nil
 	}
-	if t.m[p] != nil {
-		return &PathError{"mkdir", p, ErrExists}
+	dir, name, err := t.parentOf(p, false)
+	if err != nil {
+		return pathErr("mkdir", p, err)
 	}
-	pp := parent(p)
-	if !t.isDir(pp) {
-		if t.m[pp] == nil {
-			return &PathError{"mkdir", p, ErrNotFound}
+	k := t.hs.key(name)
+	if old := dir.x.find(&k, name, false); old != nil {
+		if old.kind == KindDir {
+			return nil
 		}
-		return &PathError{"mkdir", p, ErrNotDir}
+		return pathErr("mkdir", p, ErrExists)
 	}
-	t.m[p] = &Entry{Kind: KindDir, ChangedAt: changedAt}
-	t.touch(pp, changedAt)
+	t.parentOf(p, true) // mark the path: the directory listing changes
+	dir.x.insert(t.hs, &k, newDir(strings.Clone(name), changedAt))
+	dir.changedAt = changedAt
+	addTotal(t.chain, 1)
+	t.count++
 	return nil
 }
 
+// MkdirAll creates p and any missing parents.
 func (t *Tree) MkdirAll(p string, changedAt int64) error {
 	if !ValidPath(p) {
-		return &PathError{"mkdir", p, ErrInvalidPath}
+		return pathErr("mkdir", p, ErrInvalidPath)
 	}
-	if p == "" {
-		return nil
-	}
-	parts := strings.Split(p, "/")
-	for i := range parts {
-		if err := t.Mkdir(strings.Join(parts[:i+1], "/"), changedAt); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (t *Tree) under(p string) []string {
-	var out []string
-	pre := p + "/"
-	for k := range t.m {
-		if strings.HasPrefix(k, pre) {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-func (t *Tree) Remove(p string, changedAt int64) error {
-	if !ValidPath(p) || p == "" {
-		return &PathError{"remove", p, ErrInvalidPath}
-	}
-	if t.m[p] == nil {
-		return &PathError{"remove", p, ErrNotFound}
-	}
-	for _, k := range t.under(p) {
-		delete(t.m, k)
-	}
-	delete(t.m, p)
-	t.touch(parent(p), changedAt)
-	return nil
-}
-
-func (t *Tree) Rename(from, to string, changedAt int64) error {
-	if !ValidPath(from) || !ValidPath(to) || from == "" || to == "" || strings.HasPrefix(to+"/", from+"/") {
-		return &PathError{"rename", from, ErrInvalidPath}
-	}
-	if t.m[from] == nil {
-		return &PathError{"rename", from, ErrNotFound}
-	}
-	if !t.isDir(parent(to)) {
-		return &PathError{"rename", to, ErrNotDir}
-	}
-	if t.m[to] != nil {
-		_ = t.Remove(to, changedAt)
-	}
-	for _, k := range t.under(from) {
-		t.m[to+k[len(from):]] = t.m[k]
-		delete(t.m, k)
-	}
-	t.m[to] = t.m[from]
-	delete(t.m, from)
-	if t.m[to].Kind == KindDir {
-		t.m[to].ChangedAt = changedAt
-	}
-	t.touch(parent(from), changedAt)
-	t.touch(parent(to), changedAt)
-	return nil
-}
-
-func (t *Tree) Exchange(a, b string, changedAt int64) error {
-	if !ValidPath(a) || !ValidPath(b) || a == "" || b == "" || strings.HasPrefix(a+"/", b+"/") || strings.HasPrefix(b+"/", a+"/") {
-		return &PathError{"exchange", a, ErrInvalidPath}
-	}
-	if t.m[a] == nil || t.m[b] == nil {
-		return &PathError{"exchange", a, ErrNotFound}
-	}
-	tmp := map[string]*Entry{}
-	for _, k := range append(t.under(a), a) {
-		tmp[b+k[len(a):]] = t.m[k]
-		delete(t.m, k)
-	}
-	for _, k := range append(t.under(b), b) {
-		t.m[a+k[len(b):]] = t.m[k]
-		delete(t.m, k)
-	}
-	for k, v := range tmp {
-		t.m[k] = v
-	}
-	t.touch(parent(a), changedAt)
-	t.touch(parent(b), changedAt)
-	return nil
-}
-
-func (t *Tree) children(dir string) []string {
-	var out []string
-	for k := range t.m {
-		if k != "" && parent(k) == dir {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (t *Tree) dirDigest(p string) Digest {
-	h := sha256.New()
-	h.Write([]byte("trowfs-naive-dir\x00"))
-	for _, c := range t.children(p) {
-		e := t.m[c]
-		if e.Kind == KindFile && e.Status == StatusExcluded {
-			continue
-		}
-		d := e.Digest
-		if e.Kind == KindDir {
-			d = t.dirDigest(c)
-		}
-		name := c[len(c)-len(c[strings.LastIndexByte(c, '/')+1:]):]
-		h.Write([]byte(name))
-		h.Write([]byte{0, byte(e.Kind)})
-		h.Write(d[:])
-	}
-	var d Digest
-	h.Sum(d[:0])
-	return d
-}
-
-func symlinkDigest(target string) Digest {
-	return SumBytes([]byte("trowfs-naive-symlink\x00" + target))
-}
-
-func (t *Tree) Get(p string) (Entry, bool) {
-	if !ValidPath(p) {
-		return Entry{}, false
-	}
-	if p == "" {
-		return Entry{Kind: KindDir, Digest: t.dirDigest(""), ChangedAt: t.rootChanged}, true
-	}
-	e := t.m[p]
-	if e == nil {
-		return Entry{}, false
-	}
-	c := *e
-	if c.Kind == KindDir {
-		c.Digest = t.dirDigest(p)
-	}
-	return c, true
-}
-
-func (t *Tree) Summary(p string) (Summary, bool) {
-	e, ok := t.Get(p)
-	if !ok {
-		return Summary{}, false
-	}
-	var s Summary
-	add := func(e *Entry) {
-		switch e.Kind {
-		case KindFile:
-			s.Files++
-			s.Bytes += e.Meta.Size
-			s.ByStatus[e.Status]++
-		case KindDir:
-			s.Dirs++
-		case KindSymlink:
-			s.Symlinks++
-		}
-		s.ChangedAt = max(s.ChangedAt, e.ChangedAt)
-	}
-	s.Digest = e.Digest
-	s.ChangedAt = e.ChangedAt
-	if e.Kind != KindDir {
-		add(&e)
-		if e.Kind == KindFile {
-			s.VerifiedAt = e.VerifiedAt
-		}
-		return s, true
-	}
-	first := true
-	for k, v := range t.m {
-		if p == "" || strings.HasPrefix(k, p+"/") {
-			add(v)
-			if v.Kind == KindFile {
-				if first || v.VerifiedAt == 0 || (s.VerifiedAt != 0 && v.VerifiedAt < s.VerifiedAt) {
-					s.VerifiedAt = v.VerifiedAt
-				}
-				first = false
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			if err := t.Mkdir(p[:i], changedAt); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+// Remove deletes the file, symlink or whole directory subtree at p and sets
+// its parent's ChangedAt.
+func (t *Tree) Remove(p string, changedAt int64) error {
+	if p == "" || !ValidPath(p) {
+		return pathErr("remove", p, ErrInvalidPath)
+	}
+	dir, name, err := t.parentOf(p, true)
+	if err != nil {
+		return pathErr("remove", p, err)
+	}
+	k := t.hs.key(name)
+	n := dir.x.remove(&k, name)
+	if n == nil {
+		return pathErr("remove", p, ErrNotFound)
+	}
+	addTotal(t.chain, -n.size())
+	t.count -= n.size()
+	dir.changedAt = changedAt
+	return nil
+}
+
+// related reports whether a and b are equal or one is an ancestor of the other.
+func related(a, b string) bool {
+	return a == b || strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/")
+}
+
+// detach resolves p for a move: its parent, a copy of the chain to it, the
+// node (nil if absent) and its key.
+func (t *Tree) detachInfo(p string) (dir *node, chain []*node, n *node, name string, k [32]byte, err error) {
+	dir, name, err = t.parentOf(p, true)
+	if err != nil {
+		return nil, nil, nil, "", k, err
+	}
+	chain = slices.Clone(t.chain)
+	k = t.hs.key(name)
+	n = dir.x.find(&k, name, true)
+	return dir, chain, n, name, k, nil
+}
+
+// Rename moves the entry or subtree at from to to, replacing whatever is at
+// to. The parent of to must exist. The caller has checked the POSIX rules;
+// moving a directory into itself or over one of its ancestors is
+// ErrInvalidPath. Both parents' and the moved entry's ChangedAt become
+// changedAt.
+func (t *Tree) Rename(from, to string, changedAt int64) error {
+	if from == "" || to == "" || !ValidPath(from) || !ValidPath(to) {
+		return pathErr("rename", from, ErrInvalidPath)
+	}
+	if from == to {
+		if _, err := t.lookup(from); err != nil {
+			return pathErr("rename", from, err)
+		}
+		return nil
+	}
+	if related(from, to) {
+		return pathErr("rename", from, ErrInvalidPath)
+	}
+	fdir, fchain, nf, _, fk, err := t.detachInfo(from)
+	if err != nil {
+		return pathErr("rename", from, err)
+	}
+	if nf == nil {
+		return pathErr("rename", from, ErrNotFound)
+	}
+	tdir, tchain, old, tname, tk, err := t.detachInfo(to)
+	if err != nil {
+		return pathErr("rename", to, err)
+	}
+	if old != nil {
+		tdir.x.remove(&tk, tname)
+		addTotal(tchain, -old.size())
+		t.count -= old.size()
+	}
+	fdir.x.remove(&fk, nf.name)
+	addTotal(fchain, -nf.size())
+	nf.name = strings.Clone(tname)
+	tdir.x.insert(t.hs, &tk, nf)
+	addTotal(tchain, nf.size())
+	fdir.changedAt = changedAt
+	tdir.changedAt = changedAt
+	nf.changedAt = changedAt
+	return nil
+}
+
+// Exchange swaps the entries (or subtrees) at a and b, as RENAME_EXCHANGE
+// does. Both must exist and neither may contain the other.
+func (t *Tree) Exchange(a, b string, changedAt int64) error {
+	if a == "" || b == "" || !ValidPath(a) || !ValidPath(b) {
+		return pathErr("exchange", a, ErrInvalidPath)
+	}
+	if a != b && related(a, b) {
+		return pathErr("exchange", a, ErrInvalidPath)
+	}
+	adir, achain, na, aname, ak, err := t.detachInfo(a)
+	if err != nil {
+		return pathErr("exchange", a, err)
+	}
+	if na == nil {
+		return pathErr("exchange", a, ErrNotFound)
+	}
+	bdir, bchain, nb, bname, bk, err := t.detachInfo(b)
+	if err != nil {
+		return pathErr("exchange", b, err)
+	}
+	if nb == nil {
+		return pathErr("exchange", b, ErrNotFound)
+	}
+	if a == b {
+		return nil
+	}
+	adir.x.remove(&ak, aname)
+	bdir.x.remove(&bk, bname)
+	addTotal(achain, nb.size()-na.size())
+	addTotal(bchain, na.size()-nb.size())
+	na.name, nb.name = nb.name, na.name
+	bdir.x.insert(t.hs, &bk, na)
+	adir.x.insert(t.hs, &ak, nb)
+	adir.changedAt = changedAt
+	bdir.changedAt = changedAt
+	na.changedAt = changedAt
+	nb.changedAt = changedAt
+	return nil
+}
+
+// Get returns the entry at p. For a directory, Kind is KindDir, Digest the
+// subtree digest and ChangedAt the directory's own.
+func (t *Tree) Get(p string) (Entry, bool) {
+	n, err := t.lookup(p)
+	if err != nil {
+		return Entry{}, false
+	}
+	if n.kind == KindDir {
+		t.refreshDir(n)
+	}
+	return n.entry(), true
+}
+
+// Summary returns the aggregates of the subtree at p (for a file or a
+// symlink, of the entry alone).
+func (t *Tree) Summary(p string) (Summary, bool) {
+	n, err := t.lookup(p)
+	if err != nil {
+		return Summary{}, false
+	}
+	if n.kind != KindDir {
+		var a agg
+		a.add(n)
+		return a.summary(n.digest), true
+	}
+	t.refreshDir(n)
+	s := n.x.root.agg.summary(n.digest)
+	s.ChangedAt = max(s.ChangedAt, n.changedAt)
 	return s, true
 }
 
-func (t *Tree) Root() Digest { return t.dirDigest("") }
+// Root returns the digest of the whole tree.
+func (t *Tree) Root() Digest {
+	t.refreshDir(t.root)
+	return t.root.digest
+}
 
-func (t *Tree) Len() int { return len(t.m) }
+// Len returns the number of entries (files, directories and symlinks, the
+// root excluded).
+func (t *Tree) Len() int { return int(t.count) }
 
+// List calls fn for the children of dir in ascending byte order of name,
+// starting strictly after `after` ("" = from the first), until fn returns
+// false. fn must not modify the tree.
 func (t *Tree) List(dir, after string, fn func(name string, e Entry) bool) error {
-	if !ValidPath(dir) {
-		return &PathError{"list", dir, ErrInvalidPath}
+	d, err := t.lookup(dir)
+	if err != nil {
+		return pathErr("list", dir, err)
 	}
-	if !t.isDir(dir) {
-		if t.m[dir] == nil {
-			return &PathError{"list", dir, ErrNotFound}
-		}
-		return &PathError{"list", dir, ErrNotDir}
+	if d.kind != KindDir {
+		return pathErr("list", dir, ErrNotDir)
 	}
-	for _, c := range t.children(dir) {
-		name := c[strings.LastIndexByte(c, '/')+1:]
-		if name <= after {
-			continue
-		}
-		e, _ := t.Get(c)
-		if !fn(name, e) {
-			return nil
-		}
-	}
+	t.refreshDir(d)
+	d.x.ascend(after, func(n *node) bool { return fn(n.name, n.entry()) })
 	return nil
 }
 
+// Walk visits every entry but the root depth-first, parents before
+// children, siblings in ascending byte order of name (so paths come in
+// ascending order compared name by name). A non-nil error from fn stops the
+// walk and is returned. fn must not modify the tree.
 func (t *Tree) Walk(fn func(p string, e Entry) error) error {
-	var rec func(dir string) error
-	rec = func(dir string) error {
-		for _, c := range t.children(dir) {
-			e, _ := t.Get(c)
-			if err := fn(c, e); err != nil {
-				return err
-			}
-			if e.Kind == KindDir {
-				if err := rec(c); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	return rec("")
+	t.refreshDir(t.root)
+	return walkDir(t.root, "", fn)
 }
 
-// Diff reports every path whose entry differs between a and b.
-func Diff(a, b *Tree, fn func(Change) error) error {
-	keys := map[string]bool{}
-	for k := range a.m {
-		keys[k] = true
-	}
-	for k := range b.m {
-		keys[k] = true
-	}
-	var ks []string
-	for k := range keys {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	for _, k := range ks {
-		ea, oka := a.Get(k)
-		eb, okb := b.Get(k)
-		if oka && okb && ea.Kind == eb.Kind && ea.Digest == eb.Digest && ea.Target == eb.Target {
-			continue
+func walkDir(d *node, prefix string, fn func(p string, e Entry) error) error {
+	var err error
+	d.x.ascend("", func(n *node) bool {
+		p := n.name
+		if prefix != "" {
+			p = prefix + "/" + n.name
 		}
-		c := Change{Path: k}
-		if oka {
-			c.Old = &ea
+		if err = fn(p, n.entry()); err != nil {
+			return false
 		}
-		if okb {
-			c.New = &eb
+		if n.kind == KindDir {
+			err = walkDir(n, p, fn)
 		}
-		if err := fn(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// WriteSnapshot is not yet implemented in the interim version.
-func WriteSnapshot(w io.Writer, t *Tree, meta map[string]string) error {
-	return ErrSnapshotVersion
-}
-
-// ReadSnapshot is not yet implemented in the interim version.
-func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
-	return nil, nil, ErrSnapshotVersion
+		return err == nil
+	})
+	return err
 }

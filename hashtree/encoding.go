@@ -1,0 +1,113 @@
+package hashtree
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"hash"
+)
+
+// Domain-separation tags of the canonical encodings (docs/tree-format.md).
+const (
+	tagSymlink = "trowfs.symlink.v1\x00"
+	tagLeaf    = "trowfs.dir.leaf.v1\x00"
+	tagNode    = "trowfs.dir.node.v1\x00"
+)
+
+// HAMT parameters. They are part of the directory digest definition.
+const (
+	bucketSize = 32 // a node holding at most this many contributing entries is a leaf
+	fanout     = 16 // children per internal node: one hex nibble of sha256(name)
+	maxDepth   = 64 // nibbles in a sha256: a node at this depth is always a leaf
+)
+
+// nibble returns the depth-th 4-bit digit of key, most significant first.
+func nibble(key *[32]byte, depth int) int {
+	b := key[depth>>1]
+	if depth&1 == 0 {
+		return int(b >> 4)
+	}
+	return int(b & 0x0f)
+}
+
+// symlinkDigest is the digest of a symlink entry.
+func symlinkDigest(target string) Digest {
+	h := sha256.New()
+	var n [4]byte
+	h.Write([]byte(tagSymlink))
+	binary.BigEndian.PutUint32(n[:], uint32(len(target)))
+	h.Write(n[:])
+	h.Write([]byte(target))
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}
+
+// hasher holds reusable scratch space for hashing; a Tree owns one.
+type hasher struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func newHasher() *hasher { return &hasher{h: sha256.New(), buf: make([]byte, 0, 256)} }
+
+// key returns sha256(name), the HAMT key of a name.
+func (hs *hasher) key(name string) [32]byte {
+	hs.buf = append(hs.buf[:0], name...)
+	return sha256.Sum256(hs.buf)
+}
+
+// leafDigest hashes contributing entries, which must be sorted by name.
+func (hs *hasher) leafDigest(ents []*node) Digest {
+	h := hs.h
+	h.Reset()
+	b := append(hs.buf[:0], tagLeaf...)
+	n := 0
+	for _, e := range ents {
+		if e.contributes() {
+			n++
+		}
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	for _, e := range ents {
+		if !e.contributes() {
+			continue
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(e.name)))
+		b = append(b, e.name...)
+		b = append(b, byte(e.kind))
+		b = append(b, e.digest[:]...)
+		if len(b) >= 4096 {
+			h.Write(b)
+			b = b[:0]
+		}
+	}
+	h.Write(b)
+	hs.buf = b[:0]
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}
+
+// nodeDigest hashes an internal node from its children's digests.
+func (hs *hasher) nodeDigest(kids *[fanout]*hnode) Digest {
+	h := hs.h
+	h.Reset()
+	b := append(hs.buf[:0], tagNode...)
+	var bitmap uint16
+	for i, k := range kids {
+		if k != nil && k.nc > 0 {
+			bitmap |= 1 << i
+		}
+	}
+	b = binary.BigEndian.AppendUint16(b, bitmap)
+	for _, k := range kids {
+		if k != nil && k.nc > 0 {
+			b = append(b, k.digest[:]...)
+		}
+	}
+	h.Write(b)
+	hs.buf = b[:0]
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}

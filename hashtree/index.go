@@ -1,0 +1,129 @@
+package hashtree
+
+import (
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Chunk sizes of the name index.
+const (
+	chunkMax  = 512 // a chunk that grows past this is split in two
+	chunkFill = 384 // chunk size when an index is built in bulk
+)
+
+// index keeps the children of a large directory in name order, for List,
+// Walk and snapshots (the HAMT is in hash order). It is a sorted list of
+// sorted chunks: finding a name is two binary searches, an insert or a
+// delete moves at most chunkMax pointers, and a split or merge moves one
+// chunk header per chunkMax/2 entries.
+type index struct {
+	chunks [][]*node // non-empty, each sorted, all names of chunk i < those of chunk i+1
+}
+
+func newChunk(ents []*node) []*node {
+	c := make([]*node, len(ents), chunkMax+1)
+	copy(c, ents)
+	return c
+}
+
+// buildIndex indexes ents, which must be sorted by name (ents is not kept).
+func buildIndex(ents []*node) *index {
+	ix := &index{chunks: make([][]*node, 0, len(ents)/chunkFill+1)}
+	for len(ents) > 0 {
+		n := min(len(ents), chunkFill)
+		if len(ents)-n < chunkFill/4 {
+			n = len(ents) // no tiny tail chunk
+		}
+		ix.chunks = append(ix.chunks, newChunk(ents[:n]))
+		ents = ents[n:]
+	}
+	return ix
+}
+
+// chunkFor returns the index of the chunk where name belongs.
+func (ix *index) chunkFor(name string) int {
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].name > name }) - 1
+	return max(ci, 0)
+}
+
+func (ix *index) insert(nd *node) {
+	if len(ix.chunks) == 0 {
+		ix.chunks = append(ix.chunks, newChunk([]*node{nd}))
+		return
+	}
+	ci := ix.chunkFor(nd.name)
+	c := ix.chunks[ci]
+	i, _ := searchName(c, nd.name)
+	c = slices.Insert(c, i, nd)
+	if len(c) <= chunkMax {
+		ix.chunks[ci] = c
+		return
+	}
+	half := len(c) / 2
+	lo, hi := newChunk(c[:half]), newChunk(c[half:])
+	ix.chunks[ci] = lo
+	ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
+}
+
+func (ix *index) remove(name string) {
+	if len(ix.chunks) == 0 {
+		return
+	}
+	ci := ix.chunkFor(name)
+	c := ix.chunks[ci]
+	i, ok := searchName(c, name)
+	if !ok {
+		return
+	}
+	c = slices.Delete(c, i, i+1)
+	ix.chunks[ci] = c
+	switch {
+	case len(c) == 0:
+		ix.chunks = slices.Delete(ix.chunks, ci, ci+1)
+	case ci+1 < len(ix.chunks) && len(c)+len(ix.chunks[ci+1]) <= chunkMax/2:
+		ix.chunks[ci] = append(c, ix.chunks[ci+1]...)
+		ix.chunks = slices.Delete(ix.chunks, ci+1, ci+2)
+	case ci > 0 && len(c)+len(ix.chunks[ci-1]) <= chunkMax/2:
+		ix.chunks[ci-1] = append(ix.chunks[ci-1], c...)
+		ix.chunks = slices.Delete(ix.chunks, ci, ci+1)
+	}
+}
+
+// ascend calls fn for the entries named strictly after `after` ("" = all),
+// in name order, until fn returns false; it reports whether fn never did.
+func (ix *index) ascend(after string, fn func(*node) bool) bool {
+	ci, i := 0, 0
+	if after != "" && len(ix.chunks) > 0 {
+		ci = ix.chunkFor(after)
+		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return strings.Compare(ix.chunks[ci][k].name, after) > 0 })
+	}
+	for ; ci < len(ix.chunks); ci++ {
+		c := ix.chunks[ci]
+		for ; i < len(c); i++ {
+			if !fn(c[i]) {
+				return false
+			}
+		}
+		i = 0
+	}
+	return true
+}
+
+// ascendDir iterates the children of directory x in name order.
+func (x *ext) ascend(after string, fn func(*node) bool) bool {
+	if x.idx != nil {
+		return x.idx.ascend(after, fn)
+	}
+	ents := x.root.ents
+	i := 0
+	if after != "" {
+		i = sort.Search(len(ents), func(k int) bool { return ents[k].name > after })
+	}
+	for ; i < len(ents); i++ {
+		if !fn(ents[i]) {
+			return false
+		}
+	}
+	return true
+}
