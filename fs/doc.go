@@ -1,0 +1,23 @@
+// Package fs is the FUSE side of trowfs: a go-fuse loopback filesystem over DATA whose every
+// mutation is reported to the tracker, plus a virtual, read-only .state file in every directory.
+//
+// Only this package imports go-fuse. The node type embeds fs.LoopbackNode, so every operation the
+// kernel sends is served by the backing directory exactly as a plain loopback would; the hooks run
+// after the backing operation succeeded and never turn a success into a failure.
+//
+// Files opened read-only get kernel passthrough (reads never enter the daemon). Files opened for
+// writing get passthrough too in the default write mode; their content is hashed from the backing
+// file when the last writer closes it. In daemon write mode writes pass through the daemon and
+// sequential writes are hashed as they stream past.
+//
+// # Names trowfs reserves
+//
+// ".state" in every directory is the virtual state file; it is never listed by readdir, and a
+// real file of that name in DATA is left alone and reported. ".trowfs" at the root is trowfs's own
+// directory in DATA; it is invisible through the mount.
+//
+// # Locking
+//
+// The fs package holds no locks of its own: go-fuse serialises what it must per inode, and the
+// tracker guards the tree.
+package fs

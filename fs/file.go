@@ -1,0 +1,105 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/trowfs/trowfs/tracker"
+)
+
+// writeHandle is a file opened for writing: the backing loopback file plus the tracker session
+// that makes the file pending until its last writer is released.
+type writeHandle struct {
+	*gofs.LoopbackFile
+	sess        *tracker.Session
+	passthrough bool
+}
+
+var (
+	_ = (gofs.FileWriter)((*writeHandle)(nil))
+	_ = (gofs.FileReleaser)((*writeHandle)(nil))
+	_ = (gofs.FilePassthroughFder)((*writeHandle)(nil))
+)
+
+func (m *mountState) writeHandle(rel string, fh gofs.FileHandle, created bool) gofs.FileHandle {
+	lf := fh.(*gofs.LoopbackFile)
+	fd, _ := lf.PassthroughFd()
+	return &writeHandle{LoopbackFile: lf, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
+}
+
+// PassthroughFd offers the backing descriptor to the kernel only in passthrough write mode: then
+// writes bypass the daemon and the file is hashed from the backing file at its last release.
+func (h *writeHandle) PassthroughFd() (int, bool) {
+	if !h.passthrough {
+		return -1, false
+	}
+	return h.LoopbackFile.PassthroughFd()
+}
+
+// Write is reached in daemon write mode only; it feeds the streaming hash.
+func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, errno := h.LoopbackFile.Write(ctx, data, off)
+	if errno == 0 {
+		h.sess.Wrote(off, data[:n])
+	}
+	return n, errno
+}
+
+// Release closes the backing descriptor, then ends the write session (which may queue the hash).
+func (h *writeHandle) Release(ctx context.Context) syscall.Errno {
+	errno := h.LoopbackFile.Release(ctx)
+	h.sess.Close()
+	return errno
+}
+
+// readHandle is a read-only file in daemon write mode, where no handle may offer passthrough
+// (the kernel refuses to mix passthrough and non-passthrough opens of one inode).
+type readHandle struct{ *gofs.LoopbackFile }
+
+func (readHandle) PassthroughFd() (int, bool) { return -1, false }
+
+// hidingDir is a directory handle that leaves one name out of the listing.
+type hidingDir struct {
+	inner gofs.FileHandle
+	hide  string
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*hidingDir)(nil))
+	_ = (gofs.FileSeekdirer)((*hidingDir)(nil))
+	_ = (gofs.FileReleasedirer)((*hidingDir)(nil))
+	_ = (gofs.FileFsyncdirer)((*hidingDir)(nil))
+)
+
+func (d *hidingDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	r := d.inner.(gofs.FileReaddirenter)
+	for {
+		de, errno := r.Readdirent(ctx)
+		if errno != 0 || de == nil || de.Name != d.hide {
+			return de, errno
+		}
+	}
+}
+
+func (d *hidingDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if s, ok := d.inner.(gofs.FileSeekdirer); ok {
+		return s.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (d *hidingDir) Releasedir(ctx context.Context, flags uint32) {
+	if r, ok := d.inner.(gofs.FileReleasedirer); ok {
+		r.Releasedir(ctx, flags)
+	}
+}
+
+func (d *hidingDir) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if f, ok := d.inner.(gofs.FileFsyncdirer); ok {
+		return f.Fsyncdir(ctx, flags)
+	}
+	return 0
+}

@@ -1,0 +1,213 @@
+// Package fstest mounts trowfs in-process for tests and checks the tree kept inline against a
+// from-scratch rescan of the backing directory.
+package fstest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	trowfs "github.com/trowfs/trowfs/fs"
+	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/tracker"
+)
+
+// Require fails (under CI=true) or skips the test when FUSE cannot be used here.
+func Require(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("FUSE tests need /dev/fuse under CI=true: %v", err)
+		}
+		t.Skipf("no /dev/fuse: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("FUSE tests run as root under CI=true (uid %d)", os.Geteuid())
+		}
+		t.Skip("FUSE tests need root")
+	}
+}
+
+// Env is one mounted trowfs.
+type Env struct {
+	Data, Mnt string
+	Tracker   *tracker.Tracker
+	Server    *trowfs.Server
+	Exclude   []string
+	opts      Options
+	t         testing.TB
+	mounted   bool
+}
+
+// Options configure Mount.
+type Options struct {
+	WriteMode string
+	Exclude   []string
+	Data      string // reuse an existing data directory
+	Verify    tracker.VerifyMode
+}
+
+// Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
+func Mount(t testing.TB, o Options) *Env {
+	t.Helper()
+	Require(t)
+	dir := t.TempDir()
+	e := &Env{Data: o.Data, Mnt: filepath.Join(dir, "mnt"), Exclude: o.Exclude, opts: o, t: t}
+	if e.Data == "" {
+		e.Data = filepath.Join(dir, "data")
+		if err := os.Mkdir(e.Data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(e.Mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.Start()
+	t.Cleanup(func() {
+		if e.mounted {
+			e.Stop()
+		}
+	})
+	return e
+}
+
+// Start mounts (again) after Stop.
+func (e *Env) Start() {
+	t := e.t
+	t.Helper()
+	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	mode := e.opts.Verify
+	if mode == "" {
+		mode = tracker.VerifyQuick
+	}
+	if _, err := tr.Load(context.Background(), mode); err != nil {
+		t.Fatal(err)
+	}
+	opts := trowfs.DefaultOptions()
+	if e.opts.WriteMode != "" {
+		opts.WriteMode = e.opts.WriteMode
+	}
+	opts.State = func(rel string) ([]byte, time.Time, error) {
+		st, ok := tr.State(rel)
+		if !ok {
+			return nil, time.Time{}, os.ErrNotExist
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		var changed time.Time
+		if st.ChangedAt != nil {
+			changed = *st.ChangedAt
+		}
+		return append(b, '\n'), changed, err
+	}
+	srv, err := trowfs.Mount(e.Data, e.Mnt, tr, opts)
+	if err != nil {
+		tr.Close()
+		t.Fatalf("mount failed (a FUSE test must mount): %v", err)
+	}
+	e.Tracker, e.Server, e.mounted = tr, srv, true
+}
+
+// Stop unmounts, drains hashing and writes the final snapshot, as `trowfs mount` does on SIGTERM.
+func (e *Env) Stop() {
+	t := e.t
+	t.Helper()
+	if err := e.Server.Unmount(); err != nil {
+		t.Errorf("unmount: %v", err)
+		_ = syscall.Unmount(e.Mnt, syscall.MNT_DETACH)
+	}
+	e.Server.Wait()
+	e.Tracker.Drain(time.Minute)
+	if err := e.Tracker.WriteSnapshot(true); err != nil {
+		t.Errorf("final snapshot: %v", err)
+	}
+	e.Tracker.Close()
+	e.mounted = false
+}
+
+// Settle waits until every write was released and hashed.
+func (e *Env) Settle() {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !e.Tracker.Drain(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("tree did not settle within 30s")
+		}
+	}
+}
+
+// AssertMatchesRescan checks that the tree kept inline equals a from-scratch rescan of DATA.
+func (e *Env) AssertMatchesRescan() {
+	e.t.Helper()
+	e.Settle()
+	ref, err := tracker.Rescan(context.Background(), e.Data, tracker.ScanOptions{Exclude: e.Exclude})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var diffs []string
+	e.Tracker.WithTree(func(tr *hashtree.Tree) {
+		_ = hashtree.Diff(ref, tr, func(c hashtree.Change) error {
+			diffs = append(diffs, describe(c))
+			return nil
+		})
+		rs, _ := ref.Summary("")
+		ts, _ := tr.Summary("")
+		if rs.Files != ts.Files || rs.Bytes != ts.Bytes || rs.Dirs != ts.Dirs || rs.Symlinks != ts.Symlinks {
+			diffs = append(diffs, fmt.Sprintf("summary: rescan files=%d dirs=%d symlinks=%d bytes=%d, inline files=%d dirs=%d symlinks=%d bytes=%d",
+				rs.Files, rs.Dirs, rs.Symlinks, rs.Bytes, ts.Files, ts.Dirs, ts.Symlinks, ts.Bytes))
+		}
+		if rs.Digest != ts.Digest {
+			diffs = append(diffs, fmt.Sprintf("root digest: rescan %s, inline %s", rs.Digest, ts.Digest))
+		}
+	})
+	if len(diffs) > 0 {
+		if len(diffs) > 40 {
+			diffs = append(diffs[:40], fmt.Sprintf("... and %d more", len(diffs)-40))
+		}
+		e.t.Fatalf("inline tree differs from a rescan of %s:\n%s", e.Data, strings.Join(diffs, "\n"))
+	}
+}
+
+func describe(c hashtree.Change) string {
+	s := func(e *hashtree.Entry) string {
+		if e == nil {
+			return "absent"
+		}
+		return fmt.Sprintf("%s %s %s size=%d", e.Kind, e.Digest, e.Status, e.Meta.Size)
+	}
+	return fmt.Sprintf("%s: rescan %s / inline %s", c.Path, s(c.Old), s(c.New))
+}
+
+// ReadState reads and decodes the .state of dir (relative to the mount).
+func (e *Env) ReadState(dir string) map[string]any {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.Mnt, dir, ".state"))
+	if err != nil {
+		e.t.Fatalf("read .state of %q: %v", dir, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		e.t.Fatalf(".state of %q is not JSON: %v\n%s", dir, err, b)
+	}
+	return m
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

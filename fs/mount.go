@@ -1,0 +1,127 @@
+package fs
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/trowfs/trowfs/tracker"
+)
+
+// Write modes.
+const (
+	// WritePassthrough lets the kernel write straight to the backing file; the file is hashed
+	// from the backing file when its last writer closes it. The default: measured fastest.
+	WritePassthrough = "passthrough"
+	// WriteDaemon sends writes through the daemon, which hashes sequential writes as they pass.
+	WriteDaemon = "daemon"
+)
+
+// Options configures a mount.
+type Options struct {
+	WriteMode string    // WritePassthrough (default) or WriteDaemon
+	State     StateFunc // renders .state documents
+	// Timeouts for kernel caching of entries and attributes. Every change goes through the
+	// mount, so they can be long.
+	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
+	AllowOther                                 bool // default true via DefaultOptions
+	Debug                                      bool
+	FsName                                     string
+}
+
+// DefaultOptions are the options `trowfs mount` starts from.
+func DefaultOptions() Options {
+	return Options{WriteMode: WritePassthrough, EntryTimeout: 60 * time.Second, AttrTimeout: 60 * time.Second,
+		NegativeTimeout: 5 * time.Second, AllowOther: true}
+}
+
+// mountState is shared by every node of one mount.
+type mountState struct {
+	t           *tracker.Tracker
+	state       StateFunc
+	passthrough bool
+}
+
+// Server is a running mount.
+type Server struct {
+	*fuse.Server
+	mnt         string
+	passthrough bool
+}
+
+// Passthrough reports whether the kernel accepted FUSE passthrough (reads, and writes in the
+// default write mode, bypass the daemon).
+func (s *Server) Passthrough() bool { return s.passthrough }
+
+// Mountpoint returns where the filesystem is mounted.
+func (s *Server) Mountpoint() string { return s.mnt }
+
+// NewRoot builds the root node of a trowfs filesystem over data.
+func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(data, &st); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if opts.State == nil {
+		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
+	}
+	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon}
+	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
+	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
+		return &Node{LoopbackNode: gofs.LoopbackNode{RootData: r}, m: ms}
+	}
+	root := lr.NewNode(lr, nil, "", &st)
+	lr.RootNode = root
+	return root, nil
+}
+
+// Mount mounts a trowfs filesystem of data on mnt. It returns once the kernel serves the mount.
+func Mount(data, mnt string, t *tracker.Tracker, opts Options) (*Server, error) {
+	if opts.WriteMode != WritePassthrough && opts.WriteMode != WriteDaemon && opts.WriteMode != "" {
+		return nil, fmt.Errorf("unknown write mode %q (want %s or %s)", opts.WriteMode, WritePassthrough, WriteDaemon)
+	}
+	root, err := NewRoot(data, t, opts)
+	if err != nil {
+		return nil, err
+	}
+	fsName := opts.FsName
+	if fsName == "" {
+		fsName = data
+	}
+	mo := fuse.MountOptions{
+		AllowOther:  opts.AllowOther && os.Geteuid() == 0,
+		Name:        "trowfs",
+		FsName:      fsName,
+		DirectMount: os.Geteuid() == 0,
+		MaxWrite:    1 << 20,
+		Debug:       opts.Debug,
+	}
+	if os.Geteuid() == 0 {
+		// The kernel checks permissions, so an unprivileged registry gets exactly what the
+		// backing directory's modes allow.
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if opts.WriteMode == WriteDaemon {
+		// The kernel fails mixed passthrough and daemon opens of one inode: none at all then.
+		mo.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	}
+	et, at, nt := opts.EntryTimeout, opts.AttrTimeout, opts.NegativeTimeout
+	fo := &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &et,
+		AttrTimeout:     &at,
+		NegativeTimeout: &nt,
+		NullPermissions: true,
+	}
+	srv, err := gofs.Mount(mnt, root, fo)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", data, mnt, err)
+	}
+	s := &Server{Server: srv, mnt: mnt}
+	s.passthrough = opts.WriteMode != WriteDaemon && srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
+	return s, nil
+}

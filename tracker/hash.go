@@ -1,0 +1,358 @@
+package tracker
+
+import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"hash"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// job asks a worker to hash the file with inode ino if its in-flight generation is still gen.
+type job struct {
+	ino uint64
+	gen uint64
+}
+
+// jobQueue is an unbounded two-level FIFO: urgent jobs (files just written through the mount)
+// go before background ones (the initial scan), so a registry commit is never stuck behind a
+// million-file rescan.
+type jobQueue struct {
+	mu      sync.Mutex // guards the fields below
+	cond    *sync.Cond
+	urgent  []job
+	backlog []job
+	closed  bool
+}
+
+func newJobQueue() *jobQueue {
+	q := &jobQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *jobQueue) push(j job, urgent bool) {
+	q.mu.Lock()
+	if urgent {
+		q.urgent = append(q.urgent, j)
+	} else {
+		q.backlog = append(q.backlog, j)
+	}
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *jobQueue) pop() (job, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.urgent) == 0 && len(q.backlog) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if q.closed {
+		return job{}, false
+	}
+	if len(q.urgent) > 0 {
+		j := q.urgent[0]
+		q.urgent = q.urgent[1:]
+		return j, true
+	}
+	j := q.backlog[0]
+	q.backlog = q.backlog[1:]
+	return j, true
+}
+
+func (q *jobQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// queueLocked queues a hash of the file for its current generation.
+func (t *Tracker) queueLocked(ino uint64, fs *fileState, urgent bool) {
+	t.busy++
+	t.jobs.push(job{ino: ino, gen: fs.gen}, urgent)
+}
+
+func (t *Tracker) worker() {
+	defer t.workers.Done()
+	for {
+		j, ok := t.jobs.pop()
+		if !ok {
+			return
+		}
+		t.runJob(j)
+		t.mu.Lock()
+		t.busy--
+		if t.busy == 0 {
+			t.idle.Broadcast()
+		}
+		t.mu.Unlock()
+	}
+}
+
+// hashResult is what hashing one file produced.
+type hashResult struct {
+	sum    hashtree.Digest
+	other  digest.Digest // the blob-name algorithm's digest when it is not sha256
+	meta   hashtree.Meta
+	nlink  uint64
+	stable bool // metadata did not change while hashing
+}
+
+// runJob hashes one file outside the lock and swaps the result in if nothing changed meanwhile.
+func (t *Tracker) runJob(j job) {
+	for attempt := 0; attempt < 5; attempt++ {
+		t.mu.Lock()
+		fs := t.inflight[j.ino]
+		if fs == nil || fs.gen != j.gen || fs.writers > 0 {
+			t.mu.Unlock()
+			return // a newer job, or a writer, owns this file now
+		}
+		rel := fs.path
+		if rel == "" {
+			delete(t.inflight, j.ino) // unlinked or overwritten while waiting: nothing left to record
+			t.mu.Unlock()
+			return
+		}
+		excluded := t.excl.Match(rel)
+		var want digest.Digest
+		if t.blobDigest != nil && !excluded {
+			want, _ = t.blobDigest(rel)
+		}
+		stream := fs.stream
+		noWrite := fs.hadDigest
+		prevMeta, prevStatus := fs.prevMeta, fs.prevStatus
+		t.mu.Unlock()
+
+		res, err := t.hashFile(rel, j.ino, excluded, want, stream, noWrite, prevMeta)
+		if errors.Is(err, errRetry) {
+			continue
+		}
+		t.mu.Lock()
+		fs = t.inflight[j.ino]
+		if fs == nil || fs.gen != j.gen || fs.writers > 0 {
+			t.mu.Unlock()
+			return
+		}
+		if err != nil {
+			delete(t.inflight, j.ino)
+			if errors.Is(err, errGone) {
+				t.mu.Unlock()
+				return
+			}
+			t.mu.Unlock()
+			t.internal(rel, "hash", err)
+			return
+		}
+		delete(t.inflight, j.ino)
+		paths := []string{fs.path}
+		if res.nlink > 1 {
+			for p := range t.links[j.ino] {
+				if p != fs.path {
+					paths = append(paths, p)
+				}
+			}
+		} else {
+			delete(t.links, j.ino)
+		}
+		for _, p := range paths {
+			t.recordHashLocked(p, j.ino, res, want, excluded, noWrite && res.meta == prevMeta, prevStatus)
+		}
+		t.mu.Unlock()
+		return
+	}
+	t.internal("", "file kept changing while being hashed; left pending", nil)
+}
+
+var (
+	errRetry = errors.New("file changed while hashing")
+	errGone  = errors.New("file is gone")
+)
+
+// recordHashLocked stores a finished hash at p if p still names the same inode.
+func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want digest.Digest, excluded, unchanged bool, prevStatus hashtree.Status) {
+	e, ok := t.tree.Get(p)
+	if !ok || e.Kind != hashtree.KindFile || (e.Meta.Ino != 0 && e.Meta.Ino != ino) {
+		return // p now names another file
+	}
+	ts := now()
+	ne := e
+	ne.Meta = res.meta
+	switch {
+	case excluded || t.excl.Match(p):
+		ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
+	case unchanged:
+		// Opened for writing but nothing was written: keep what we knew.
+		ne.Status = prevStatus
+		if ne.Status == hashtree.StatusPending {
+			ne.Status = hashtree.StatusVerified
+		}
+	default:
+		if ne.Digest != res.sum {
+			ne.ChangedAt = ts
+		}
+		ne.Digest = res.sum
+		ne.Status = hashtree.StatusVerified
+		ne.VerifiedAt = ts
+		t.clearFindingLocked(FindingMismatch, p)
+		if want != "" {
+			actual := res.sum.String()
+			if want.Algorithm() != digest.SHA256 {
+				actual = res.other.String()
+			}
+			if actual != want.String() {
+				ne.Status = hashtree.StatusMismatch
+				t.addFindingLocked(Finding{Kind: FindingMismatch, Path: p, Expected: want.String(), Actual: actual,
+					Detail: "blob content does not match its name"})
+				t.log.Warn("blob content does not match its name", "path", p, "expected", want.String(), "actual", actual)
+			}
+		}
+	}
+	if err := t.tree.Update(p, func(x *hashtree.Entry) { *x = ne }); err != nil {
+		return
+	}
+	t.dirty = true
+	t.notify.push(Event{Path: p, Entry: ne})
+}
+
+// hashFile reads rel (which must still be inode ino) and hashes it. For an excluded file, or a
+// file opened for writing but not written, only the metadata is read. A stream hash that covered
+// the whole file is used instead of reading it again.
+func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Digest, stream *streamHash, noWrite bool, prevMeta hashtree.Meta) (hashResult, error) {
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return hashResult{}, errGone
+		}
+		return hashResult{}, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var before unix.Stat_t
+	if err := unix.Fstat(fd, &before); err != nil {
+		return hashResult{}, err
+	}
+	if before.Ino != ino || before.Mode&unix.S_IFMT != unix.S_IFREG {
+		return hashResult{}, errGone
+	}
+	res := hashResult{meta: metaOf(&before), nlink: uint64(before.Nlink), stable: true}
+	if excluded || (noWrite && res.meta == prevMeta) {
+		return res, nil
+	}
+	if stream != nil && (want == "" || want.Algorithm() == digest.SHA256) {
+		if sum, ok := stream.sum(before.Size); ok {
+			res.sum = sum
+			t.stats.filesHashed.Add(1)
+			return res, nil
+		}
+	}
+	start := time.Now()
+	h := sha256.New()
+	var other hash.Hash
+	w := io.Writer(h)
+	if want != "" && want.Algorithm() == digest.SHA512 {
+		other = sha512.New()
+		w = io.MultiWriter(h, other)
+	}
+	n, err := io.Copy(w, f)
+	if err != nil {
+		return hashResult{}, err
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(fd, &after); err != nil {
+		return hashResult{}, err
+	}
+	if metaOf(&after) != res.meta {
+		return hashResult{}, errRetry
+	}
+	t.stats.bytesHashed.Add(n)
+	t.stats.filesHashed.Add(1)
+	t.stats.hashNanos.Add(int64(time.Since(start)))
+	copy(res.sum[:], h.Sum(nil))
+	if other != nil {
+		res.other = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
+	}
+	return res, nil
+}
+
+// streamHash hashes bytes written strictly sequentially from offset 0 (daemon write mode). Any
+// other pattern invalidates it and the file is read again at close.
+type streamHash struct {
+	mu    sync.Mutex // guards the fields below; writes to one file may arrive concurrently
+	h     hash.Hash
+	next  int64
+	valid bool
+}
+
+func newStreamHash() *streamHash { return &streamHash{h: sha256.New(), valid: true} }
+
+func (s *streamHash) write(off int64, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.valid || off != s.next {
+		s.valid = false
+		return
+	}
+	s.h.Write(data)
+	s.next += int64(len(data))
+}
+
+func (s *streamHash) invalidate() {
+	s.mu.Lock()
+	s.valid = false
+	s.mu.Unlock()
+}
+
+// sum returns the digest if the stream covered exactly size bytes.
+func (s *streamHash) sum(size int64) (hashtree.Digest, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var d hashtree.Digest
+	if !s.valid || s.next != size {
+		return d, false
+	}
+	copy(d[:], s.h.Sum(nil))
+	return d, true
+}
+
+// HashPath hashes a file below DATA directly (used by verification).
+func (t *Tracker) hashPath(rel string, want digest.Digest) (hashtree.Digest, digest.Digest, hashtree.Meta, error) {
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return hashtree.Digest{}, "", hashtree.Meta{}, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return hashtree.Digest{}, "", hashtree.Meta{}, err
+	}
+	h := sha256.New()
+	var other hash.Hash
+	w := io.Writer(h)
+	if want != "" && want.Algorithm() == digest.SHA512 {
+		other = sha512.New()
+		w = io.MultiWriter(h, other)
+	}
+	n, err := io.Copy(w, f)
+	if err != nil {
+		return hashtree.Digest{}, "", hashtree.Meta{}, err
+	}
+	t.stats.bytesHashed.Add(n)
+	var d hashtree.Digest
+	copy(d[:], h.Sum(nil))
+	var od digest.Digest
+	if other != nil {
+		od = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
+	}
+	return d, od, metaOf(&st), nil
+}

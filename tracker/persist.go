@@ -1,0 +1,348 @@
+package tracker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// Files in DATA/.trowfs.
+const (
+	SnapshotFile = "tree.snap"
+	lockFile     = "lock"
+	mountedFile  = "mounted" // present while a mount runs; left behind by a crash
+)
+
+// VerifyMode says how a snapshot is checked against the directory at mount.
+type VerifyMode string
+
+const (
+	VerifyQuick VerifyMode = "quick" // rehash only what changed by size, mtime, ctime or inode
+	VerifyFull  VerifyMode = "full"  // quick, then rehash everything in the background (finds bit rot)
+	VerifyOff   VerifyMode = "off"   // trust the snapshot as it is (a missing snapshot still means a scan)
+)
+
+// InUseError says another trowfs holds the data directory.
+type InUseError struct{ Dir string }
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("data directory %s is in use by another trowfs (lock %s)", e.Dir, filepath.Join(e.Dir, StateDirName, lockFile))
+}
+
+// Change is one difference between the snapshot and the directory found at mount.
+type Change struct {
+	Path   string `json:"path"`
+	Change string `json:"change"` // added, removed, modified
+	Kind   string `json:"kind"`
+}
+
+// LoadReport says what Load found.
+type LoadReport struct {
+	Snapshot          string    `json:"snapshot"` // loaded, missing, or why it was not used
+	SnapshotWrittenAt time.Time `json:"snapshot_written_at,omitzero"`
+	PreviousCrashed   bool      `json:"previous_mount_crashed"`
+	Mode              string    `json:"verify_on_start"`
+	Files             int64     `json:"files"`
+	Rehashing         int       `json:"rehashing"`
+	Duration          string    `json:"duration"`
+	// Changed lists what changed while unmounted (content level, known once rehashing settles).
+	Changed        []Change `json:"changed_while_unmounted"`
+	ChangedCount   int      `json:"changed_while_unmounted_count"`
+	ChangedSettled bool     `json:"changed_while_unmounted_settled"`
+}
+
+// maxChanges bounds the list of changes kept for .state; the count stays exact.
+const maxChanges = 1000
+
+// Lock takes the data directory for this process (DATA/.trowfs/lock, flock). It fails with
+// *InUseError when another trowfs has it.
+func (t *Tracker) Lock() error {
+	dir := filepath.Join(t.root, StateDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	fd, err := unix.Open(filepath.Join(dir, lockFile), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return &InUseError{Dir: t.root}
+		}
+		return fmt.Errorf("lock %s: %w", dir, err)
+	}
+	// The descriptor stays open for the life of the process: closing it releases the lock.
+	return nil
+}
+
+// Load fills the tree from the snapshot in DATA/.trowfs (if any) reconciled with the directory
+// as mode says. Files whose content must be (re)hashed are queued for the background workers; the
+// tree is usable at once, with those files pending.
+func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error) {
+	start := time.Now()
+	rep := LoadReport{Mode: string(mode)}
+	dir := filepath.Join(t.root, StateDirName)
+	if _, err := os.Stat(filepath.Join(dir, mountedFile)); err == nil {
+		rep.PreviousCrashed = true
+		t.log.Warn("the previous mount of this data directory did not shut down cleanly; reconciling with the last checkpoint")
+	}
+	old, meta, err := t.readSnapshot()
+	switch {
+	case err == nil:
+		rep.Snapshot = "loaded"
+		if ns, e := strconv.ParseInt(meta["written_at"], 10, 64); e == nil {
+			rep.SnapshotWrittenAt = time.Unix(0, ns).UTC()
+		}
+		t.restoreScrubCursor(meta)
+	case errors.Is(err, os.ErrNotExist):
+		rep.Snapshot = "missing"
+		t.log.Info("no snapshot: scanning and hashing the whole data directory in the background")
+	default:
+		rep.Snapshot = "unusable: " + err.Error()
+		t.log.Warn("snapshot unusable, falling back to a full rescan", "err", err)
+		old = nil
+	}
+	if old != nil && mode == VerifyOff && !rep.PreviousCrashed {
+		t.mu.Lock()
+		t.tree = old
+		rep.Files = int64(old.Len())
+		t.mu.Unlock()
+		t.load = rep
+		t.markMounted()
+		return rep, nil
+	}
+
+	// Racy entries: changed within this window before the snapshot was written, a later change
+	// in the same timestamp tick would be invisible to a metadata comparison.
+	racyAfter := rep.SnapshotWrittenAt.Add(-50 * time.Millisecond).UnixNano()
+	nt := hashtree.New()
+	ts := now()
+	type rehash struct {
+		rel string
+		st  unix.Stat_t
+	}
+	var todo []rehash
+	var shadowed []string
+	err = walkDisk(ctx, t.rootFd, func(d *diskEntry) error {
+		base := filepath.Base(d.rel)
+		if base == StateFileName {
+			shadowed = append(shadowed, d.rel)
+		}
+		var prev hashtree.Entry
+		var havePrev bool
+		if old != nil {
+			prev, havePrev = old.Get(d.rel)
+		}
+		switch d.st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			return nt.Mkdir(d.rel, ts)
+		case unix.S_IFLNK:
+			e := hashtree.Entry{Kind: hashtree.KindSymlink, Target: d.target, Status: hashtree.StatusVerified, Meta: metaOf(&d.st), ChangedAt: ts}
+			if havePrev && prev.Kind == hashtree.KindSymlink && prev.Target == d.target {
+				e.ChangedAt = prev.ChangedAt
+			}
+			return nt.Put(d.rel, e)
+		}
+		rep.Files++
+		m := metaOf(&d.st)
+		if t.excl.Match(d.rel) {
+			return nt.Put(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: m, ChangedAt: ts})
+		}
+		if havePrev && prev.Kind == hashtree.KindFile && prev.Meta == m && prev.Status != hashtree.StatusPending &&
+			prev.Status != hashtree.StatusExcluded && m.Mtime < racyAfter {
+			return nt.Put(d.rel, prev)
+		}
+		e := hashtree.Entry{Kind: hashtree.KindFile, Digest: emptyDigest, Status: hashtree.StatusPending, Meta: m, ChangedAt: ts}
+		if havePrev && prev.Kind == hashtree.KindFile {
+			e.Digest, e.ChangedAt = prev.Digest, prev.ChangedAt
+		}
+		todo = append(todo, rehash{d.rel, d.st})
+		return nt.Put(d.rel, e)
+	}, func(rel string, mode uint32) {
+		t.log.Info("not tracking a special file", "path", rel, "mode", fmt.Sprintf("%o", mode))
+	})
+	if err != nil {
+		return rep, fmt.Errorf("scan %s: %w", t.root, err)
+	}
+	t.mu.Lock()
+	t.tree = nt
+	t.dirty = true
+	for _, r := range todo {
+		fs := &fileState{path: r.rel}
+		t.inflight[r.st.Ino] = fs
+		if r.st.Nlink > 1 {
+			// Every name of a multiply linked file is in todo; remember them all.
+			set := t.links[r.st.Ino]
+			if set == nil {
+				set = map[string]struct{}{}
+				t.links[r.st.Ino] = set
+			}
+			set[r.rel] = struct{}{}
+		}
+		fs.gen++
+		t.queueLocked(r.st.Ino, fs, false)
+	}
+	for _, p := range shadowed {
+		t.addFindingLocked(Finding{Kind: FindingShadowed, Path: p,
+			Detail: "a real file named .state exists in DATA; lookups through the mount return the virtual .state, the file itself is untouched and listed by readdir"})
+	}
+	rep.Rehashing = len(todo)
+	rep.Duration = time.Since(start).Round(time.Millisecond).String()
+	t.load = rep
+	t.mu.Unlock()
+	t.log.Info("data directory loaded", "snapshot", rep.Snapshot, "files", rep.Files, "to_hash", rep.Rehashing, "took", rep.Duration)
+	t.markMounted()
+	if old != nil {
+		go t.diffWhenSettled(old)
+	} else {
+		t.mu.Lock()
+		t.load.ChangedSettled = true
+		t.mu.Unlock()
+	}
+	return rep, nil
+}
+
+// diffWhenSettled waits for the load's hashing to finish and records what changed while
+// unmounted, at the content level.
+func (t *Tracker) diffWhenSettled(old *hashtree.Tree) {
+	for !t.Drain(time.Hour) {
+	}
+	var changes []Change
+	count := 0
+	t.mu.Lock()
+	_ = hashtree.Diff(old, t.tree, func(c hashtree.Change) error {
+		ch := Change{Path: c.Path}
+		switch {
+		case c.Old == nil:
+			ch.Change, ch.Kind = "added", c.New.Kind.String()
+		case c.New == nil:
+			ch.Change, ch.Kind = "removed", c.Old.Kind.String()
+		default:
+			if c.Old.Kind == hashtree.KindDir && c.New.Kind == hashtree.KindDir {
+				return nil // its children are listed
+			}
+			ch.Change, ch.Kind = "modified", c.New.Kind.String()
+		}
+		count++
+		if len(changes) < maxChanges {
+			changes = append(changes, ch)
+		}
+		return nil
+	})
+	t.load.Changed, t.load.ChangedCount, t.load.ChangedSettled = changes, count, true
+	t.mu.Unlock()
+	if count > 0 {
+		t.log.Info("changes made while trowfs was not mounted", "count", count)
+		for i, c := range changes {
+			if i == 20 {
+				t.log.Info("... more changes in .state and /v1/state", "more", count-20)
+				break
+			}
+			t.log.Info("changed while unmounted", "path", c.Path, "change", c.Change)
+		}
+	}
+}
+
+// LoadReport returns what Load found (and, once settled, what changed while unmounted).
+func (t *Tracker) LoadReport() LoadReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.load
+}
+
+func (t *Tracker) markMounted() {
+	p := filepath.Join(t.root, StateDirName, mountedFile)
+	_ = os.WriteFile(p, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+}
+
+func (t *Tracker) readSnapshot() (*hashtree.Tree, map[string]string, error) {
+	f, err := os.Open(filepath.Join(t.root, StateDirName, SnapshotFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	return hashtree.ReadSnapshot(bufio.NewReaderSize(f, 1<<20))
+}
+
+// WriteSnapshot writes the tree atomically to DATA/.trowfs/tree.snap. final marks a clean
+// shutdown (and removes the mounted marker).
+func (t *Tracker) WriteSnapshot(final bool) error {
+	dir := filepath.Join(t.root, StateDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, SnapshotFile+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	t.mu.Lock()
+	meta := map[string]string{
+		"written_at": strconv.FormatInt(time.Now().UnixNano(), 10),
+		"clean":      strconv.FormatBool(final),
+		"root":       t.root,
+	}
+	t.saveScrubCursorLocked(meta)
+	err = hashtree.WriteSnapshot(w, t.tree, meta)
+	if err == nil {
+		t.dirty = false
+	}
+	t.mu.Unlock()
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, SnapshotFile))
+	}
+	if err == nil {
+		if d, derr := os.Open(dir); derr == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+	}
+	if err != nil {
+		t.mu.Lock()
+		t.dirty = true
+		t.mu.Unlock()
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if final {
+		_ = os.Remove(filepath.Join(dir, mountedFile))
+	}
+	return nil
+}
+
+// Dirty reports whether the tree changed since the last snapshot.
+func (t *Tracker) Dirty() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dirty
+}
+
+// ReadSnapshotFile reads the snapshot of a data directory without mounting (trowfs verify).
+func ReadSnapshotFile(root string) (*hashtree.Tree, map[string]string, error) {
+	f, err := os.Open(filepath.Join(root, StateDirName, SnapshotFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	return hashtree.ReadSnapshot(bufio.NewReaderSize(io.Reader(f), 1<<20))
+}

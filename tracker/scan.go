@@ -1,0 +1,215 @@
+package tracker
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// diskEntry is one entry met by walkDisk.
+type diskEntry struct {
+	rel    string
+	st     unix.Stat_t
+	target string // symlinks
+}
+
+// walkDisk visits every directory, regular file and symlink under the directory open as rootFd,
+// parents before children, skipping DATA/.trowfs. Other file types (sockets, FIFOs, devices) are
+// reported through skip. It reads directories relative to their parent's descriptor, so a rename
+// elsewhere cannot send it outside DATA.
+func walkDisk(ctx context.Context, rootFd int, fn func(d *diskEntry) error, skip func(rel string, mode uint32)) error {
+	fd, err := unix.Openat(rootFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	return walkDir(ctx, fd, "", fn, skip)
+}
+
+func walkDir(ctx context.Context, dirFd int, rel string, fn func(d *diskEntry) error, skip func(string, uint32)) error {
+	f := os.NewFile(uintptr(dirFd), rel)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("read directory %q: %w", rel, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, name := range names {
+		if rel == "" && name == StateDirName {
+			continue
+		}
+		d := diskEntry{rel: joinRel(rel, name)}
+		if err := unix.Fstatat(dirFd, name, &d.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed while we walked
+			}
+			return fmt.Errorf("stat %q: %w", d.rel, err)
+		}
+		switch d.st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if err := fn(&d); err != nil {
+				return err
+			}
+			cfd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				return fmt.Errorf("open directory %q: %w", d.rel, err)
+			}
+			if err := walkDir(ctx, cfd, d.rel, fn, skip); err != nil {
+				return err
+			}
+		case unix.S_IFREG:
+			if err := fn(&d); err != nil {
+				return err
+			}
+		case unix.S_IFLNK:
+			buf := make([]byte, 4096)
+			n, err := unix.Readlinkat(dirFd, name, buf)
+			if err != nil {
+				continue
+			}
+			d.target = string(buf[:n])
+			if err := fn(&d); err != nil {
+				return err
+			}
+		default:
+			if skip != nil {
+				skip(d.rel, d.st.Mode)
+			}
+		}
+	}
+	return nil
+}
+
+// ScanOptions configures Rescan.
+type ScanOptions struct {
+	Exclude  []string
+	Workers  int
+	Progress func(files, bytes int64) // called now and then from the scanning goroutine
+}
+
+// Rescan builds a tree of root from scratch, hashing every file that is not excluded. It is the
+// reference the inline tree is compared with (tests, `trowfs verify`). Statuses are verified or
+// excluded; Meta is what lstat says.
+func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree, error) {
+	m, err := NewMatcher(opts.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	defer unix.Close(rootFd)
+	tr := hashtree.New()
+	ts := time.Now().UnixNano()
+	type work struct {
+		rel string
+		st  unix.Stat_t
+	}
+	var files []work
+	err = walkDisk(ctx, rootFd, func(d *diskEntry) error {
+		switch d.st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			return tr.Mkdir(d.rel, ts)
+		case unix.S_IFLNK:
+			return tr.Put(d.rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: d.target, Status: hashtree.StatusVerified, Meta: metaOf(&d.st), ChangedAt: ts})
+		default:
+			if m.Match(d.rel) {
+				return tr.Put(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: metaOf(&d.st), ChangedAt: ts})
+			}
+			files = append(files, work{d.rel, d.st})
+			return nil
+		}
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	n := opts.Workers
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	type result struct {
+		i   int
+		sum hashtree.Digest
+		err error
+	}
+	sums := make([]hashtree.Digest, len(files))
+	errs := make([]error, len(files))
+	var next, doneFiles, doneBytes int64
+	var mu sync.Mutex // guards next, doneFiles, doneBytes
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= int64(len(files)) || ctx.Err() != nil {
+					return
+				}
+				sums[i], errs[i] = hashAt(rootFd, files[i].rel)
+				mu.Lock()
+				doneFiles++
+				doneBytes += files[i].st.Size
+				if opts.Progress != nil && doneFiles%256 == 0 {
+					opts.Progress(doneFiles, doneBytes)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if opts.Progress != nil {
+		opts.Progress(doneFiles, doneBytes)
+	}
+	for i, f := range files {
+		if errs[i] != nil {
+			if errors.Is(errs[i], unix.ENOENT) {
+				continue
+			}
+			return nil, fmt.Errorf("hash %q: %w", f.rel, errs[i])
+		}
+		if err := tr.Put(f.rel, hashtree.Entry{Kind: hashtree.KindFile, Digest: sums[i], Status: hashtree.StatusVerified, Meta: metaOf(&f.st), ChangedAt: ts, VerifiedAt: ts}); err != nil {
+			return nil, err
+		}
+	}
+	return tr, nil
+}
+
+// hashAt hashes rel below the directory rootFd.
+func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
+	var d hashtree.Digest
+	how := unix.OpenHow{Flags: uint64(unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: unix.RESOLVE_BENEATH}
+	fd, err := unix.Openat2(rootFd, rel, &how)
+	if err != nil {
+		return d, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return d, err
+	}
+	copy(d[:], h.Sum(nil))
+	return d, nil
+}

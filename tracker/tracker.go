@@ -1,0 +1,811 @@
+package tracker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// StateDirName is trowfs's own directory inside DATA. It is never part of the tree and is hidden by
+// the mount.
+const StateDirName = ".trowfs"
+
+// Options configures a Tracker.
+type Options struct {
+	// Root is the absolute path of the data directory (DATA).
+	Root string
+	// Exclude lists globs of volatile paths that are tracked but never hashed (see Matcher).
+	Exclude []string
+	// BlobDigest names the digest a path must have when the layout stores blobs by digest
+	// (nil: no path is a blob path).
+	BlobDigest func(rel string) (digest.Digest, bool)
+	// Notify, if set, receives every change to the tree in order, from one goroutine, never while
+	// the tree lock is held.
+	Notify func(Event)
+	// HashWorkers is the number of goroutines hashing file content (default: number of CPUs).
+	HashWorkers int
+	Logger      *slog.Logger
+}
+
+// Event describes one change of the tree for observers such as the registry model.
+type Event struct {
+	Path    string
+	Removed bool // Path (and everything under it) is gone
+	Entry   hashtree.Entry
+}
+
+// Tracker keeps a hashtree.Tree in step with the operations that cross the mount.
+type Tracker struct {
+	root       string
+	rootFd     int // O_PATH descriptor of DATA, for openat2(RESOLVE_BENEATH)
+	log        *slog.Logger
+	excl       *Matcher
+	blobDigest func(rel string) (digest.Digest, bool)
+
+	jobs    *jobQueue
+	notify  *eventQueue
+	workers sync.WaitGroup
+
+	stats counters
+
+	// mu guards every field below it. Nothing that reads file content or blocks on I/O other than
+	// a single lstat/fstat runs while it is held.
+	mu       sync.Mutex
+	tree     *hashtree.Tree
+	inflight map[uint64]*fileState           // files with writers or a hash job pending, by inode
+	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
+	findings map[findingKey]Finding
+	dirty    bool // the tree changed since the last checkpoint
+	busy     int  // hash jobs queued or running
+	idle     *sync.Cond
+	load     LoadReport
+	runs     []*Run
+	scrub    scrubState
+}
+
+// fileState is the bookkeeping of a file that has writers or waits for hashing.
+type fileState struct {
+	path       string // current name; "" once unlinked
+	writers    int
+	gen        uint64 // bumped whenever the content may have changed; a hash result of an older gen is dropped
+	prevStatus hashtree.Status
+	prevMeta   hashtree.Meta
+	hadDigest  bool
+	stream     *streamHash // daemon write mode: sequential writes hashed as they pass
+}
+
+// New creates a tracker for opts.Root with an empty tree; call Load to fill it.
+func New(opts Options) (*Tracker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	st, err := os.Stat(opts.Root)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("data directory %s is not a directory", opts.Root)
+	}
+	m, err := NewMatcher(opts.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(opts.Root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open data directory: %w", err)
+	}
+	t := &Tracker{
+		root:       opts.Root,
+		rootFd:     fd,
+		log:        opts.Logger,
+		excl:       m,
+		blobDigest: opts.BlobDigest,
+		tree:       hashtree.New(),
+		inflight:   map[uint64]*fileState{},
+		links:      map[uint64]map[string]struct{}{},
+		findings:   map[findingKey]Finding{},
+		jobs:       newJobQueue(),
+		notify:     newEventQueue(opts.Notify),
+	}
+	t.idle = sync.NewCond(&t.mu)
+	n := opts.HashWorkers
+	if n <= 0 {
+		n = runtime.NumCPU()
+	}
+	for i := 0; i < n; i++ {
+		t.workers.Add(1)
+		go t.worker()
+	}
+	return t, nil
+}
+
+// Dir returns the data directory.
+func (t *Tracker) Dir() string { return t.root }
+
+// Excluded reports whether rel is excluded from hashing.
+func (t *Tracker) Excluded(rel string) bool { return t.excl.Match(rel) }
+
+// Close stops the hash workers (pending jobs are dropped: their files stay pending and are rehashed
+// on the next mount) and the notification goroutine.
+func (t *Tracker) Close() {
+	t.stopScrub()
+	t.jobs.close()
+	t.workers.Wait()
+	t.notify.close()
+	unix.Close(t.rootFd)
+}
+
+// Drain waits until no file has writers or pending hash jobs, or until the timeout passes. It
+// reports whether the tree is settled.
+func (t *Tracker) Drain(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.busy > 0 || t.writersLocked() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		// Cond has no timed wait: poll with short sleeps outside the lock.
+		t.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		t.mu.Lock()
+	}
+	return true
+}
+
+// WaitNotified waits until every event so far has been delivered to Notify.
+func (t *Tracker) WaitNotified() { t.notify.wait() }
+
+func (t *Tracker) writersLocked() int {
+	n := 0
+	for _, fs := range t.inflight {
+		if fs.writers > 0 && fs.path != "" && !t.excl.Match(fs.path) {
+			n++
+		}
+	}
+	return n
+}
+
+// WithTree runs fn with the tree locked. fn must not keep the tree or block.
+func (t *Tracker) WithTree(fn func(tr *hashtree.Tree)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fn(t.tree)
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+// lstat reads metadata of rel relative to DATA without following a final symlink.
+func (t *Tracker) lstat(rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	name := rel
+	if name == "" {
+		name = "."
+	}
+	err := unix.Fstatat(t.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+func metaOf(st *unix.Stat_t) hashtree.Meta {
+	return hashtree.Meta{
+		Size:  st.Size,
+		Mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec,
+		Ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec,
+		Ino:   st.Ino,
+	}
+}
+
+// emptyDigest is the digest of an empty file.
+var emptyDigest = hashtree.SumBytes(nil)
+
+// ---- operations reported by the mount -------------------------------------------------------
+
+// Session is one open file handle with write access. Close it exactly once, when the handle is
+// released.
+type Session struct {
+	t    *Tracker
+	ino  uint64
+	once sync.Once
+}
+
+// OpenWrite records that rel was opened for writing through descriptor fd (already open on the
+// backing file). created says the open created the file. The file is pending until its last
+// writer closes it; then it is hashed.
+func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.internal(rel, "fstat of a file opened for writing", err)
+		return &Session{t: t}
+	}
+	t.stats.op("open_write")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fs := t.fileStateLocked(rel, &st, created)
+	fs.writers++
+	fs.gen++
+	return &Session{t: t, ino: st.Ino}
+}
+
+// fileStateLocked returns (creating) the in-flight state of the file at rel, and marks the tree
+// entry pending.
+func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fileState {
+	fs := t.inflight[st.Ino]
+	if fs == nil {
+		fs = &fileState{path: rel}
+		if e, ok := t.tree.Get(rel); ok && e.Kind == hashtree.KindFile && !created {
+			fs.prevStatus, fs.prevMeta, fs.hadDigest = e.Status, e.Meta, e.Status != hashtree.StatusPending
+		}
+		t.inflight[st.Ino] = fs
+	}
+	fs.path = rel
+	excluded := t.excl.Match(rel)
+	ts := now()
+	e, ok := t.tree.Get(rel)
+	if !ok || e.Kind != hashtree.KindFile || created {
+		ne := hashtree.Entry{Kind: hashtree.KindFile, Digest: emptyDigest, Status: hashtree.StatusPending, Meta: metaOf(st), ChangedAt: ts}
+		if excluded {
+			ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
+		}
+		if ok && e.Kind == hashtree.KindDir {
+			t.internal(rel, "a file replaced a directory the tree still had", nil)
+			_ = t.tree.Remove(rel, ts)
+		}
+		t.putLocked(rel, ne)
+	} else if !excluded && e.Status != hashtree.StatusPending {
+		t.updateLocked(rel, func(e *hashtree.Entry) { e.Status = hashtree.StatusPending })
+	}
+	return fs
+}
+
+// Close ends the session; the last writer's close queues the file for hashing.
+func (s *Session) Close() {
+	if s == nil || s.ino == 0 {
+		return
+	}
+	s.once.Do(func() {
+		t := s.t
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		fs := t.inflight[s.ino]
+		if fs == nil {
+			return
+		}
+		fs.writers--
+		if fs.writers <= 0 {
+			fs.writers = 0
+			t.queueLocked(s.ino, fs, true)
+		}
+	})
+}
+
+// Truncated records a truncate through this session's handle (ftruncate): the stream hash, if
+// any, no longer describes the file.
+func (s *Session) Truncated() {
+	if s == nil || s.ino == 0 {
+		return
+	}
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	if fs := s.t.inflight[s.ino]; fs != nil {
+		fs.gen++
+		if fs.stream != nil {
+			fs.stream.invalidate()
+		}
+	}
+}
+
+// Created records a new empty regular file made by mknod(2).
+func (t *Tracker) Created(rel string) {
+	st, err := t.lstat(rel)
+	if err != nil {
+		t.internal(rel, "lstat after mknod", err)
+		return
+	}
+	t.stats.op("mknod")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rehashLocked(rel, &st, true)
+}
+
+// Wrote feeds bytes written at off to the streaming hasher (daemon write mode only). Writes that
+// are not strictly sequential switch the file to a rehash at close.
+func (s *Session) Wrote(off int64, data []byte) {
+	if s == nil || s.ino == 0 {
+		return
+	}
+	t := s.t
+	t.mu.Lock()
+	fs := t.inflight[s.ino]
+	if fs == nil {
+		t.mu.Unlock()
+		return
+	}
+	if fs.stream == nil {
+		fs.stream = newStreamHash()
+	}
+	sh := fs.stream
+	t.mu.Unlock()
+	sh.write(off, data)
+}
+
+// Truncated records a truncate of rel that did not go through a write session (truncate(2) by path).
+func (t *Tracker) Truncated(rel string) {
+	st, err := t.lstat(rel)
+	if err != nil {
+		t.internal(rel, "lstat after truncate", err)
+		return
+	}
+	t.stats.op("truncate")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fs := t.fileStateLocked(rel, &st, false)
+	fs.gen++
+	if fs.stream != nil {
+		fs.stream.invalidate()
+	}
+	if fs.writers == 0 {
+		t.queueLocked(st.Ino, fs, true)
+	}
+}
+
+// Touched refreshes the metadata of rel after chmod, chown or utimes.
+func (t *Tracker) Touched(rel string) {
+	st, err := t.lstat(rel)
+	if err != nil {
+		return
+	}
+	t.stats.op("setattr")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.tree.Get(rel); ok && e.Kind != hashtree.KindDir {
+		_ = t.tree.Update(rel, func(e *hashtree.Entry) { e.Meta = metaOf(&st) })
+		t.dirty = true
+	}
+}
+
+// Mkdir records a new directory.
+func (t *Tracker) Mkdir(rel string) {
+	t.stats.op("mkdir")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.tree.Mkdir(rel, now()); err != nil {
+		t.resyncLocked(rel, "mkdir", err)
+		return
+	}
+	t.dirty = true
+}
+
+// Symlink records a new symbolic link.
+func (t *Tracker) Symlink(rel, target string) {
+	t.stats.op("symlink")
+	st, _ := t.lstat(rel)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.putLocked(rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: target, Status: hashtree.StatusVerified, Meta: metaOf(&st), ChangedAt: now()})
+}
+
+// Link records a new hard link newRel to the file at oldRel.
+func (t *Tracker) Link(oldRel, newRel string) {
+	t.stats.op("link")
+	st, err := t.lstat(newRel)
+	if err != nil {
+		t.internal(newRel, "lstat after link", err)
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.tree.Get(oldRel)
+	if !ok || e.Kind == hashtree.KindDir {
+		t.resyncLocked(newRel, "link", hashtree.ErrNotFound)
+		return
+	}
+	e.Meta = metaOf(&st)
+	e.ChangedAt = now()
+	t.putLocked(newRel, e)
+	_ = t.tree.Update(oldRel, func(o *hashtree.Entry) { o.Meta.Ctime = e.Meta.Ctime })
+	set := t.links[st.Ino]
+	if set == nil {
+		set = map[string]struct{}{}
+		t.links[st.Ino] = set
+	}
+	set[oldRel], set[newRel] = struct{}{}, struct{}{}
+	t.reclassifyLocked(newRel)
+}
+
+// Unlink records the removal of a file or symlink.
+func (t *Tracker) Unlink(rel string) {
+	t.stats.op("unlink")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(rel)
+}
+
+// Rmdir records the removal of an (empty) directory.
+func (t *Tracker) Rmdir(rel string) {
+	t.stats.op("rmdir")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.removeLocked(rel)
+}
+
+func (t *Tracker) removeLocked(rel string) {
+	if _, ok := t.tree.Get(rel); !ok {
+		return
+	}
+	_ = t.tree.Remove(rel, now())
+	t.dirty = true
+	for _, fs := range t.inflight {
+		if fs.path == rel || strings.HasPrefix(fs.path, rel+"/") {
+			fs.path = ""
+		}
+	}
+	t.clearFindingsLocked(rel)
+	t.notify.push(Event{Path: rel, Removed: true})
+}
+
+// Rename records a successful rename(2)/renameat2(2) from oldRel to newRel. exchange is
+// RENAME_EXCHANGE.
+func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
+	t.stats.op("rename")
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ts := now()
+	if exchange {
+		if err := t.tree.Exchange(oldRel, newRel, ts); err != nil {
+			t.resyncLocked(oldRel, "rename exchange", err)
+			t.resyncLocked(newRel, "rename exchange", err)
+			return
+		}
+		for _, fs := range t.inflight {
+			if p, ok := movePath(fs.path, oldRel, newRel); ok {
+				fs.path = p
+			} else if p, ok := movePath(fs.path, newRel, oldRel); ok {
+				fs.path = p
+			}
+		}
+		t.dirty = true
+		t.afterMoveLocked(oldRel)
+		t.afterMoveLocked(newRel)
+		return
+	}
+	if oldRel == newRel {
+		return
+	}
+	if _, ok := t.tree.Get(oldRel); !ok {
+		t.resyncLocked(newRel, "rename of an untracked source", hashtree.ErrNotFound)
+		return
+	}
+	// Whatever was at newRel is replaced: its in-flight state loses its name.
+	for _, fs := range t.inflight {
+		if fs.path == newRel || strings.HasPrefix(fs.path, newRel+"/") {
+			fs.path = ""
+		}
+	}
+	if err := t.tree.Rename(oldRel, newRel, ts); err != nil {
+		t.resyncLocked(oldRel, "rename", err)
+		t.resyncLocked(newRel, "rename", err)
+		return
+	}
+	for _, fs := range t.inflight {
+		if p, ok := movePath(fs.path, oldRel, newRel); ok {
+			fs.path = p
+		}
+	}
+	t.dirty = true
+	t.clearFindingsLocked(oldRel)
+	t.clearFindingsLocked(newRel)
+	t.notify.push(Event{Path: oldRel, Removed: true})
+	t.afterMoveLocked(newRel)
+}
+
+// movePath rewrites p when it is from or lies under from.
+func movePath(p, from, to string) (string, bool) {
+	if p == from {
+		return to, true
+	}
+	if strings.HasPrefix(p, from+"/") {
+		return to + p[len(from):], true
+	}
+	return "", false
+}
+
+// afterMoveLocked fixes up what a rename changes besides names: ctime, exclusion status and blob
+// checks, for rel and (for a directory) everything under it; then notifies.
+func (t *Tracker) afterMoveLocked(rel string) {
+	e, ok := t.tree.Get(rel)
+	if !ok {
+		return
+	}
+	if e.Kind != hashtree.KindDir {
+		if st, err := t.lstat(rel); err == nil {
+			_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Meta = metaOf(&st) })
+		}
+		t.reclassifyLocked(rel)
+		return
+	}
+	var files []string
+	_ = t.walkUnderLocked(rel, func(p string, e hashtree.Entry) error {
+		if e.Kind != hashtree.KindDir {
+			files = append(files, p)
+		}
+		return nil
+	})
+	for _, p := range files {
+		t.reclassifyLocked(p)
+	}
+}
+
+// reclassifyLocked applies the exclusion and blob rules to a file at its (new) name.
+func (t *Tracker) reclassifyLocked(rel string) {
+	e, ok := t.tree.Get(rel)
+	if !ok {
+		return
+	}
+	defer func() {
+		if e2, ok := t.tree.Get(rel); ok {
+			t.notify.push(Event{Path: rel, Entry: e2})
+		}
+	}()
+	if e.Kind != hashtree.KindFile {
+		return
+	}
+	excluded := t.excl.Match(rel)
+	switch {
+	case excluded && e.Status != hashtree.StatusExcluded:
+		_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Status, x.Digest = hashtree.StatusExcluded, hashtree.Digest{} })
+	case !excluded && e.Status == hashtree.StatusExcluded:
+		// It arrives from a volatile area (an upload committed into blobs/): hash it now.
+		if st, err := t.lstat(rel); err == nil {
+			t.rehashLocked(rel, &st, true)
+		}
+	case !excluded:
+		t.checkBlobLocked(rel)
+	}
+}
+
+// rehashLocked marks rel pending and queues it for hashing.
+func (t *Tracker) rehashLocked(rel string, st *unix.Stat_t, urgent bool) {
+	fs := t.fileStateLocked(rel, st, false)
+	fs.gen++
+	fs.hadDigest = false
+	if fs.writers == 0 {
+		t.queueLocked(st.Ino, fs, urgent)
+	}
+}
+
+// checkBlobLocked compares a settled file at a blob path with the digest its name promises.
+func (t *Tracker) checkBlobLocked(rel string) {
+	if t.blobDigest == nil {
+		return
+	}
+	want, ok := t.blobDigest(rel)
+	if !ok {
+		return
+	}
+	e, ok := t.tree.Get(rel)
+	if !ok || e.Kind != hashtree.KindFile || e.Status == hashtree.StatusPending || e.Status == hashtree.StatusExcluded {
+		return
+	}
+	if want.Algorithm() != digest.SHA256 {
+		// Only a rehash can check another algorithm.
+		if st, err := t.lstat(rel); err == nil {
+			t.rehashLocked(rel, &st, true)
+		}
+		return
+	}
+	status := hashtree.StatusVerified
+	if want.String() != e.Digest.String() {
+		status = hashtree.StatusMismatch
+		t.addFindingLocked(Finding{Kind: FindingMismatch, Path: rel, Expected: want.String(), Actual: e.Digest.String(),
+			Detail: "blob content does not match its name"})
+	} else {
+		t.clearFindingLocked(FindingMismatch, rel)
+	}
+	if status != e.Status {
+		_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Status = status })
+	}
+}
+
+// putLocked stores an entry, creating missing parent directories (the tree may lag behind an
+// out-of-band mkdir).
+func (t *Tracker) putLocked(rel string, e hashtree.Entry) {
+	err := t.tree.Put(rel, e)
+	if errors.Is(err, hashtree.ErrNotFound) {
+		if err = t.tree.MkdirAll(path.Dir(rel), e.ChangedAt); err == nil || path.Dir(rel) == "." {
+			err = t.tree.Put(rel, e)
+		}
+	}
+	if errors.Is(err, hashtree.ErrIsDir) {
+		_ = t.tree.Remove(rel, e.ChangedAt)
+		err = t.tree.Put(rel, e)
+	}
+	if err != nil {
+		t.internal(rel, "tree put", err)
+		return
+	}
+	t.dirty = true
+	t.notify.push(Event{Path: rel, Entry: e})
+}
+
+func (t *Tracker) updateLocked(rel string, fn func(*hashtree.Entry)) {
+	if err := t.tree.Update(rel, fn); err == nil {
+		t.dirty = true
+	}
+}
+
+// walkUnderLocked walks the subtree at rel (rel itself excluded).
+func (t *Tracker) walkUnderLocked(rel string, fn func(p string, e hashtree.Entry) error) error {
+	return walkSubtree(t.tree, rel, fn)
+}
+
+// walkSubtree visits every entry under dir in path order.
+func walkSubtree(tr *hashtree.Tree, dir string, fn func(p string, e hashtree.Entry) error) error {
+	var err error
+	lerr := tr.List(dir, "", func(name string, e hashtree.Entry) bool {
+		p := name
+		if dir != "" {
+			p = dir + "/" + name
+		}
+		if err = fn(p, e); err != nil {
+			return false
+		}
+		if e.Kind == hashtree.KindDir {
+			if err = walkSubtree(tr, p, fn); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return lerr
+}
+
+// resyncLocked repairs the tree at rel from the backing directory after the tree disagreed with
+// an operation the filesystem accepted. The operation itself has already succeeded; this only
+// records the problem and rebuilds that part of the tree.
+func (t *Tracker) resyncLocked(rel, op string, cause error) {
+	t.internal(rel, op+": tree out of step with the data directory, rescanning that path", cause)
+	ts := now()
+	st, err := t.lstat(rel)
+	if err != nil {
+		if _, ok := t.tree.Get(rel); ok {
+			_ = t.tree.Remove(rel, ts)
+			t.notify.push(Event{Path: rel, Removed: true})
+		}
+		t.dirty = true
+		return
+	}
+	if rel != "" {
+		_ = t.tree.MkdirAll(path.Dir(rel), ts)
+	}
+	t.scanIntoLocked(rel, &st)
+	t.dirty = true
+}
+
+// scanIntoLocked records rel (and, for a directory, its content) from disk, queueing files for
+// hashing. Used for small repairs only; the initial scan does not hold the lock.
+func (t *Tracker) scanIntoLocked(rel string, st *unix.Stat_t) {
+	ts := now()
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if e, ok := t.tree.Get(rel); ok && e.Kind != hashtree.KindDir {
+			_ = t.tree.Remove(rel, ts)
+		}
+		_ = t.tree.Mkdir(rel, ts)
+		names, err := t.readDirNames(rel)
+		if err != nil {
+			t.internal(rel, "read directory", err)
+			return
+		}
+		for _, name := range names {
+			p := joinRel(rel, name)
+			if p == StateDirName {
+				continue
+			}
+			cst, err := t.lstat(p)
+			if err == nil {
+				t.scanIntoLocked(p, &cst)
+			}
+		}
+	case unix.S_IFREG:
+		if t.excl.Match(rel) {
+			t.putLocked(rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: metaOf(st), ChangedAt: ts})
+			return
+		}
+		t.rehashLocked(rel, st, false)
+	case unix.S_IFLNK:
+		target, _ := t.readlink(rel)
+		t.putLocked(rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: target, Status: hashtree.StatusVerified, Meta: metaOf(st), ChangedAt: ts})
+	}
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func (t *Tracker) readDirNames(rel string) ([]string, error) {
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func (t *Tracker) readlink(rel string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(t.rootFd, rel, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// openBeneath opens rel relative to DATA, refusing to leave it (symlinks, "..").
+func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
+	name := rel
+	if name == "" {
+		name = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS}
+	for {
+		fd, err := unix.Openat2(t.rootFd, name, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err == unix.ENOSYS {
+			return unix.Openat(t.rootFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+		}
+		return fd, err
+	}
+}
+
+// internal logs a bookkeeping problem and records it as a finding. It never fails an operation.
+func (t *Tracker) internal(rel, what string, err error) {
+	t.log.Warn("tracker: "+what, "path", rel, "err", err)
+	t.stats.internalErrors.Add(1)
+	detail := what
+	if err != nil {
+		detail += ": " + err.Error()
+	}
+	go func() { // internal may be called with mu held
+		t.mu.Lock()
+		t.addFindingLocked(Finding{Kind: FindingInternal, Path: rel, Detail: detail})
+		t.mu.Unlock()
+	}()
+}
+
+// counters are the tracker's monotonic statistics.
+type counters struct {
+	ops            sync.Map // op name -> *atomic.Int64
+	bytesHashed    atomic.Int64
+	filesHashed    atomic.Int64
+	hashNanos      atomic.Int64
+	internalErrors atomic.Int64
+}
+
+func (c *counters) op(name string) {
+	v, ok := c.ops.Load(name)
+	if !ok {
+		v, _ = c.ops.LoadOrStore(name, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
+}
