@@ -64,7 +64,7 @@ type Tracker struct {
 	// a single lstat/fstat runs while it is held.
 	mu       sync.Mutex
 	tree     *hashtree.Tree
-	inflight map[uint64]*fileState           // files with writers or a hash job pending, by inode
+	inflight map[uint64]*fileState          // files with writers or a hash job pending, by inode
 	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
 	findings map[findingKey]Finding
 	dirty    bool // the tree changed since the last checkpoint
