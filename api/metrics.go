@@ -181,7 +181,7 @@ func escapeLabelValue(s string) string {
 		case '\\':
 			b.WriteString(`\\`)
 		case '"':
-			b.WriteString(`"`)
+			b.WriteString(`\"`)
 		case '\n':
 			b.WriteString(`\n`)
 		default:
