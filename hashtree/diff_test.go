@@ -129,4 +129,3 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
-
