@@ -47,7 +47,7 @@ func (t *Tracker) State(rel string) (State, bool) {
 		Path:     "/" + rel,
 		Kind:     kind.String(),
 		Digest:   s.Digest.String(),
-		Status:   subtreeStatus(&s, kind),
+		Status:   subtreeStatusName(&s),
 		Files:    s.Files,
 		Dirs:     s.Dirs,
 		Symlinks: s.Symlinks,
@@ -73,21 +73,32 @@ func (t *Tracker) State(rel string) (State, bool) {
 
 // subtreeStatus is the worst status in the subtree: mismatch, then pending, then unverified, then
 // verified. A subtree of excluded files only is excluded; an empty one is verified.
-func subtreeStatus(s *hashtree.Summary, kind hashtree.Kind) string {
+func subtreeStatusName(s *hashtree.Summary) string {
+	n, _ := SubtreeStatus(s)
+	return n
+}
+
+// SubtreeStatus returns the status name of a subtree and its hashtree.Status.
+func SubtreeStatus(s *hashtree.Summary) (string, hashtree.Status) {
+	st := subtreeStatus(s)
+	return st.String(), st
+}
+
+func subtreeStatus(s *hashtree.Summary) hashtree.Status {
 	b := s.ByStatus
 	switch {
 	case b[hashtree.StatusMismatch] > 0:
-		return hashtree.StatusMismatch.String()
+		return hashtree.StatusMismatch
 	case b[hashtree.StatusPending] > 0:
-		return hashtree.StatusPending.String()
+		return hashtree.StatusPending
 	case b[hashtree.StatusUnverified] > 0:
-		return hashtree.StatusUnverified.String()
+		return hashtree.StatusUnverified
 	case b[hashtree.StatusVerified] > 0:
-		return hashtree.StatusVerified.String()
+		return hashtree.StatusVerified
 	case b[hashtree.StatusExcluded] > 0:
-		return hashtree.StatusExcluded.String()
+		return hashtree.StatusExcluded
 	}
-	return hashtree.StatusVerified.String()
+	return hashtree.StatusVerified
 }
 
 func nsTime(ns int64) *time.Time {

@@ -3,6 +3,7 @@ package tracker
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path"
@@ -808,4 +809,22 @@ func (c *counters) op(name string) {
 		v, _ = c.ops.LoadOrStore(name, new(atomic.Int64))
 	}
 	v.(*atomic.Int64).Add(1)
+}
+
+// ReadFile reads a small file below DATA (at most limit bytes), refusing paths that leave it.
+func (t *Tracker) ReadFile(rel string, limit int64) ([]byte, error) {
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", rel, limit)
+	}
+	return b, nil
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"crypto/sha512"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+)
+
+// readBeneath reads rel below root without following symlinks out of it.
+func readBeneath(root, rel string, limit int64) ([]byte, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(rfd)
+	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH})
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", rel, limit)
+	}
+	return b, err
+}
+
+// hashOther computes a non-sha256 digest (sha512 blob names) of a file.
+func hashOther(path string, want digest.Digest) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	defer f.Close()
+	h := sha512.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "unreadable: " + err.Error()
+	}
+	return digest.NewDigestFromBytes(want.Algorithm(), h.Sum(nil)).String()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// progress reports scanning progress on stderr: a bar on a terminal, a log line every few
+// seconds otherwise.
+type progress struct {
+	mode  string
+	what  string
+	start time.Time
+	last  time.Time
+	shown bool
+}
+
+func newProgress(mode, what string) *progress {
+	if mode == "auto" {
+		mode = "log"
+		if isTerminal(os.Stderr) {
+			mode = "bar"
+		}
+	}
+	return &progress{mode: mode, what: what, start: time.Now(), last: time.Now()}
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (p *progress) update(files, bytes int64) {
+	if p.mode == "none" {
+		return
+	}
+	now := time.Now()
+	rate := float64(bytes) / now.Sub(p.start).Seconds()
+	switch p.mode {
+	case "bar":
+		if now.Sub(p.last) < 100*time.Millisecond {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\r%s: %d files, %s, %s/s   ", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+		p.shown = true
+	default:
+		if now.Sub(p.last) < 5*time.Second {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%s: %d files, %s, %s/s\n", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+	}
+	p.last = now
+}
+
+func (p *progress) done() {
+	if p.shown {
+		fmt.Fprintln(os.Stderr)
+	}
+}

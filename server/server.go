@@ -1,0 +1,423 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/trowfs/trowfs/api"
+	trowfs "github.com/trowfs/trowfs/fs"
+	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/registry"
+	"github.com/trowfs/trowfs/tracker"
+)
+
+// Config is everything `trowfs mount` can be told.
+type Config struct {
+	Data, Mnt          string
+	Layout             string // "auto" or a registry.Layout
+	Exclude            []string
+	NoDefaultExcludes  bool
+	DeleteUntagged     bool
+	VerifyOnStart      tracker.VerifyMode
+	CheckpointInterval time.Duration
+	ScrubInterval      time.Duration // 0 disables the scrub
+	ScrubRate          int64
+	ScrubSample        float64
+	Listen             string
+	APIToken           string
+	WriteMode          string
+	EntryTimeout       time.Duration
+	AttrTimeout        time.Duration
+	NegativeTimeout    time.Duration
+	ReadyFile          string
+	Debug              bool
+	Logger             *slog.Logger
+	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
+	DrainTimeout time.Duration
+}
+
+// ConfigError is a problem with what the operator asked for (exit code 2).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// MountError is a failure to mount (exit code 5).
+type MountError struct{ Err error }
+
+func (e *MountError) Error() string { return e.Err.Error() }
+func (e *MountError) Unwrap() error { return e.Err }
+
+// Server is a running mount.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	layout  registry.Layout
+	t       *tracker.Tracker
+	reg     *registry.Registry
+	fuse    *trowfs.Server
+	api     *api.Server
+	started time.Time
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup
+
+	stopOnce sync.Once
+	stopErr  error
+	lastSnap time.Time // written by the checkpoint goroutine and Stop; read for metrics (approximate)
+}
+
+// Start validates cfg, loads and reconciles the tree, mounts, and starts the background work.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	data, err := checkDirs(cfg.Data, cfg.Mnt)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Data = data
+	cfg.Mnt, _ = filepath.Abs(cfg.Mnt)
+	layout := registry.Layout("")
+	if cfg.Layout == "" || cfg.Layout == "auto" {
+		layout = registry.Detect(cfg.Data)
+	} else if layout, err = registry.ParseLayout(cfg.Layout); err != nil {
+		return nil, &ConfigError{err}
+	}
+	exclude := append([]string{}, cfg.Exclude...)
+	if !cfg.NoDefaultExcludes {
+		exclude = append(layout.Excludes(), exclude...)
+	}
+	if _, err := tracker.NewMatcher(exclude); err != nil {
+		return nil, &ConfigError{err}
+	}
+	if cfg.VerifyOnStart == "" {
+		cfg.VerifyOnStart = tracker.VerifyQuick
+	}
+	switch cfg.VerifyOnStart {
+	case tracker.VerifyQuick, tracker.VerifyFull, tracker.VerifyOff:
+	default:
+		return nil, &ConfigError{fmt.Errorf("--verify-on-start=%s: want quick, full or off", cfg.VerifyOnStart)}
+	}
+	// Files and directories are created with exactly the mode the caller asked for; the kernel
+	// has already applied the caller's umask.
+	syscall.Umask(0)
+
+	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC()}
+	s.reg = registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log})
+	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify})
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	if err := s.t.Lock(); err != nil {
+		s.t.Close()
+		return nil, err
+	}
+	log.Info("loading", "data", cfg.Data, "layout", layout, "exclude", exclude, "verify_on_start", cfg.VerifyOnStart)
+	if _, err := s.t.Load(ctx, cfg.VerifyOnStart); err != nil {
+		s.t.Close()
+		return nil, err
+	}
+	s.reg.Reset(s.files())
+
+	opts := trowfs.DefaultOptions()
+	if cfg.WriteMode != "" {
+		opts.WriteMode = cfg.WriteMode
+	}
+	if cfg.EntryTimeout > 0 {
+		opts.EntryTimeout = cfg.EntryTimeout
+	}
+	if cfg.AttrTimeout > 0 {
+		opts.AttrTimeout = cfg.AttrTimeout
+	}
+	if cfg.NegativeTimeout > 0 {
+		opts.NegativeTimeout = cfg.NegativeTimeout
+	}
+	opts.Debug = cfg.Debug
+	opts.State = s.stateDoc
+	s.fuse, err = trowfs.Mount(cfg.Data, cfg.Mnt, s.t, opts)
+	if err != nil {
+		s.reg.Close()
+		s.t.Close()
+		return nil, &MountError{err}
+	}
+	log.Info("mounted", "data", cfg.Data, "mountpoint", cfg.Mnt, "write_mode", opts.WriteMode, "kernel_passthrough", s.fuse.Passthrough())
+
+	bgctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if cfg.VerifyOnStart == tracker.VerifyFull {
+		if _, err := s.t.StartVerify(tracker.RunFull, tracker.RunOptions{Ctx: bgctx}); err != nil {
+			log.Warn("full verification on start did not start", "err", err)
+		}
+	}
+	if cfg.ScrubInterval > 0 {
+		s.t.StartScrub(tracker.ScrubOptions{Interval: cfg.ScrubInterval, Rate: cfg.ScrubRate, Sample: cfg.ScrubSample})
+	}
+	if cfg.CheckpointInterval > 0 {
+		s.bg.Add(1)
+		go s.checkpoints(bgctx)
+	}
+	if cfg.Listen != "" {
+		if err := s.startAPI(); err != nil {
+			_ = s.Stop()
+			return nil, &ConfigError{err}
+		}
+	}
+	if cfg.ReadyFile != "" {
+		if err := os.WriteFile(cfg.ReadyFile, []byte(cfg.Mnt+"\n"), 0o644); err != nil {
+			log.Warn("could not write the ready file", "path", cfg.ReadyFile, "err", err)
+		}
+	}
+	return s, nil
+}
+
+// checkDirs validates the data directory and the mountpoint.
+func checkDirs(data, mnt string) (string, error) {
+	if data == "" || mnt == "" {
+		return "", &ConfigError{errors.New("both DATA and MNT are required")}
+	}
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return "", &ConfigError{err}
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", &ConfigError{fmt.Errorf("data directory %s: %w", data, err)}
+	}
+	if !st.IsDir() {
+		return "", &ConfigError{fmt.Errorf("data directory %s is not a directory", data)}
+	}
+	mabs, _ := filepath.Abs(mnt)
+	if mabs == abs || strings.HasPrefix(mabs, abs+"/") || strings.HasPrefix(abs, mabs+"/") {
+		return "", &ConfigError{fmt.Errorf("mountpoint %s and data directory %s must not contain each other", mnt, data)}
+	}
+	mst, err := os.Stat(mabs)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(mabs, 0o755); err != nil {
+			return "", &ConfigError{fmt.Errorf("create mountpoint: %w", err)}
+		}
+	} else if err != nil {
+		return "", &ConfigError{fmt.Errorf("mountpoint %s: %w", mnt, err)}
+	} else if !mst.IsDir() {
+		return "", &ConfigError{fmt.Errorf("mountpoint %s is not a directory", mnt)}
+	}
+	return abs, nil
+}
+
+// Tracker returns the tree keeper.
+func (s *Server) Tracker() *tracker.Tracker { return s.t }
+
+// Registry returns the registry model.
+func (s *Server) RegistryModel() *registry.Registry { return s.reg }
+
+// Mountpoint returns where DATA is mounted.
+func (s *Server) Mountpoint() string { return s.cfg.Mnt }
+
+// Wait blocks until the filesystem is unmounted (by Stop or from outside).
+func (s *Server) Wait() { s.fuse.Wait() }
+
+// Stop unmounts, waits for pending hashes, writes the final snapshot and releases everything.
+// It is safe to call more than once.
+func (s *Server) Stop() error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop() })
+	return s.stopErr
+}
+
+func (s *Server) stop() error {
+	s.log.Info("shutting down", "mountpoint", s.cfg.Mnt)
+	if s.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.api.Shutdown(ctx)
+		cancel()
+	}
+	if s.fuse != nil {
+		var err error
+		for i := 0; i < 10; i++ {
+			if err = s.fuse.Unmount(); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			s.log.Warn("mountpoint busy; detaching it lazily (open files keep working until closed)", "err", err)
+			_ = syscall.Unmount(s.cfg.Mnt, syscall.MNT_DETACH)
+		}
+		s.fuse.Wait()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.bg.Wait()
+	timeout := s.cfg.DrainTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Minute
+	}
+	if !s.t.Drain(timeout) {
+		s.log.Warn("stopped waiting for pending hashes; those files stay pending and are rehashed at the next mount")
+	}
+	err := s.t.WriteSnapshot(true)
+	if err != nil {
+		s.log.Error("final snapshot failed; the next mount rescans", "err", err)
+	} else {
+		s.log.Info("snapshot written", "root", s.t.Root().String())
+	}
+	s.reg.Close()
+	s.t.Close()
+	return err
+}
+
+func (s *Server) checkpoints(ctx context.Context) {
+	defer s.bg.Done()
+	tick := time.NewTicker(s.cfg.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if !s.t.Dirty() {
+				continue
+			}
+			start := time.Now()
+			if err := s.t.WriteSnapshot(false); err != nil {
+				s.log.Warn("checkpoint failed", "err", err)
+				continue
+			}
+			s.lastSnap = time.Now()
+			s.log.Debug("checkpoint written", "took", time.Since(start))
+		}
+	}
+}
+
+// notify forwards tree changes to the registry model.
+func (s *Server) notify(ev tracker.Event) {
+	if ev.Removed {
+		s.reg.Remove(ev.Path)
+		return
+	}
+	if ev.Entry.Kind != hashtree.KindFile {
+		return
+	}
+	s.reg.Update(registry.FileInfo{Path: ev.Path, Size: ev.Entry.Meta.Size, Digest: ev.Entry.Digest, Status: ev.Entry.Status})
+}
+
+// files lists every file of the tree for the registry model.
+func (s *Server) files() []registry.FileInfo {
+	var out []registry.FileInfo
+	s.t.WithTree(func(tr *hashtree.Tree) {
+		_ = tr.Walk(func(p string, e hashtree.Entry) error {
+			if e.Kind == hashtree.KindFile {
+				out = append(out, registry.FileInfo{Path: p, Size: e.Meta.Size, Digest: e.Digest, Status: e.Status})
+			}
+			return nil
+		})
+	})
+	return out
+}
+
+// source gives the registry model read access to DATA.
+type source struct{ s *Server }
+
+func (src source) ReadFile(rel string) ([]byte, error) { return src.s.t.ReadFile(rel, 64<<20) }
+
+// DBPath is where trow.db is opened read-only: through the mount while it is up, so the reader
+// shares the page cache, locks and shared memory that Trow's own connections use.
+func (src source) DBPath() string {
+	if src.s.fuse != nil {
+		return filepath.Join(src.s.cfg.Mnt, "trow.db")
+	}
+	return filepath.Join(src.s.cfg.Data, "trow.db")
+}
+
+// stateDoc renders the .state of rel.
+func (s *Server) stateDoc(rel string) ([]byte, time.Time, error) {
+	st, ok := s.t.State(rel)
+	if !ok {
+		return nil, time.Time{}, os.ErrNotExist
+	}
+	doc := stateDoc{State: st}
+	if rel == "" {
+		doc.Mount = s.mountInfo()
+		if s.layout != registry.Plain {
+			r := s.reg.Report()
+			doc.Registry = &r
+		}
+	}
+	if repo, ok := s.reg.RepoForDir(rel); ok {
+		if rr, ok := s.reg.RepoReport(repo); ok {
+			doc.Repository = &rr
+		}
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	var changed time.Time
+	if st.ChangedAt != nil {
+		changed = *st.ChangedAt
+	}
+	return append(b, '\n'), changed, err
+}
+
+type stateDoc struct {
+	tracker.State
+	Mount      *mountInfo           `json:"mount,omitempty"`
+	Registry   *registry.Report     `json:"registry,omitempty"`
+	Repository *registry.RepoReport `json:"repository,omitempty"`
+}
+
+type mountInfo struct {
+	DataDir       string                `json:"data_dir"`
+	Mountpoint    string                `json:"mountpoint"`
+	MountedSince  time.Time             `json:"mounted_since"`
+	Layout        string                `json:"layout"`
+	WriteMode     string                `json:"write_mode"`
+	Passthrough   bool                  `json:"kernel_passthrough"`
+	Pending       int                   `json:"pending_files"`
+	Load          tracker.LoadReport    `json:"load"`
+	Scrub         tracker.ScrubProgress `json:"scrub"`
+	LastVerify    *tracker.RunView      `json:"last_verify,omitempty"`
+	TrowfsVersion string                `json:"trowfs_version"`
+}
+
+// Version is set by the CLI.
+var Version = "dev"
+
+func (s *Server) mountInfo() *mountInfo {
+	st := s.t.Stats()
+	mi := &mountInfo{DataDir: s.cfg.Data, Mountpoint: s.cfg.Mnt, MountedSince: s.started, Layout: string(s.layout),
+		WriteMode: s.cfg.WriteMode, Pending: st.Pending, Load: s.t.LoadReport(), Scrub: st.Scrub, TrowfsVersion: Version}
+	if mi.WriteMode == "" {
+		mi.WriteMode = trowfs.WritePassthrough
+	}
+	if s.fuse != nil {
+		mi.Passthrough = s.fuse.Passthrough()
+	}
+	if runs := s.t.Runs(); len(runs) > 0 {
+		v := runs[len(runs)-1].View()
+		mi.LastVerify = &v
+	}
+	return mi
+}
+
+func (s *Server) startAPI() error {
+	l, err := api.Listen(s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	s.api = api.New(backend{s}, api.Options{Token: s.cfg.APIToken, Logger: s.log})
+	go func() {
+		if err := s.api.Serve(l); err != nil && !errors.Is(err, net.ErrClosed) && err.Error() != "http: Server closed" {
+			s.log.Error("HTTP endpoint stopped", "err", err)
+		}
+	}()
+	s.log.Info("HTTP endpoint listening", "addr", l.Addr().String())
+	return nil
+}
