@@ -38,7 +38,8 @@ const maxHeaderBytes = 64 << 10
 type Options struct {
 	// Token is the bearer token POST requests must present
 	// ("Authorization: Bearer <token>"); empty means POST is open to anyone
-	// who can reach the endpoint.
+	// who can reach the endpoint. Surrounding white space is ignored, so the
+	// content of a token file can be passed as is.
 	Token string
 	// Logger receives request logs at debug level and unexpected errors at
 	// error level; nil discards everything.
@@ -79,7 +80,9 @@ func New(b Backend, opts Options) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Token != "" {
-		sum := sha256.Sum256([]byte(opts.Token))
+		// A token of only white space fails closed: authorized refuses an
+		// empty presented token, so nothing matches it.
+		sum := sha256.Sum256([]byte(strings.TrimSpace(opts.Token)))
 		s.tokenSum = sum[:]
 	}
 	for _, h := range opts.AllowedHosts {
@@ -362,7 +365,11 @@ func (s *Server) authorized(r *http.Request) bool {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return false
+	}
+	sum := sha256.Sum256([]byte(tok))
 	return subtle.ConstantTimeCompare(sum[:], s.tokenSum) == 1
 }
 

@@ -407,7 +407,7 @@ func TestVerify(t *testing.T) {
 func TestVerifyToken(t *testing.T) {
 	const token = "s3cret-token"
 	b := newFakeBackend()
-	ts := newTestServer(t, b, Options{Token: token})
+	ts := newTestServer(t, b, Options{Token: token + "\n"}) // as read from a token file
 	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + token + "x", "Bearer s3cret",
 		"Basic " + token, token, "Bearer" + token} {
 		hdr := map[string]string{}
@@ -428,6 +428,13 @@ func TestVerifyToken(t *testing.T) {
 	// GETs need no token.
 	resp, body = ts.do("GET", "/v1/verify", nil)
 	wantStatus(t, resp, body, 200)
+
+	// A token file holding only white space locks POST rather than opening it.
+	blank := newTestServer(t, newFakeBackend(), Options{Token: " \n"})
+	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer  \t"} {
+		resp, body := blank.do("POST", "/v1/verify", map[string]string{"Authorization": auth})
+		wantStatus(t, resp, body, 401)
+	}
 }
 
 func TestMethodsAndRoutes(t *testing.T) {
