@@ -57,6 +57,9 @@ type graph struct {
 	rootTags map[sd][]string
 	// manifests are the manifests visited that are present.
 	manifests map[sd]struct{}
+	// asManifest are digests referenced as manifests (roots, index
+	// children), present or not.
+	asManifest map[sd]struct{}
 	// missingRows are manifest rows absent from trow.db (trow-sqlite).
 	missingRows map[sd]struct{}
 	// history are digests reachable only from trow-files tag history.
@@ -77,6 +80,7 @@ func newGraph() *graph {
 		untaggedRoot:  map[sd][]string{},
 		rootTags:      map[sd][]string{},
 		manifests:     map[sd]struct{}{},
+		asManifest:    map[sd]struct{}{},
 		missingRows:   map[sd]struct{}{},
 		history:       map[sd]string{},
 		unparsable:    map[string]Unparsable{},
@@ -230,6 +234,9 @@ func (w *walker) visit(repo string, s sd, marks map[sd]struct{}, record bool) {
 	}
 	isIndex := m.Kind == KindIndex
 	for _, ref := range m.References() {
+		if isIndex {
+			w.g.asManifest[sd{s.store, ref.Digest}] = struct{}{}
+		}
 		if w.r.layout == TrowSQLite && isIndex {
 			// Child manifests are rows of trow.db, not blob files.
 			c := sd{dbStore, ref.Digest}
@@ -300,7 +307,7 @@ func (w *walker) run(repo string, onlyRepo bool) {
 		}
 	}
 	w.rowsSeen = map[digest.Digest]bool{}
-	roots, history := w.roots()
+	roots, history := w.roots(repo, onlyRepo)
 	if onlyRepo {
 		kept := roots[:0]
 		for _, rt := range roots {
@@ -313,6 +320,9 @@ func (w *walker) run(repo string, onlyRepo bool) {
 	w.g.roots = roots
 	for _, rt := range roots {
 		s := sd{rt.store, rt.d}
+		if !rt.blobOnly {
+			w.g.asManifest[s] = struct{}{}
+		}
 		for _, t := range rt.tags {
 			w.g.rootTags[s] = append(w.g.rootTags[s], rt.repo+":"+t)
 		}
@@ -369,10 +379,17 @@ func (w *walker) run(repo string, onlyRepo bool) {
 // roots returns the mark roots of the layout, sorted by repository, then
 // digest, and (trow-files) the tag history lines that are not current.
 // It also records tags, broken tags and unparsable metadata in w.g.
-func (w *walker) roots() (roots []root, history []root) {
+func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root) {
 	r := w.r
 	g := w.g
 	addMetaErr := func(p string, e *entry) {
+		owner := e.repo
+		if e.kind == kOCIIndex {
+			owner = ociRepoName(e.store)
+		}
+		if onlyRepo && owner != repo {
+			return
+		}
 		if e.metaErr != nil {
 			g.unparsable[p] = Unparsable{Path: p, Error: e.metaErr.Error()}
 		}
@@ -549,6 +566,11 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 		Tags:           g.tags,
 		DeleteUntagged: r.opts.DeleteUntagged,
 		UpdatedAt:      r.changedAt,
+		Dangling:       []DanglingBlob{},
+		Missing:        []MissingBlob{},
+		Mismatched:     []MismatchedBlob{},
+		BrokenTags:     []BrokenTag{},
+		Unparsable:     []Unparsable{},
 	}
 	if r.layout == Plain {
 		rep.AllBlobDigest, rep.AllManifestDigest = setDigest(nil), setDigest(nil)
@@ -563,7 +585,7 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 
 	// Present blobs, dangling blobs.
 	var present []string
-	var dangling []DanglingBlob
+	dangling := []DanglingBlob{}
 	for store, m := range r.blobs {
 		for d, e := range m {
 			present = append(present, string(d))
@@ -593,12 +615,12 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 	rep.AllManifestDigest = setDigest(referenced)
 	rep.InSync = rep.AllBlobDigest == rep.AllManifestDigest
 
-	missing := r.missingLocked(g, "", false)
+	missing := nonNil(r.missingLocked(g, "", false))
 	rep.MissingCount = len(missing)
 	rep.Missing, rep.Truncated = clip(missing, max, rep.Truncated)
 
 	// Mismatched blob files.
-	var mism []MismatchedBlob
+	mism := []MismatchedBlob{}
 	for _, m := range r.blobs {
 		for d, e := range m {
 			if e.info.Status == hashtree.StatusMismatch {
@@ -610,7 +632,7 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 	rep.MismatchedCount = len(mism)
 	rep.Mismatched, rep.Truncated = clip(mism, max, rep.Truncated)
 
-	bt := append([]BrokenTag(nil), g.brokenTags...)
+	bt := append([]BrokenTag{}, g.brokenTags...)
 	sortBroken(bt)
 	rep.BrokenTagCount = len(bt)
 	rep.BrokenTags, rep.Truncated = clip(bt, max, rep.Truncated)
@@ -708,7 +730,7 @@ func tagsNeeding(g *graph, s sd) []string {
 
 // buildRepoReportLocked turns a one-repository traversal into a RepoReport.
 func (r *Registry) buildRepoReportLocked(repo string, g *graph) RepoReport {
-	rr := RepoReport{Repo: repo, Tags: map[string]string{}}
+	rr := RepoReport{Repo: repo, Tags: map[string]string{}, BrokenTags: []BrokenTag{}}
 	for _, rt := range g.roots {
 		for _, t := range rt.tags {
 			rr.Tags[t] = string(rt.d)
@@ -718,7 +740,10 @@ func (r *Registry) buildRepoReportLocked(repo string, g *graph) RepoReport {
 	for s := range g.manifests {
 		mans[string(s.d)] = true
 	}
-	rr.Manifests = sortedKeys(mans)
+	for s := range g.asManifest {
+		mans[string(s.d)] = true
+	}
+	rr.Manifests = nonNil(sortedKeys(mans))
 	blobs := map[string]bool{}
 	for s := range g.marks {
 		if !mans[string(s.d)] {
@@ -727,8 +752,8 @@ func (r *Registry) buildRepoReportLocked(repo string, g *graph) RepoReport {
 			}
 		}
 	}
-	rr.Blobs = sortedKeys(blobs)
-	rr.Missing = r.missingLocked(g, repo, true)
+	rr.Blobs = nonNil(sortedKeys(blobs))
+	rr.Missing = nonNil(r.missingLocked(g, repo, true))
 	for _, b := range g.brokenTags {
 		if b.Repo == repo {
 			rr.BrokenTags = append(rr.BrokenTags, b)
@@ -772,6 +797,14 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// nonNil turns a nil slice into an empty one (JSON [] rather than null).
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // clip bounds a list to max entries, setting truncated when it cuts.
