@@ -117,12 +117,13 @@ func (t *Tracker) runJob(j job) {
 			t.mu.Unlock()
 			return // a newer job, or a writer, owns this file now
 		}
-		rel := fs.path
-		if rel == "" {
+		names := t.namesLocked(j.ino, fs)
+		if len(names) == 0 {
 			delete(t.inflight, j.ino) // unlinked or overwritten while waiting: nothing left to record
 			t.mu.Unlock()
 			return
 		}
+		rel := names[0]
 		excluded := t.excl.Match(rel)
 		var want digest.Digest
 		if t.blobDigest != nil && !excluded {
@@ -143,25 +144,24 @@ func (t *Tracker) runJob(j job) {
 			t.mu.Unlock()
 			return
 		}
+		if errors.Is(err, errGone) {
+			if now := t.namesLocked(j.ino, fs); len(now) > 0 && now[0] != rel {
+				t.mu.Unlock()
+				continue // renamed while we opened it: try the new name
+			}
+			delete(t.inflight, j.ino)
+			t.mu.Unlock()
+			return
+		}
 		if err != nil {
 			delete(t.inflight, j.ino)
-			if errors.Is(err, errGone) {
-				t.mu.Unlock()
-				return
-			}
 			t.mu.Unlock()
 			t.internal(rel, "hash", err)
 			return
 		}
 		delete(t.inflight, j.ino)
-		paths := []string{fs.path}
-		if res.nlink > 1 {
-			for p := range t.links[j.ino] {
-				if p != fs.path {
-					paths = append(paths, p)
-				}
-			}
-		} else {
+		paths := t.namesLocked(j.ino, fs)
+		if res.nlink <= 1 {
 			delete(t.links, j.ino)
 		}
 		for _, p := range paths {
@@ -170,7 +170,32 @@ func (t *Tracker) runJob(j job) {
 		t.mu.Unlock()
 		return
 	}
-	t.internal("", "file kept changing while being hashed; left pending", nil)
+	// The file kept changing under us without a writer through the mount (an outside writer or a
+	// shared mapping): try again later rather than record a digest of moving content.
+	time.Sleep(100 * time.Millisecond)
+	t.mu.Lock()
+	if fs := t.inflight[j.ino]; fs != nil && fs.gen == j.gen && fs.writers == 0 {
+		t.queueLocked(j.ino, fs, false)
+	}
+	t.mu.Unlock()
+}
+
+// namesLocked lists the current names of the file with inode ino: its in-flight name and any
+// other hard links the tracker knows, keeping only names the tree still gives that inode.
+func (t *Tracker) namesLocked(ino uint64, fs *fileState) []string {
+	var names []string
+	if fs.path != "" {
+		names = append(names, fs.path)
+	}
+	for p := range t.links[ino] {
+		if p == fs.path {
+			continue
+		}
+		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && e.Meta.Ino == ino {
+			names = append(names, p)
+		}
+	}
+	return names
 }
 
 var (
@@ -228,7 +253,7 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want di
 // file opened for writing but not written, only the metadata is read. A stream hash that covered
 // the whole file is used instead of reading it again.
 func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Digest, stream *streamHash, noWrite bool, prevMeta hashtree.Meta) (hashResult, error) {
-	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOATIME)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			return hashResult{}, errGone
@@ -326,7 +351,7 @@ func (s *streamHash) sum(size int64) (hashtree.Digest, bool) {
 
 // HashPath hashes a file below DATA directly (used by verification).
 func (t *Tracker) hashPath(rel string, want digest.Digest) (hashtree.Digest, digest.Digest, hashtree.Meta, error) {
-	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	fd, err := t.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOATIME)
 	if err != nil {
 		return hashtree.Digest{}, "", hashtree.Meta{}, err
 	}

@@ -447,11 +447,7 @@ func (t *Tracker) removeLocked(rel string) {
 	}
 	_ = t.tree.Remove(rel, now())
 	t.dirty = true
-	for _, fs := range t.inflight {
-		if fs.path == rel || strings.HasPrefix(fs.path, rel+"/") {
-			fs.path = ""
-		}
-	}
+	t.forgetNameLocked(rel)
 	t.clearFindingsLocked(rel)
 	t.notify.push(Event{Path: rel, Removed: true})
 }
@@ -469,13 +465,7 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 			t.resyncLocked(newRel, "rename exchange", err)
 			return
 		}
-		for _, fs := range t.inflight {
-			if p, ok := movePath(fs.path, oldRel, newRel); ok {
-				fs.path = p
-			} else if p, ok := movePath(fs.path, newRel, oldRel); ok {
-				fs.path = p
-			}
-		}
+		t.exchangeNamesLocked(oldRel, newRel)
 		t.dirty = true
 		t.afterMoveLocked(oldRel)
 		t.afterMoveLocked(newRel)
@@ -489,26 +479,82 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 		return
 	}
 	// Whatever was at newRel is replaced: its in-flight state loses its name.
-	for _, fs := range t.inflight {
-		if fs.path == newRel || strings.HasPrefix(fs.path, newRel+"/") {
-			fs.path = ""
-		}
-	}
+	t.forgetNameLocked(newRel)
 	if err := t.tree.Rename(oldRel, newRel, ts); err != nil {
 		t.resyncLocked(oldRel, "rename", err)
 		t.resyncLocked(newRel, "rename", err)
 		return
 	}
-	for _, fs := range t.inflight {
-		if p, ok := movePath(fs.path, oldRel, newRel); ok {
-			fs.path = p
-		}
-	}
+	t.moveNamesLocked(oldRel, newRel)
 	t.dirty = true
 	t.clearFindingsLocked(oldRel)
 	t.clearFindingsLocked(newRel)
 	t.notify.push(Event{Path: oldRel, Removed: true})
 	t.afterMoveLocked(newRel)
+}
+
+// forgetNameLocked drops rel (and names under it) from the in-flight and hard-link tables.
+func (t *Tracker) forgetNameLocked(rel string) {
+	under := func(p string) bool { return p == rel || strings.HasPrefix(p, rel+"/") }
+	for _, fs := range t.inflight {
+		if under(fs.path) {
+			fs.path = ""
+		}
+	}
+	for ino, set := range t.links {
+		for p := range set {
+			if under(p) {
+				delete(set, p)
+			}
+		}
+		if len(set) == 0 {
+			delete(t.links, ino)
+		}
+	}
+}
+
+// moveNamesLocked renames from (and names under it) to in the in-flight and hard-link tables.
+func (t *Tracker) moveNamesLocked(from, to string) {
+	for _, fs := range t.inflight {
+		if p, ok := movePath(fs.path, from, to); ok {
+			fs.path = p
+		}
+	}
+	for _, set := range t.links {
+		for p := range set {
+			if np, ok := movePath(p, from, to); ok {
+				delete(set, p)
+				set[np] = struct{}{}
+			}
+		}
+	}
+}
+
+// exchangeNamesLocked swaps a and b (and names under them) in the in-flight and hard-link tables.
+func (t *Tracker) exchangeNamesLocked(a, b string) {
+	swap := func(p string) (string, bool) {
+		if np, ok := movePath(p, a, b); ok {
+			return np, true
+		}
+		return movePath(p, b, a)
+	}
+	for _, fs := range t.inflight {
+		if p, ok := swap(fs.path); ok {
+			fs.path = p
+		}
+	}
+	for _, set := range t.links {
+		var moved []string
+		for p := range set {
+			if np, ok := swap(p); ok {
+				delete(set, p)
+				moved = append(moved, np)
+			}
+		}
+		for _, np := range moved {
+			set[np] = struct{}{}
+		}
+	}
 }
 
 // movePath rewrites p when it is from or lies under from.
