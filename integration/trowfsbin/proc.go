@@ -271,10 +271,20 @@ type Result struct {
 // Run runs `trowfs ARGS...` to completion (at most RunTimeout) with an empty stdin.
 func Run(t testing.TB, args ...string) Result {
 	t.Helper()
+	return RunWithin(t, RunTimeout, args...)
+}
+
+// RunWithin runs `trowfs ARGS...` with an empty stdin and fails the test if it has not finished
+// within timeout. A command still running then gets SIGTERM (so a mount it made unmounts
+// cleanly), and SIGKILL ten seconds later.
+func RunWithin(t testing.TB, timeout time.Duration, args ...string) Result {
+	t.Helper()
 	bin := Build(t)
-	ctx, cancel := context.WithTimeout(context.Background(), RunTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -283,7 +293,7 @@ func Run(t testing.TB, args ...string) Result {
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		t.Fatalf("trowfs %s did not finish within %v; stderr:\n%s", strings.Join(args, " "), RunTimeout, r.Stderr)
+		t.Fatalf("trowfs %s did not finish within %v; stderr:\n%s", strings.Join(args, " "), timeout, r.Stderr)
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
 	default:
@@ -362,4 +372,13 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Demo writes trowfs's generated demo registry (Trow's files-only layout) into dir with
+// `trowfs demo DIR` and fails the test if that does not exit 0.
+func Demo(t testing.TB, dir string) {
+	t.Helper()
+	if r := Run(t, "demo", dir); r.Code != 0 {
+		t.Fatalf("trowfs demo %s: exit %d; stderr:\n%s", dir, r.Code, r.Stderr)
+	}
 }
