@@ -159,7 +159,9 @@ func TestSQLiteDamage(t *testing.T) {
 	}{
 		{"deleted referenced blob", func(w *trowDB, s *sqliteScenario) { rm(w.t, w.root, "blobs/"+s.a.layers[1].d.String()) },
 			func(s *sqliteScenario) findings { return findings{Missing: []string{s.a.layers[1].d.String()}} }},
-		{"stray blob", func(w *trowDB, s *sqliteScenario) { writeFile(w.t, w.root, "blobs/"+newContent([]byte("x")).d.String(), []byte("x")) },
+		{"stray blob", func(w *trowDB, s *sqliteScenario) {
+			writeFile(w.t, w.root, "blobs/"+newContent([]byte("x")).d.String(), []byte("x"))
+		},
 			func(s *sqliteScenario) findings {
 				return findings{Dangling: []string{"blobs/" + newContent([]byte("x")).d.String()}}
 			}},
