@@ -113,6 +113,11 @@ func TestRegistriesDistributionGCPlain(t *testing.T) {
 	regtest.PullImages(t, reg2.Addr, kept)
 }
 
+func TestRegistriesOlaregConformancePlain(t *testing.T) {
+	reg := regtest.StartOlareg(t, t.TempDir())
+	checkConformance(t, "a plain directory (olareg)", regtest.RunConformance(t, reg.Addr))
+}
+
 func TestRegistriesOlaregPlain(t *testing.T) {
 	dir := t.TempDir()
 	reg := regtest.StartOlareg(t, dir)
@@ -138,6 +143,14 @@ func TestRegistriesOlaregPlain(t *testing.T) {
 		}
 	}
 	regtest.DeleteManifest(t, reg.Addr, repo, images[1].Digest)
+	// With its background collection off, olareg keeps every blob of the deleted image: they are
+	// what a consistency check must report as dangling.
+	for _, d := range regtest.Unreferenced(images[1:2], []regtest.Image{images[0], images[2]}) {
+		alg, hex, _ := strings.Cut(d, ":")
+		if _, err := os.Stat(filepath.Join(dir, repo, "blobs", alg, hex)); err != nil {
+			t.Errorf("olareg removed a blob of the deleted image: %v", err)
+		}
+	}
 	index, err := os.ReadFile(filepath.Join(dir, repo, "index.json"))
 	if err != nil {
 		t.Fatal(err)

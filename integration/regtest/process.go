@@ -125,7 +125,7 @@ func (p *process) stop(tb testing.TB) {
 // logOnFailure shows the process's output when the test has failed.
 func (p *process) logOnFailure(tb testing.TB) {
 	if tb.Failed() {
-		tb.Logf("regtest: output of %s:\n%s", p.name, tail(p.out.String(), 8000))
+		tb.Logf("regtest: output of %s:\n%s", p.name, tail(p.out.String(), 3000))
 	}
 }
 

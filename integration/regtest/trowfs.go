@@ -15,9 +15,11 @@ import (
 // verify` (docs/testing-registries.md). integration/trowfsbin provides the real one; the tests of
 // this package only need these three operations, so they are written against this interface.
 type Mounter interface {
-	// Mount mounts data on a new mountpoint and returns it once trowfs serves (its ready file
-	// exists). The mount is stopped when the test ends if Unmount did not stop it before.
-	Mount(tb testing.TB, data string) (mnt string)
+	// Mount mounts data on a new mountpoint with the extra `trowfs mount` flags args (for example
+	// "--layout", "distribution": an empty data directory is detected as plain) and returns the
+	// mountpoint once trowfs serves (its ready file exists). The mount is stopped when the test
+	// ends if Unmount did not stop it before.
+	Mount(tb testing.TB, data string, args ...string) (mnt string)
 	// Unmount stops the mount on mnt cleanly (SIGTERM: unmount, write the snapshot, exit 0) and
 	// fails the test if trowfs exits otherwise or the mount is still there.
 	Unmount(tb testing.TB, mnt string)
@@ -61,6 +63,8 @@ type BlobRef struct {
 	Expected string `json:"expected"`
 	Path     string `json:"path"`
 	Size     int64  `json:"size"`
+	// Repo is the repository owning the blob store (OCI layouts, one per repository).
+	Repo string `json:"repo"`
 }
 
 // DanglingDigests returns the sorted, distinct digests of the dangling list (a digest stored in
