@@ -35,12 +35,12 @@ type pair struct{ a, b *node }
 
 func (p pair) name() string {
 	if p.a != nil {
-		return p.a.name
+		return p.a.name()
 	}
-	return p.b.name
+	return p.b.name()
 }
 
-func excluded(h *hnode) bool { return h.agg.byStatus[StatusExcluded] > 0 }
+func excluded(h *hnode) bool { return h.cnt.byStatus[StatusExcluded] > 0 }
 
 // sameSubtree reports whether two HAMT nodes (or directories) at the same
 // position hold the same entries, judging by digests alone.
@@ -106,7 +106,7 @@ func (d *differ) dir(da, db *node, prefix string) error {
 func (d *differ) oneSide(n *node, prefix string, old bool) error {
 	var err error
 	n.x.ascend("", func(c *node) bool {
-		path := joinPath(prefix, c.name)
+		path := joinPath(prefix, c.name())
 		ch := Change{Path: path}
 		if old {
 			ch.Old = entryPtr(c)
@@ -135,8 +135,8 @@ func (d *differ) hamt(ha, hb *hnode, out []pair) []pair {
 			return out
 		}
 		if !ha.leaf() && !hb.leaf() {
-			for i := range ha.kids {
-				out = d.hamt(ha.kids[i], hb.kids[i], out)
+			for i := range ha.in.kid {
+				out = d.hamt(ha.in.kid[i], hb.in.kid[i], out)
 			}
 			return out
 		}
@@ -155,10 +155,10 @@ func (d *differ) hamt(ha, hb *hnode, out []pair) []pair {
 	for i < len(ea) || j < len(eb) {
 		var p pair
 		switch {
-		case j == len(eb) || (i < len(ea) && ea[i].name < eb[j].name):
+		case j == len(eb) || (i < len(ea) && ea[i].name() < eb[j].name()):
 			p.a = ea[i]
 			i++
-		case i == len(ea) || eb[j].name < ea[i].name:
+		case i == len(ea) || eb[j].name() < ea[i].name():
 			p.b = eb[j]
 			j++
 		default:

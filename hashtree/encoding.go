@@ -56,24 +56,19 @@ func (hs *hasher) key(name string) [32]byte {
 	return sha256.Sum256(hs.buf)
 }
 
-// leafDigest hashes contributing entries, which must be sorted by name.
-func (hs *hasher) leafDigest(ents []*node) Digest {
+// leafDigest hashes the n contributing entries among ents, which must be
+// sorted by name.
+func (hs *hasher) leafDigest(ents []*node, n int) Digest {
 	h := hs.h
 	h.Reset()
 	b := append(hs.buf[:0], tagLeaf...)
-	n := 0
-	for _, e := range ents {
-		if e.contributes() {
-			n++
-		}
-	}
 	b = binary.BigEndian.AppendUint32(b, uint32(n))
 	for _, e := range ents {
 		if !e.contributes() {
 			continue
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(len(e.name)))
-		b = append(b, e.name...)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(e.name())))
+		b = append(b, e.name()...)
 		b = append(b, byte(e.kind))
 		b = append(b, e.digest[:]...)
 		if len(b) >= 4096 {
@@ -89,20 +84,14 @@ func (hs *hasher) leafDigest(ents []*node) Digest {
 }
 
 // nodeDigest hashes an internal node from its children's digests.
-func (hs *hasher) nodeDigest(kids *[fanout]*hnode) Digest {
+func (hs *hasher) nodeDigest(in *inner) Digest {
 	h := hs.h
 	h.Reset()
 	b := append(hs.buf[:0], tagNode...)
-	var bitmap uint16
-	for i, k := range kids {
-		if k != nil && k.nc > 0 {
-			bitmap |= 1 << i
-		}
-	}
-	b = binary.BigEndian.AppendUint16(b, bitmap)
-	for _, k := range kids {
-		if k != nil && k.nc > 0 {
-			b = append(b, k.digest[:]...)
+	b = binary.BigEndian.AppendUint16(b, in.bits)
+	for i := range in.dig {
+		if in.bits&(1<<i) != 0 {
+			b = append(b, in.dig[i][:]...)
 		}
 	}
 	h.Write(b)

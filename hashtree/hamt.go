@@ -1,31 +1,70 @@
 package hashtree
 
-import "slices"
+import (
+	"math"
+	"slices"
+)
 
 // hnode is a node of a directory's HAMT. The physical shape is canonical:
 // a node whose subtree holds at most bucketSize entries (or that sits at
 // maxDepth) is a leaf, any other node is internal, and an internal node's
 // empty children are nil. Digests follow the logical shape over the
-// contributing entries only (see refresh), so excluded files can sit in the
-// structure without changing any digest.
+// contributing entries only (see refreshH), so excluded files can sit in
+// the structure without changing any digest.
+//
+// n, nc and cnt are exact at all times (updated along the path of every
+// change); digest, chg and ver are caches, valid when dirty is false. A
+// dirty node's ancestors, up to the tree's root, are all dirty.
 type hnode struct {
-	ents   []*node         // leaf: the entries, sorted by name
-	kids   *[fanout]*hnode // internal: children by nibble; nil for a leaf
-	n, nc  int32           // entries / contributing entries in the subtree
-	dirty  bool            // digest and agg are stale
-	digest Digest          // valid when !dirty
-	agg    agg             // valid when !dirty
+	ents   []*node // leaf: the entries, sorted by name
+	in     *inner  // internal: the children; nil for a leaf
+	n, nc  int32   // entries / contributing entries in this HAMT subtree
+	dirty  bool
+	digest Digest
+	chg    int64  // max ChangedAt below (entries, and everything in subdirectories)
+	ver    int64  // min VerifiedAt of the files below, noFiles if none
+	cnt    counts // recursive counts of everything below
 }
 
-func (h *hnode) leaf() bool { return h.kids == nil }
+// inner is an internal node's children. The children's cached digests and
+// times are copied here when they are refreshed, so that refreshing a node
+// reads one contiguous array instead of sixteen scattered nodes.
+type inner struct {
+	kid   [fanout]*hnode
+	bits  uint16 // bit i: kid[i] holds contributing entries (kept exact)
+	stale uint16 // bit i: kid[i] may be dirty (set whenever it is marked)
+	dig  [fanout]Digest
+	chg  [fanout]int64
+	ver  [fanout]int64
+}
 
-// find returns the child called name (key = sha256(name)), marking every
-// HAMT node on the way dirty when mark is set.
-func (x *ext) find(key *[32]byte, name string, mark bool) *node {
+func (h *hnode) leaf() bool { return h.in == nil }
+
+func (in *inner) setBit(i int, on bool) {
+	if on {
+		in.bits |= 1 << i
+	} else {
+		in.bits &^= 1 << i
+	}
+}
+
+// fixBits refreshes the contributing bits along a root-to-leaf path.
+func fixBits(path []*hnode, key *[32]byte) {
+	for d := 0; d+1 < len(path); d++ {
+		if in := path[d].in; in != nil {
+			in.setBit(nibble(key, d), path[d+1].nc > 0)
+		}
+	}
+}
+
+// find returns the child of x called name (key = sha256(name)). With rec
+// set it marks the nodes on the way dirty and appends them to t.hpath.
+func (t *Tree) find(x *ext, key *[32]byte, name string, rec bool) *node {
 	h := x.root
 	for d := 0; ; d++ {
-		if mark {
+		if rec {
 			h.dirty = true
+			t.hpath = append(t.hpath, h)
 		}
 		if h.leaf() {
 			i, ok := searchName(h.ents, name)
@@ -34,64 +73,61 @@ func (x *ext) find(key *[32]byte, name string, mark bool) *node {
 			}
 			return h.ents[i]
 		}
-		h = h.kids[nibble(key, d)]
+		i := nibble(key, d)
+		if rec {
+			h.in.stale |= 1 << i
+		}
+		h = h.in.kid[i]
 		if h == nil {
 			return nil
 		}
 	}
 }
 
-// adjustNC adds delta to the contributing count on the path to key (used
-// when an entry switches between excluded and not).
-func (x *ext) adjustNC(key *[32]byte, delta int32) {
-	h := x.root
-	for d := 0; h != nil; d++ {
-		h.nc += delta
-		h.dirty = true
-		if h.leaf() {
-			return
-		}
-		h = h.kids[nibble(key, d)]
-	}
-}
-
-// insert adds nd, which must not be present, and keeps the name index.
-func (x *ext) insert(hs *hasher, key *[32]byte, nd *node) {
+// insertAt adds nd, which must not be present, to x (counts excepted: the
+// caller applies contrib(nd) to t.hpath, to which the path is appended).
+func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 	var c int32
 	if nd.contributes() {
 		c = 1
 	}
+	start := len(t.hpath)
 	h := x.root
 	d := 0
 	for {
 		h.dirty = true
 		h.n++
 		h.nc += c
+		t.hpath = append(t.hpath, h)
 		if h.leaf() {
 			break
 		}
 		i := nibble(key, d)
 		d++
-		if h.kids[i] == nil {
-			h.kids[i] = &hnode{dirty: true, n: 1, nc: c, ents: []*node{nd}}
-			h = nil
-			break
-		}
-		h = h.kids[i]
-	}
-	if h != nil {
-		i, _ := searchName(h.ents, nd.name)
-		h.ents = slices.Insert(h.ents, i, nd)
-		if len(h.ents) > bucketSize && d < maxDepth {
-			wasRoot := h == x.root
-			split(hs, h, d)
-			if wasRoot {
-				// The directory just outgrew one bucket: index it by name.
-				all := gather(x.root, make([]*node, 0, x.root.n))
-				slices.SortFunc(all, byName)
-				x.idx = buildIndex(all)
-				return
+		h.in.stale |= 1 << i
+		if h.in.kid[i] == nil {
+			h = &hnode{dirty: true, n: 1, nc: c, ents: []*node{nd}}
+			t.hpath[len(t.hpath)-1].in.kid[i] = h
+			t.hpath = append(t.hpath, h)
+			fixBits(t.hpath[start:], key)
+			if x.idx != nil {
+				x.idx.insert(nd)
 			}
+			return
+		}
+		h = h.in.kid[i]
+	}
+	i, _ := searchName(h.ents, nd.name())
+	h.ents = slices.Insert(h.ents, i, nd)
+	fixBits(t.hpath[start:], key)
+	if len(h.ents) > bucketSize && d < maxDepth {
+		t.split(h, d)
+		if h == x.root {
+			// The directory just outgrew one bucket: index it by name.
+			all := gather(x.root, make([]*node, 0, x.root.n))
+			slices.SortFunc(all, byName)
+			x.idx = buildIndex(all)
+			return
 		}
 	}
 	if x.idx != nil {
@@ -99,43 +135,58 @@ func (x *ext) insert(hs *hasher, key *[32]byte, nd *node) {
 	}
 }
 
+// addEntry counts e into h (split and build).
+func addEntry(h *hnode, e *node) {
+	h.n++
+	if e.contributes() {
+		h.nc++
+	}
+	c := contrib(e)
+	h.cnt.add(&c, 1)
+}
+
 // split turns the over-full leaf h at depth d into an internal node.
-func split(hs *hasher, h *hnode, d int) {
+func (t *Tree) split(h *hnode, d int) {
 	ents := h.ents
 	h.ents = nil
-	h.kids = new([fanout]*hnode)
+	h.in = new(inner)
 	for _, e := range ents {
-		k := hs.key(e.name)
+		k := t.hs.key(e.name())
 		i := nibble(&k, d)
-		kid := h.kids[i]
+		kid := h.in.kid[i]
 		if kid == nil {
 			kid = &hnode{dirty: true}
-			h.kids[i] = kid
+			h.in.kid[i] = kid
 		}
 		kid.ents = append(kid.ents, e) // stays sorted: ents was
-		kid.n++
-		if e.contributes() {
-			kid.nc++
-		}
+		addEntry(kid, e)
 	}
-	for _, kid := range h.kids {
-		if kid != nil && len(kid.ents) > bucketSize && d+1 < maxDepth {
-			split(hs, kid, d+1)
+	for i, kid := range h.in.kid {
+		if kid == nil {
+			continue
+		}
+		h.in.setBit(i, kid.nc > 0)
+		h.in.stale |= 1 << i
+		if len(kid.ents) > bucketSize && d+1 < maxDepth {
+			t.split(kid, d+1)
 		}
 	}
 }
 
-// remove deletes the child called name and returns it (nil if absent).
-func (x *ext) remove(key *[32]byte, name string) *node {
-	var path [maxDepth + 1]*hnode
+// removeAt deletes the child called name from x and returns it (nil if
+// absent). Counts are the caller's, as for insertAt.
+func (t *Tree) removeAt(x *ext, key *[32]byte, name string) *node {
+	start := len(t.hpath)
 	h := x.root
 	depth := 0
 	for {
-		path[depth] = h
+		t.hpath = append(t.hpath, h)
 		if h.leaf() {
 			break
 		}
-		h = h.kids[nibble(key, depth)]
+		i := nibble(key, depth)
+		h.in.stale |= 1 << i
+		h = h.in.kid[i]
 		if h == nil {
 			return nil
 		}
@@ -151,8 +202,8 @@ func (x *ext) remove(key *[32]byte, name string) *node {
 	if nd.contributes() {
 		c = 1
 	}
-	for d := 0; d <= depth; d++ {
-		p := path[d]
+	path := t.hpath[start:]
+	for _, p := range path {
 		p.dirty = true
 		p.n--
 		p.nc -= c
@@ -164,17 +215,19 @@ func (x *ext) remove(key *[32]byte, name string) *node {
 		if p.n <= bucketSize {
 			ents := gather(p, make([]*node, 0, p.n))
 			slices.SortFunc(ents, byName)
-			p.kids = nil
+			p.in = nil
 			p.ents = ents
 			if d == 0 {
 				x.idx = nil
 			}
+			t.hpath = t.hpath[:start+d+1]
 			break
 		}
 		if d == depth-1 && h.n == 0 {
-			p.kids[nibble(key, d)] = nil
+			p.in.kid[nibble(key, d)] = nil
 		}
 	}
+	fixBits(t.hpath[start:], key)
 	if x.idx != nil {
 		x.idx.remove(name)
 	}
@@ -186,7 +239,7 @@ func gather(h *hnode, out []*node) []*node {
 	if h.leaf() {
 		return append(out, h.ents...)
 	}
-	for _, k := range h.kids {
+	for _, k := range h.in.kid {
 		if k != nil {
 			out = gather(k, out)
 		}
@@ -207,7 +260,7 @@ func gatherContrib(h *hnode, out []*node) []*node {
 		}
 		return out
 	}
-	for _, k := range h.kids {
+	for _, k := range h.in.kid {
 		if k != nil {
 			out = gatherContrib(k, out)
 		}
@@ -216,13 +269,11 @@ func gatherContrib(h *hnode, out []*node) []*node {
 }
 
 // build makes a canonical HAMT node at depth d from entries sorted by name,
-// whose keys are given in the same order.
+// whose keys are given in the same order (keys may be nil for a leaf).
 func build(ents []*node, keys [][32]byte, d int) *hnode {
-	h := &hnode{dirty: true, n: int32(len(ents))}
+	h := &hnode{dirty: true}
 	for _, e := range ents {
-		if e.contributes() {
-			h.nc++
-		}
+		addEntry(h, e)
 	}
 	if len(ents) <= bucketSize || d >= maxDepth {
 		h.ents = ents
@@ -246,18 +297,22 @@ func build(ents []*node, keys [][32]byte, d int) *hnode {
 		pk[pos[b]] = keys[i]
 		pos[b]++
 	}
-	h.kids = new([fanout]*hnode)
+	h.in = new(inner)
 	for b := 0; b < fanout; b++ {
 		if counts[b] == 0 {
 			continue
 		}
 		lo, hi := start[b], start[b]+counts[b]
+		var kid *hnode
 		if hi-lo <= bucketSize {
 			// Own copy, so that a later insert cannot overwrite a neighbour.
-			h.kids[b] = build(slices.Clone(pe[lo:hi]), nil, d+1)
+			kid = build(slices.Clone(pe[lo:hi]), nil, d+1)
 		} else {
-			h.kids[b] = build(pe[lo:hi:hi], pk[lo:hi], d+1)
+			kid = build(pe[lo:hi:hi], pk[lo:hi], d+1)
 		}
+		h.in.kid[b] = kid
+		h.in.setBit(b, kid.nc > 0)
+		h.in.stale |= 1 << b
 	}
 	return h
 }
@@ -271,48 +326,54 @@ func (x *ext) setChildren(hs *hasher, ents []*node) {
 	}
 	keys := make([][32]byte, len(ents))
 	for i, e := range ents {
-		keys[i] = hs.key(e.name)
+		keys[i] = hs.key(e.name())
 	}
 	x.root = build(ents, keys, 0)
 	x.idx = buildIndex(ents)
 }
 
-// refresh recomputes the stale digests and aggregates under h, at depth d.
+// refreshH recomputes the stale caches under h, at depth d.
 func (t *Tree) refreshH(h *hnode, d int) {
-	var a agg
+	chg, ver := int64(math.MinInt64), int64(noFiles)
 	if h.leaf() {
 		for _, e := range h.ents {
 			if e.kind == KindDir {
 				t.refreshDir(e)
 			}
-			a.add(e)
+			c, v := times(e)
+			chg, ver = max(chg, c), min(ver, v)
 		}
-		h.digest = t.hs.leafDigest(h.ents)
+		h.digest = t.hs.leafDigest(h.ents, int(h.nc))
 	} else {
-		for _, k := range h.kids {
+		in := h.in
+		for i, k := range in.kid {
 			if k == nil {
 				continue
 			}
-			if k.dirty {
-				t.refreshH(k, d+1)
+			if in.stale&(1<<i) != 0 {
+				if k.dirty {
+					t.refreshH(k, d+1)
+				}
+				in.dig[i], in.chg[i], in.ver[i] = k.digest, k.chg, k.ver
 			}
-			a.merge(&k.agg)
+			chg, ver = max(chg, in.chg[i]), min(ver, in.ver[i])
 		}
+		in.stale = 0
 		if h.nc <= bucketSize || d >= maxDepth {
 			// Logically a leaf: few contributing entries under a node that
 			// is split only because of excluded ones.
 			ents := gatherContrib(h, make([]*node, 0, h.nc))
 			slices.SortFunc(ents, byName)
-			h.digest = t.hs.leafDigest(ents)
+			h.digest = t.hs.leafDigest(ents, len(ents))
 		} else {
-			h.digest = t.hs.nodeDigest(h.kids)
+			h.digest = t.hs.nodeDigest(in)
 		}
 	}
-	h.agg = a
+	h.chg, h.ver = chg, ver
 	h.dirty = false
 }
 
-// refreshDir brings the directory n's digest and aggregates up to date.
+// refreshDir brings the directory n's digest and caches up to date.
 func (t *Tree) refreshDir(n *node) {
 	if r := n.x.root; r.dirty {
 		t.refreshH(r, 0)

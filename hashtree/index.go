@@ -43,7 +43,7 @@ func buildIndex(ents []*node) *index {
 
 // chunkFor returns the index of the chunk where name belongs.
 func (ix *index) chunkFor(name string) int {
-	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].name > name }) - 1
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].name() > name }) - 1
 	return max(ci, 0)
 }
 
@@ -52,9 +52,9 @@ func (ix *index) insert(nd *node) {
 		ix.chunks = append(ix.chunks, newChunk([]*node{nd}))
 		return
 	}
-	ci := ix.chunkFor(nd.name)
+	ci := ix.chunkFor(nd.name())
 	c := ix.chunks[ci]
-	i, _ := searchName(c, nd.name)
+	i, _ := searchName(c, nd.name())
 	c = slices.Insert(c, i, nd)
 	if len(c) <= chunkMax {
 		ix.chunks[ci] = c
@@ -96,7 +96,7 @@ func (ix *index) ascend(after string, fn func(*node) bool) bool {
 	ci, i := 0, 0
 	if after != "" && len(ix.chunks) > 0 {
 		ci = ix.chunkFor(after)
-		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return strings.Compare(ix.chunks[ci][k].name, after) > 0 })
+		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return strings.Compare(ix.chunks[ci][k].name(), after) > 0 })
 	}
 	for ; ci < len(ix.chunks); ci++ {
 		c := ix.chunks[ci]
@@ -118,7 +118,7 @@ func (x *ext) ascend(after string, fn func(*node) bool) bool {
 	ents := x.root.ents
 	i := 0
 	if after != "" {
-		i = sort.Search(len(ents), func(k int) bool { return ents[k].name > after })
+		i = sort.Search(len(ents), func(k int) bool { return ents[k].name() > after })
 	}
 	for ; i < len(ents); i++ {
 		if !fn(ents[i]) {

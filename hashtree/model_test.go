@@ -461,13 +461,13 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 		hn = func(h *hnode, depth int, prefix []int) (n, nc int32) {
 			if h.leaf() {
 				for i, e := range h.ents {
-					if i > 0 && h.ents[i-1].name >= e.name {
+					if i > 0 && h.ents[i-1].name() >= e.name() {
 						t.Fatalf("%q: bucket not sorted", path)
 					}
-					k := hs.key(e.name)
+					k := hs.key(e.name())
 					for dd, nb := range prefix {
 						if nibble(&k, dd) != nb {
-							t.Fatalf("%q: %q in the wrong bucket", path, e.name)
+							t.Fatalf("%q: %q in the wrong bucket", path, e.name())
 						}
 					}
 					n++
@@ -480,11 +480,19 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 					t.Fatalf("%q: empty non-root leaf", path)
 				}
 			} else {
-				for i, k := range h.kids {
+				for i, k := range h.in.kid {
 					if k != nil {
 						a, b := hn(k, depth+1, append(slices.Clip(prefix), i))
 						n += a
 						nc += b
+						if k.dirty && h.in.stale&(1<<i) == 0 {
+							t.Fatalf("%q: dirty child %d not flagged stale", path, i)
+						}
+						if on := h.in.bits&(1<<i) != 0; on != (b > 0) {
+							t.Fatalf("%q: contributing bit %d is %v with %d contributing entries", path, i, on, b)
+						}
+					} else if h.in.bits&(1<<i) != 0 {
+						t.Fatalf("%q: contributing bit %d set for an empty child", path, i)
 					}
 				}
 				if n <= bucketSize {
@@ -493,6 +501,14 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 			}
 			if n != h.n || nc != h.nc {
 				t.Fatalf("%q: counts %d/%d, cached %d/%d", path, n, nc, h.n, h.nc)
+			}
+			var c counts
+			for _, e := range gather(h, nil) {
+				ec := contrib(e)
+				c.add(&ec, 1)
+			}
+			if c != h.cnt {
+				t.Fatalf("%q: recursive counts %+v, cached %+v", path, c, h.cnt)
 			}
 			if h.leaf() && n > bucketSize && depth < maxDepth {
 				t.Fatalf("%q: over-full leaf", path)
@@ -519,7 +535,7 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 		for _, e := range all {
 			total++
 			if e.kind == KindDir {
-				total += dir(e, path+"/"+e.name)
+				total += dir(e, path+"/"+e.name())
 			}
 		}
 		if total != d.x.total {

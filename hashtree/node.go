@@ -1,26 +1,41 @@
 package hashtree
 
 import (
+	"math"
 	"slices"
 	"strings"
+	"unsafe"
 )
+
+// inlineName is the longest name stored inside a node. Trow's blob names
+// ("sha256:" and 64 hex digits, 71 bytes) fit, so the bytes a directory
+// digest reads from an entry (name, kind, digest) share one allocation and
+// two cache lines; longer names live in ext.long.
+const inlineName = 80
+
+// longName marks a node whose name is in x.long.
+const longName = 0xff
 
 // node is one entry of the tree. Files, symlinks and directories share the
 // type so that a HAMT bucket is a plain slice of pointers; kind-specific data
-// sits behind x. Keep it small: a million of these live in one directory.
+// sits behind x. Keep it small (176 bytes): a million of these live in one
+// directory. A node's name never changes once it is built (name() hands out
+// strings that alias nbuf); a rename attaches a renamed copy.
 type node struct {
-	name       string
+	nbuf       [inlineName]byte // the name, if it fits
+	nlen       uint8            // len(name), or longName
+	kind       Kind
+	status     Status
 	digest     Digest // file: content; symlink: symlinkDigest; dir: cached subtree digest (valid when x.root is clean)
 	meta       Meta
 	changedAt  int64
 	verifiedAt int64
-	x          *ext // symlink target or directory contents; nil for files
-	kind       Kind
-	status     Status
+	x          *ext // long name, symlink target or directory contents; nil for most files
 }
 
-// ext holds what only symlinks and directories need.
+// ext holds what only symlinks, directories and long names need.
 type ext struct {
+	long   string // the name, when longer than inlineName
 	target string // KindSymlink
 
 	// KindDir:
@@ -29,8 +44,58 @@ type ext struct {
 	total int64  // entries in the subtree, the directory itself excluded
 }
 
+// newNode returns a node called name (copied) of the given kind.
+func newNode(name string, kind Kind) *node {
+	n := &node{kind: kind}
+	if len(name) <= inlineName {
+		n.nlen = uint8(copy(n.nbuf[:], name))
+	} else {
+		n.nlen = longName
+		n.x = &ext{long: strings.Clone(name)}
+	}
+	if kind == KindDir {
+		if n.x == nil {
+			n.x = &ext{}
+		}
+		n.x.root = &hnode{dirty: true}
+	}
+	return n
+}
+
+// name returns the entry's name. The string aliases the node's memory,
+// which is never modified after newNode.
+func (n *node) name() string {
+	if n.nlen == longName {
+		return n.x.long
+	}
+	return unsafe.String(&n.nbuf[0], int(n.nlen))
+}
+
+// renamed returns a copy of n called name, for a rename: n's own name, which
+// callers may still hold, stays intact.
+func (n *node) renamed(name string) *node {
+	c := newNode(name, KindFile)
+	c.kind, c.status, c.digest, c.meta, c.changedAt, c.verifiedAt = n.kind, n.status, n.digest, n.meta, n.changedAt, n.verifiedAt
+	if n.x != nil {
+		long := c.nlen == longName
+		x := *n.x
+		if long {
+			x.long = c.x.long
+		} else {
+			x.long = ""
+		}
+		c.x = &x
+	}
+	if c.kind == KindFile && c.x != nil && c.x.long == "" {
+		c.x = nil
+	}
+	return c
+}
+
 func newDir(name string, changedAt int64) *node {
-	return &node{name: name, kind: KindDir, changedAt: changedAt, x: &ext{root: &hnode{dirty: true}}}
+	n := newNode(name, KindDir)
+	n.changedAt = changedAt
+	return n
 }
 
 // contributes reports whether the entry enters its directory's digest.
@@ -53,64 +118,67 @@ func (n *node) entry() Entry {
 	return e
 }
 
-// agg is the cached aggregate of a HAMT node (all entries below it,
-// recursively through subdirectories).
-type agg struct {
+// noFiles is the VerifiedAt aggregate of a subtree without files: the
+// identity of min, turned into 0 by Summary.
+const noFiles = math.MaxInt64
+
+// counts are the additive aggregates of a subtree, kept exact on every
+// update along the path from the root (they can be subtracted).
+type counts struct {
 	files, dirs, symlinks, bytes int64
 	byStatus                     [NumStatus]int64
-	changedAt                    int64
-	verifiedAt                   int64 // see Summary.VerifiedAt
 }
 
-func (a *agg) mergeVerified(files, v int64) {
-	switch {
-	case files == 0:
-	case a.files == 0:
-		a.verifiedAt = v
-	case a.verifiedAt == 0 || v == 0:
-		a.verifiedAt = 0
-	default:
-		a.verifiedAt = min(a.verifiedAt, v)
+func (c *counts) add(d *counts, sign int64) {
+	c.files += sign * d.files
+	c.dirs += sign * d.dirs
+	c.symlinks += sign * d.symlinks
+	c.bytes += sign * d.bytes
+	for i := range c.byStatus {
+		c.byStatus[i] += sign * d.byStatus[i]
 	}
 }
 
-func (a *agg) merge(b *agg) {
-	a.mergeVerified(b.files, b.verifiedAt)
-	a.files += b.files
-	a.dirs += b.dirs
-	a.symlinks += b.symlinks
-	a.bytes += b.bytes
-	for i := range a.byStatus {
-		a.byStatus[i] += b.byStatus[i]
-	}
-	a.changedAt = max(a.changedAt, b.changedAt)
-}
-
-// add adds one entry; a directory entry must be refreshed.
-func (a *agg) add(n *node) {
+// contrib returns what the entry n adds to its directory's counts.
+func contrib(n *node) counts {
+	var c counts
 	switch n.kind {
 	case KindFile:
-		a.mergeVerified(1, n.verifiedAt)
-		a.files++
-		a.bytes += n.meta.Size
-		a.byStatus[n.status]++
+		c.files = 1
+		c.bytes = n.meta.Size
+		c.byStatus[n.status] = 1
 	case KindSymlink:
-		a.symlinks++
+		c.symlinks = 1
 	case KindDir:
-		a.merge(&n.x.root.agg)
-		a.dirs++
+		c = n.x.root.cnt
+		c.dirs++
 	}
-	a.changedAt = max(a.changedAt, n.changedAt)
+	return c
 }
 
-func (a *agg) summary(d Digest) Summary {
-	return Summary{Digest: d, Files: a.files, Dirs: a.dirs, Symlinks: a.symlinks, Bytes: a.bytes,
-		ByStatus: a.byStatus, ChangedAt: a.changedAt, VerifiedAt: a.verifiedAt}
+// times returns the max ChangedAt and min VerifiedAt (noFiles if none) that
+// the entry n brings; a directory must be refreshed.
+func times(n *node) (chg, ver int64) {
+	switch n.kind {
+	case KindFile:
+		return n.changedAt, n.verifiedAt
+	case KindDir:
+		return max(n.changedAt, n.x.root.chg), n.x.root.ver
+	}
+	return n.changedAt, noFiles
 }
 
-func byName(a, b *node) int { return strings.Compare(a.name, b.name) }
+func summaryOf(c *counts, d Digest, chg, ver int64) Summary {
+	if ver == noFiles {
+		ver = 0
+	}
+	return Summary{Digest: d, Files: c.files, Dirs: c.dirs, Symlinks: c.symlinks, Bytes: c.bytes,
+		ByStatus: c.byStatus, ChangedAt: chg, VerifiedAt: ver}
+}
+
+func byName(a, b *node) int { return strings.Compare(a.name(), b.name()) }
 
 // searchName returns the index of name in the sorted ents, and whether it is there.
 func searchName(ents []*node, name string) (int, bool) {
-	return slices.BinarySearchFunc(ents, name, func(e *node, s string) int { return strings.Compare(e.name, s) })
+	return slices.BinarySearchFunc(ents, name, func(e *node, s string) int { return strings.Compare(e.name(), s) })
 }

@@ -119,7 +119,7 @@ func (s *snapWriter) dir(d *node, depth int, count *uint64) error {
 		*count++
 		b := append(s.buf, byte(n.kind))
 		b = binary.AppendUvarint(b, uint64(depth))
-		b = appendString(b, n.name)
+		b = appendString(b, n.name())
 		switch n.kind {
 		case KindFile:
 			b = append(b, n.digest[:]...)
@@ -329,11 +329,11 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			s.fail("invalid name %q", name)
 			break
 		}
-		if k := len(parent.kids); k > 0 && parent.kids[k-1].name >= name {
-			s.fail("entry %q out of order after %q", name, parent.kids[k-1].name)
+		if k := len(parent.kids); k > 0 && parent.kids[k-1].name() >= name {
+			s.fail("entry %q out of order after %q", name, parent.kids[k-1].name())
 			break
 		}
-		n := &node{name: name, kind: kind}
+		n := newNode(name, kind)
 		switch kind {
 		case KindFile:
 			copy(n.digest[:], s.bytes(len(n.digest)))
@@ -346,7 +346,10 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			n.verifiedAt = s.varint()
 		case KindSymlink:
 			target := s.string("symlink target")
-			n.x = &ext{target: target}
+			if n.x == nil {
+				n.x = &ext{}
+			}
+			n.x.target = target
 			n.digest = symlinkDigest(target)
 			n.status = StatusVerified
 			n.meta = s.meta()
@@ -356,7 +359,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			if len(stack) > maxSnapDepth {
 				s.fail("directories nested deeper than %d", maxSnapDepth)
 			}
-			n = newDir(name, s.varint())
+			n.changedAt = s.varint()
 		default:
 			s.fail("entry %q: invalid kind %d", name, kind)
 		}

@@ -1,17 +1,17 @@
 package hashtree
 
 import (
-	"slices"
 	"strings"
 )
 
 // Tree is the Merkle tree of one directory hierarchy. Create it with New.
 // It is not safe for concurrent use: callers serialise all calls.
 type Tree struct {
-	root  *node   // the root directory, name ""
-	count int64   // entries, the root excluded
-	hs    *hasher // scratch for hashing; used by every method, hence no concurrency
-	chain []*node // scratch: the directories from the root to the last resolved parent
+	root  *node    // the root directory, name ""
+	count int64    // entries, the root excluded
+	hs    *hasher  // scratch for hashing; used by every method, hence no concurrency
+	chain []*node  // scratch: the directories from the root to the last resolved parent
+	hpath []*hnode // scratch: the HAMT nodes from the root down to the entry being changed
 }
 
 // New returns an empty tree (just the root directory).
@@ -20,11 +20,12 @@ func New() *Tree { return &Tree{root: newDir("", 0), hs: newHasher()} }
 func pathErr(op, p string, err error) error { return &PathError{Op: op, Path: p, Err: err} }
 
 // parentOf resolves the directory that holds p (p != ""), leaving the
-// directories from the root down to it in t.chain. With mark set, every
-// HAMT node on the way is marked dirty: the caller is about to modify the
-// entry.
+// directories from the root down to it in t.chain. With mark set, the HAMT
+// nodes on the way are marked dirty and left in t.hpath: the caller is
+// about to change the entry.
 func (t *Tree) parentOf(p string, mark bool) (*node, string, error) {
 	t.chain = append(t.chain[:0], t.root)
+	t.hpath = t.hpath[:0]
 	dir := t.root
 	for {
 		i := strings.IndexByte(p, '/')
@@ -34,7 +35,7 @@ func (t *Tree) parentOf(p string, mark bool) (*node, string, error) {
 		name := p[:i]
 		p = p[i+1:]
 		k := t.hs.key(name)
-		c := dir.x.find(&k, name, mark)
+		c := t.find(dir.x, &k, name, mark)
 		if c == nil {
 			return nil, "", ErrNotFound
 		}
@@ -59,11 +60,42 @@ func (t *Tree) lookup(p string) (*node, error) {
 		return nil, err
 	}
 	k := t.hs.key(name)
-	n := dir.x.find(&k, name, false)
+	n := t.find(dir.x, &k, name, false)
 	if n == nil {
 		return nil, ErrNotFound
 	}
 	return n, nil
+}
+
+// applyDelta adds sign*c to the counts of every node in t.hpath.
+func (t *Tree) applyDelta(c *counts, sign int64) {
+	for _, h := range t.hpath {
+		h.cnt.add(c, sign)
+	}
+}
+
+// attach inserts n, absent so far, into dir; parentOf(path, true) must
+// have just resolved dir.
+func (t *Tree) attach(dir *node, k *[32]byte, n *node) {
+	t.insertAt(dir.x, k, n)
+	c := contrib(n)
+	t.applyDelta(&c, 1)
+	addTotal(t.chain, n.size())
+	t.count += n.size()
+}
+
+// detach removes the entry name from dir and returns it (nil if absent);
+// parentOf(path, true) must have just resolved dir.
+func (t *Tree) detach(dir *node, k *[32]byte, name string) *node {
+	n := t.removeAt(dir.x, k, name)
+	if n == nil {
+		return nil
+	}
+	c := contrib(n)
+	t.applyDelta(&c, -1)
+	addTotal(t.chain, -n.size())
+	t.count -= n.size()
+	return n
 }
 
 func addTotal(chain []*node, delta int64) {
@@ -83,14 +115,19 @@ func (n *node) set(e *Entry) {
 	n.changedAt = e.ChangedAt
 	n.verifiedAt = e.VerifiedAt
 	if e.Kind == KindSymlink {
-		if n.x == nil || n.x.target != e.Target {
-			n.x = &ext{target: strings.Clone(e.Target)}
+		if n.x == nil {
+			n.x = &ext{}
+		}
+		if n.x.target != e.Target {
+			n.x.target = strings.Clone(e.Target)
 		}
 		n.digest = symlinkDigest(e.Target)
 		n.status = StatusVerified
 		return
 	}
-	n.x = nil
+	if n.x != nil {
+		n.x.target = ""
+	}
 	n.digest = e.Digest
 	n.status = e.Status
 }
@@ -110,29 +147,39 @@ func (t *Tree) Put(p string, e Entry) error {
 		return pathErr("put", p, err)
 	}
 	k := t.hs.key(name)
-	if old := dir.x.find(&k, name, true); old != nil {
+	start := len(t.hpath)
+	if old := t.find(dir.x, &k, name, true); old != nil {
 		if old.kind == KindDir {
 			return pathErr("put", p, ErrIsDir)
 		}
-		was := old.contributes()
-		old.set(&e)
-		t.fixContrib(dir, &k, was, old.contributes())
+		t.replace(old, &e, &k, start)
 		return nil
 	}
-	nd := &node{name: strings.Clone(name)}
+	t.hpath = t.hpath[:start]
+	nd := newNode(name, e.Kind)
 	nd.set(&e)
-	dir.x.insert(t.hs, &k, nd)
-	addTotal(t.chain, 1)
-	t.count++
+	t.attach(dir, &k, nd)
 	return nil
 }
 
-func (t *Tree) fixContrib(dir *node, k *[32]byte, was, is bool) {
-	switch {
-	case was && !is:
-		dir.x.adjustNC(k, -1)
-	case !was && is:
-		dir.x.adjustNC(k, 1)
+// replace overwrites the file or symlink n with e; t.hpath holds the path
+// to n, its own directory's part from index start.
+func (t *Tree) replace(n *node, e *Entry, k *[32]byte, start int) {
+	before := contrib(n)
+	was := n.contributes()
+	n.set(e)
+	after := contrib(n)
+	t.applyDelta(&before, -1)
+	t.applyDelta(&after, 1)
+	if is := n.contributes(); is != was {
+		delta := int32(1)
+		if was {
+			delta = -1
+		}
+		for _, h := range t.hpath[start:] {
+			h.nc += delta
+		}
+		fixBits(t.hpath[start:], k)
 	}
 }
 
@@ -147,7 +194,8 @@ func (t *Tree) Update(p string, fn func(e *Entry)) error {
 		return pathErr("update", p, err)
 	}
 	k := t.hs.key(name)
-	n := dir.x.find(&k, name, true)
+	start := len(t.hpath)
+	n := t.find(dir.x, &k, name, true)
 	if n == nil {
 		return pathErr("update", p, ErrNotFound)
 	}
@@ -159,9 +207,7 @@ func (t *Tree) Update(p string, fn func(e *Entry)) error {
 	if e.Kind != n.kind || !validEntry(&e) {
 		return pathErr("update", p, ErrInvalidEntry)
 	}
-	was := n.contributes()
-	n.set(&e)
-	t.fixContrib(dir, &k, was, n.contributes())
+	t.replace(n, &e, &k, start)
 	return nil
 }
 
@@ -180,17 +226,15 @@ func (t *Tree) Mkdir(p string, changedAt int64) error {
 		return pathErr("mkdir", p, err)
 	}
 	k := t.hs.key(name)
-	if old := dir.x.find(&k, name, false); old != nil {
+	if old := t.find(dir.x, &k, name, false); old != nil {
 		if old.kind == KindDir {
 			return nil
 		}
 		return pathErr("mkdir", p, ErrExists)
 	}
 	t.parentOf(p, true) // mark the path: the directory listing changes
-	dir.x.insert(t.hs, &k, newDir(strings.Clone(name), changedAt))
+	t.attach(dir, &k, newDir(strings.Clone(name), changedAt))
 	dir.changedAt = changedAt
-	addTotal(t.chain, 1)
-	t.count++
 	return nil
 }
 
@@ -220,12 +264,9 @@ func (t *Tree) Remove(p string, changedAt int64) error {
 		return pathErr("remove", p, err)
 	}
 	k := t.hs.key(name)
-	n := dir.x.remove(&k, name)
-	if n == nil {
+	if t.detach(dir, &k, name) == nil {
 		return pathErr("remove", p, ErrNotFound)
 	}
-	addTotal(t.chain, -n.size())
-	t.count -= n.size()
 	dir.changedAt = changedAt
 	return nil
 }
@@ -235,17 +276,30 @@ func related(a, b string) bool {
 	return a == b || strings.HasPrefix(b, a+"/") || strings.HasPrefix(a, b+"/")
 }
 
-// detach resolves p for a move: its parent, a copy of the chain to it, the
-// node (nil if absent) and its key.
-func (t *Tree) detachInfo(p string) (dir *node, chain []*node, n *node, name string, k [32]byte, err error) {
-	dir, name, err = t.parentOf(p, true)
+// resolve returns the parent directory of p, the entry at p (nil if
+// absent) and the key of its name.
+func (t *Tree) resolve(p string) (dir, n *node, name string, k [32]byte, err error) {
+	dir, name, err = t.parentOf(p, false)
 	if err != nil {
-		return nil, nil, nil, "", k, err
+		return nil, nil, "", k, err
 	}
-	chain = slices.Clone(t.chain)
 	k = t.hs.key(name)
-	n = dir.x.find(&k, name, true)
-	return dir, chain, n, name, k, nil
+	return dir, t.find(dir.x, &k, name, false), name, k, nil
+}
+
+// detachPath removes the entry at p, which exists under the directory dir.
+func (t *Tree) detachPath(p string, dir *node, name string, k *[32]byte) *node {
+	t.parentOf(p, true)
+	return t.detach(dir, k, name)
+}
+
+// attachPath inserts a copy of n named name at p, whose parent directory
+// dir exists, and returns the copy.
+func (t *Tree) attachPath(p string, dir *node, name string, k *[32]byte, n *node) *node {
+	t.parentOf(p, true)
+	n = n.renamed(name)
+	t.attach(dir, k, n)
+	return n
 }
 
 // Rename moves the entry or subtree at from to to, replacing whatever is at
@@ -266,27 +320,22 @@ func (t *Tree) Rename(from, to string, changedAt int64) error {
 	if related(from, to) {
 		return pathErr("rename", from, ErrInvalidPath)
 	}
-	fdir, fchain, nf, _, fk, err := t.detachInfo(from)
+	fdir, nf, fname, fk, err := t.resolve(from)
+	if err == nil && nf == nil {
+		err = ErrNotFound
+	}
 	if err != nil {
 		return pathErr("rename", from, err)
 	}
-	if nf == nil {
-		return pathErr("rename", from, ErrNotFound)
-	}
-	tdir, tchain, old, tname, tk, err := t.detachInfo(to)
+	tdir, old, tname, tk, err := t.resolve(to)
 	if err != nil {
 		return pathErr("rename", to, err)
 	}
 	if old != nil {
-		tdir.x.remove(&tk, tname)
-		addTotal(tchain, -old.size())
-		t.count -= old.size()
+		t.detachPath(to, tdir, tname, &tk)
 	}
-	fdir.x.remove(&fk, nf.name)
-	addTotal(fchain, -nf.size())
-	nf.name = strings.Clone(tname)
-	tdir.x.insert(t.hs, &tk, nf)
-	addTotal(tchain, nf.size())
+	t.detachPath(from, fdir, fname, &fk)
+	nf = t.attachPath(to, tdir, tname, &tk, nf)
 	fdir.changedAt = changedAt
 	tdir.changedAt = changedAt
 	nf.changedAt = changedAt
@@ -302,30 +351,27 @@ func (t *Tree) Exchange(a, b string, changedAt int64) error {
 	if a != b && related(a, b) {
 		return pathErr("exchange", a, ErrInvalidPath)
 	}
-	adir, achain, na, aname, ak, err := t.detachInfo(a)
+	adir, na, aname, ak, err := t.resolve(a)
+	if err == nil && na == nil {
+		err = ErrNotFound
+	}
 	if err != nil {
 		return pathErr("exchange", a, err)
 	}
-	if na == nil {
-		return pathErr("exchange", a, ErrNotFound)
+	bdir, nb, bname, bk, err := t.resolve(b)
+	if err == nil && nb == nil {
+		err = ErrNotFound
 	}
-	bdir, bchain, nb, bname, bk, err := t.detachInfo(b)
 	if err != nil {
 		return pathErr("exchange", b, err)
-	}
-	if nb == nil {
-		return pathErr("exchange", b, ErrNotFound)
 	}
 	if a == b {
 		return nil
 	}
-	adir.x.remove(&ak, aname)
-	bdir.x.remove(&bk, bname)
-	addTotal(achain, nb.size()-na.size())
-	addTotal(bchain, na.size()-nb.size())
-	na.name, nb.name = nb.name, na.name
-	bdir.x.insert(t.hs, &bk, na)
-	adir.x.insert(t.hs, &ak, nb)
+	t.detachPath(a, adir, aname, &ak)
+	t.detachPath(b, bdir, bname, &bk)
+	na = t.attachPath(b, bdir, bname, &bk, na)
+	nb = t.attachPath(a, adir, aname, &ak, nb)
 	adir.changedAt = changedAt
 	bdir.changedAt = changedAt
 	na.changedAt = changedAt
@@ -353,15 +399,14 @@ func (t *Tree) Summary(p string) (Summary, bool) {
 	if err != nil {
 		return Summary{}, false
 	}
-	if n.kind != KindDir {
-		var a agg
-		a.add(n)
-		return a.summary(n.digest), true
+	if n.kind == KindDir {
+		t.refreshDir(n)
+		r := n.x.root
+		return summaryOf(&r.cnt, n.digest, max(n.changedAt, r.chg), r.ver), true
 	}
-	t.refreshDir(n)
-	s := n.x.root.agg.summary(n.digest)
-	s.ChangedAt = max(s.ChangedAt, n.changedAt)
-	return s, true
+	c := contrib(n)
+	chg, ver := times(n)
+	return summaryOf(&c, n.digest, chg, ver), true
 }
 
 // Root returns the digest of the whole tree.
@@ -386,7 +431,7 @@ func (t *Tree) List(dir, after string, fn func(name string, e Entry) bool) error
 		return pathErr("list", dir, ErrNotDir)
 	}
 	t.refreshDir(d)
-	d.x.ascend(after, func(n *node) bool { return fn(n.name, n.entry()) })
+	d.x.ascend(after, func(n *node) bool { return fn(n.name(), n.entry()) })
 	return nil
 }
 
@@ -402,9 +447,9 @@ func (t *Tree) Walk(fn func(p string, e Entry) error) error {
 func walkDir(d *node, prefix string, fn func(p string, e Entry) error) error {
 	var err error
 	d.x.ascend("", func(n *node) bool {
-		p := n.name
+		p := n.name()
 		if prefix != "" {
-			p = prefix + "/" + n.name
+			p = prefix + "/" + n.name()
 		}
 		if err = fn(p, n.entry()); err != nil {
 			return false

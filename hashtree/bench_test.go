@@ -1,0 +1,160 @@
+package hashtree
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// blobName returns the i-th blob name of a Trow v0.7 flat blobs/ directory.
+func blobName(i int) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(i))
+	return SumBytes(b[:]).String() // "sha256:<64 hex>"
+}
+
+// flatTree builds a tree with n files in blobs/, digests and root computed.
+func flatTree(tb testing.TB, n int) (*Tree, []string) {
+	tb.Helper()
+	tr := New()
+	must(tb, tr.Mkdir("blobs", 1))
+	paths := make([]string, n)
+	for i := range paths {
+		name := blobName(i)
+		paths[i] = "blobs/" + name
+		d, _ := ParseDigest(name)
+		must(tb, tr.Put(paths[i], Entry{Kind: KindFile, Digest: d, Status: StatusVerified,
+			Meta: Meta{Size: int64(i), Mtime: int64(i) * 1e9, Ctime: int64(i) * 1e9, Ino: uint64(i)}, ChangedAt: int64(i), VerifiedAt: int64(i)}))
+	}
+	tr.Root()
+	return tr, paths
+}
+
+// putCost times one content update of an existing file plus the Root()
+// recompute, averaged over iters updates spread over the directory.
+func putCost(tb testing.TB, tr *Tree, paths []string, iters int) time.Duration {
+	start := time.Now()
+	putLoop(tb, tr, paths, iters)
+	return time.Since(start) / time.Duration(iters)
+}
+
+func putLoop(tb testing.TB, tr *Tree, paths []string, iters int) {
+	var b [8]byte
+	for i := 0; i < iters; i++ {
+		binary.BigEndian.PutUint64(b[:], uint64(i))
+		p := paths[(i*7919)%len(paths)]
+		if err := tr.Put(p, Entry{Kind: KindFile, Digest: SumBytes(b[:]), Status: StatusPending, ChangedAt: int64(i)}); err != nil {
+			tb.Fatal(err)
+		}
+		tr.Root()
+	}
+}
+
+func BenchmarkPut1k(b *testing.B) {
+	tr, paths := flatTree(b, 1000)
+	b.ResetTimer()
+	putLoop(b, tr, paths, b.N)
+}
+
+// BenchmarkPut1M also times the 1k case in the same run and reports the
+// ratio (the target is at most 3).
+func BenchmarkPut1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("1M entries: skipped under -short")
+	}
+	small, sp := flatTree(b, 1000)
+	tr, paths := flatTree(b, 1_000_000)
+	base := putCost(b, small, sp, 20000)
+	b.ResetTimer()
+	putLoop(b, tr, paths, b.N)
+	b.StopTimer()
+	per := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(float64(per)/float64(base), "x1k")
+}
+
+func BenchmarkWriteSnapshot1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("1M entries: skipped under -short")
+	}
+	tr, _ := flatTree(b, 1_000_000)
+	var cw countWriter
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := WriteSnapshot(&cw, tr, map[string]string{"k": "v"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(cw.n)/float64(b.N)/1e6, "MB/snapshot")
+}
+
+func BenchmarkReadSnapshot1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("1M entries: skipped under -short")
+	}
+	tr, _ := flatTree(b, 1_000_000)
+	var buf bytes.Buffer
+	must(b, WriteSnapshot(&buf, tr, nil))
+	tr = nil
+	data := buf.Bytes()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := ReadSnapshot(bytes.NewReader(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+var _ io.Writer = (*countWriter)(nil)
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestMemoryPerEntry measures the heap held per file in a 1M-entry flat
+// directory (names "sha256:<64 hex>"), the shape of Trow's blobs/.
+func TestMemoryPerEntry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1M entries: skipped under -short")
+	}
+	const n = 1_000_000
+	before := heapInUse()
+	tr, paths := flatTree(t, n)
+	paths = nil
+	after := heapInUse()
+	per := float64(after-before) / n
+	t.Logf("%.1f bytes per file entry at %d files in one directory", per, n)
+	if per > 256 {
+		t.Errorf("%.1f bytes per entry, want at most 256", per)
+	}
+	// The same after a snapshot round trip (bulk-built HAMT and index).
+	var buf bytes.Buffer
+	must(t, WriteSnapshot(&buf, tr, nil))
+	tr = nil
+	before = heapInUse()
+	back, _, err := ReadSnapshot(&buf)
+	must(t, err)
+	buf = bytes.Buffer{}
+	after = heapInUse()
+	if after > before {
+		per = float64(after-before) / n
+	} else {
+		per = 0
+	}
+	t.Logf("%.1f bytes per file entry after ReadSnapshot", per)
+	if per > 256 {
+		t.Errorf("after ReadSnapshot: %.1f bytes per entry, want at most 256", per)
+	}
+	runtime.KeepAlive(back)
+	runtime.KeepAlive(paths)
+}
