@@ -461,7 +461,7 @@ func (s *Suite) pushPull(bin, root, cfgDir string, imgs []benchImage, onTrowfs b
 var gcSummary = regexp.MustCompile(`(?m)^(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion`)
 
 func (s *Suite) consistency() ([]Row, error) {
-	blobs := pick(s, 10000, 2000)
+	blobs := pick(s, 10000, 1000)
 	rowName := fmt.Sprintf("is the registry consistent? %dk blobs", blobs/1000)
 	target := "faster than garbage-collect --dry-run"
 	bin, err := s.registryBin()
