@@ -101,6 +101,20 @@ func TestRegistriesDistributionGCMount(t *testing.T) {
 	}
 }
 
+func TestRegistriesDistributionGCUntaggedMount(t *testing.T) {
+	m := newMounter(t)
+	data := t.TempDir()
+	mnt := m.Mount(t, data, "--layout", "distribution", "--delete-untagged")
+	reg, reclaimable := untaggedWorkload(t, mnt)
+	eligible, out := regtest.GarbageCollect(t, reg.ConfigPath, true, true)
+	if !slices.Equal(eligible, reclaimable) {
+		t.Fatalf("on the mount, garbage-collect --dry-run --delete-untagged would delete\n  %v\nthe untagged image frees\n  %v\n%s", eligible, reclaimable, out)
+	}
+	st := regtest.WaitState(t, mnt, stateTimeout, danglingIs(eligible))
+	checkLayout(t, st, "distribution")
+	regtest.CheckRescan(t, m, data, mnt, st.Digest)
+}
+
 func TestRegistriesOlaregConformanceMount(t *testing.T) {
 	m := newMounter(t)
 	data := t.TempDir()

@@ -113,6 +113,33 @@ func TestRegistriesDistributionGCPlain(t *testing.T) {
 	regtest.PullImages(t, reg2.Addr, kept)
 }
 
+// untaggedWorkload pushes 4 images, then pushes another image under the tag of the first, which
+// leaves the first image's manifest untagged but still a revision of the repository. It stops the
+// registry and returns the blobs only `garbage-collect --delete-untagged` may reclaim.
+func untaggedWorkload(t *testing.T, dir string) (reg *regtest.Registry, reclaimable []string) {
+	t.Helper()
+	reg = regtest.StartDistribution(t, dir)
+	const repo = "trowfs/untagged"
+	images, _ := regtest.PushImages(t, reg.Addr, repo, 4, 4)
+	replacement, _ := regtest.PushImages(t, reg.Addr, repo, 1, 5) // tag img-0 again, other content
+	if replacement[0].Tag != images[0].Tag || replacement[0].Digest == images[0].Digest {
+		t.Fatalf("the replacement must retag %s with another manifest", images[0].Tag)
+	}
+	regtest.PullImages(t, reg.Addr, slices.Concat(replacement, images[1:]))
+	reg.Stop(t)
+	return reg, regtest.Unreferenced(images[:1], slices.Concat(replacement, images[1:]))
+}
+
+func TestRegistriesDistributionGCUntaggedPlain(t *testing.T) {
+	reg, reclaimable := untaggedWorkload(t, t.TempDir())
+	if eligible, out := regtest.GarbageCollect(t, reg.ConfigPath, true, false); len(eligible) != 0 {
+		t.Errorf("without --delete-untagged an untagged revision is kept, yet the dry run would delete %v\n%s", eligible, out)
+	}
+	if eligible, out := regtest.GarbageCollect(t, reg.ConfigPath, true, true); !slices.Equal(eligible, reclaimable) {
+		t.Errorf("garbage-collect --dry-run --delete-untagged would delete\n  %v\nthe untagged image frees\n  %v\n%s", eligible, reclaimable, out)
+	}
+}
+
 func TestRegistriesOlaregConformancePlain(t *testing.T) {
 	reg := regtest.StartOlareg(t, t.TempDir())
 	checkConformance(t, "a plain directory (olareg)", regtest.RunConformance(t, reg.Addr))
