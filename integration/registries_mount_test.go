@@ -4,8 +4,8 @@ package integration
 // registry's own tools say on the same data, then unmounts and checks that the tree trowfs kept
 // inline equals an offline rescan (`trowfs verify DATA --json`, exit 0).
 //
-// They need a regtest.Mounter from newMounter (registries_mounter_test.go, built with the
-// trowfsbin tag, or the stub in registries_nomounter_test.go that skips them).
+// They drive trowfs through regtest.Mounter; newMounter (registries_mounter_test.go) implements it
+// with integration/trowfsbin.
 
 import (
 	"slices"

@@ -1,5 +1,3 @@
-//go:build trowfsbin
-
 package integration
 
 import (
