@@ -260,7 +260,11 @@ func (w *walker) visit(repo string, s sd, marks map[sd]struct{}, record bool) {
 		if s.store == dbStore {
 			c.store = ""
 		}
-		if record {
+		// Parent edges are kept only where they can matter: for absent
+		// references (to name what needs them) and for manifests (to walk
+		// up to the tags). Layers that are present need none.
+		down := w.recurse(repo, c, isIndex)
+		if record && (down || !w.present(c)) {
 			w.g.parents[c] = append(w.g.parents[c], edge{repo, s.d})
 		}
 		if _, done := marks[c]; done {
@@ -272,7 +276,7 @@ func (w *walker) visit(repo string, s sd, marks map[sd]struct{}, record bool) {
 				w.g.history[c] = w.histNote
 			}
 		}
-		if w.recurse(repo, c, isIndex) {
+		if down {
 			w.visit(repo, c, marks, record)
 		}
 	}
@@ -292,20 +296,8 @@ func (w *walker) recurse(repo string, c sd, fromIndex bool) bool {
 
 // run builds the roots and traverses from them.
 func (w *walker) run(repo string, onlyRepo bool) {
-	r := w.r
-	if r.layout == Distribution {
-		w.revisions = map[string]map[digest.Digest]bool{}
-		for _, e := range r.entries {
-			if e.kind == kDistRevision {
-				m := w.revisions[e.repo]
-				if m == nil {
-					m = map[digest.Digest]bool{}
-					w.revisions[e.repo] = m
-				}
-				m[e.dgst] = true
-			}
-		}
-	}
+	w.revisions = w.r.revisions
+	w.g.marks = make(map[sd]struct{}, w.r.nblobs)
 	w.rowsSeen = map[digest.Digest]bool{}
 	roots, history := w.roots(repo, onlyRepo)
 	if onlyRepo {
@@ -394,9 +386,9 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 			g.unparsable[p] = Unparsable{Path: p, Error: e.metaErr.Error()}
 		}
 	}
-	paths := make([]string, 0, len(r.entries))
-	for p, e := range r.entries {
-		if e.kind != kBlob {
+	paths := make([]string, 0, len(r.meta))
+	for p, e := range r.meta {
+		if e.kind == kTagFile || e.kind == kDistTag || e.kind == kDistRevision || e.kind == kOCIIndex {
 			paths = append(paths, p)
 		}
 	}
@@ -404,7 +396,7 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 	switch r.layout {
 	case TrowFiles:
 		for _, p := range paths {
-			e := r.entries[p]
+			e := r.meta[p]
 			if e.kind != kTagFile || !e.read {
 				continue
 			}
@@ -434,7 +426,7 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 	case Distribution:
 		tags := map[string]map[digest.Digest][]string{} // repo → digest → tags
 		for _, p := range paths {
-			e := r.entries[p]
+			e := r.meta[p]
 			if e.kind != kDistTag || !e.read {
 				continue
 			}
@@ -455,7 +447,7 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 			}
 		}
 		for _, p := range paths {
-			e := r.entries[p]
+			e := r.meta[p]
 			if e.kind != kDistRevision {
 				continue
 			}
@@ -467,7 +459,7 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 		}
 	case OCILayout:
 		for _, p := range paths {
-			e := r.entries[p]
+			e := r.meta[p]
 			if e.kind != kOCIIndex || !e.read {
 				continue
 			}
@@ -585,10 +577,15 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 
 	// Present blobs, dangling blobs.
 	var present []string
+	if r.presentDigest == "" {
+		present = make([]string, 0, r.nblobs)
+	}
 	dangling := []DanglingBlob{}
 	for store, m := range r.blobs {
 		for d, e := range m {
-			present = append(present, string(d))
+			if r.presentDigest == "" {
+				present = append(present, string(d))
+			}
 			rep.Blobs++
 			rep.BlobBytes += e.info.Size
 			if _, ok := g.marks[sd{store, d}]; ok {
@@ -611,7 +608,10 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 	for s := range g.marks {
 		referenced = append(referenced, string(s.d))
 	}
-	rep.AllBlobDigest = setDigest(present)
+	if r.presentDigest == "" {
+		r.presentDigest = setDigest(present)
+	}
+	rep.AllBlobDigest = r.presentDigest
 	rep.AllManifestDigest = setDigest(referenced)
 	rep.InSync = rep.AllBlobDigest == rep.AllManifestDigest
 

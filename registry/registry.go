@@ -84,6 +84,14 @@ type Registry struct {
 	dirCount map[string]int
 	// blobs maps store → digest → the entry of the blob file.
 	blobs map[string]map[digest.Digest]*entry
+	// nblobs is the number of blob files in blobs.
+	nblobs int
+	// meta holds the entries that are not blobs (tag files, links, ...).
+	meta map[string]*entry
+	// revisions maps repo → manifest revisions (distribution).
+	revisions map[string]map[digest.Digest]bool
+	// presentDigest caches all_blob_digest; "" when the blob set changed.
+	presentDigest string
 	// dirty holds metadata paths whose content must be (re)read.
 	dirty map[string]struct{}
 	// db is the last successful read of trow.db; dbErr the last failure.
@@ -171,6 +179,10 @@ func (r *Registry) resetLocked() {
 	r.entries = map[string]*entry{}
 	r.dirCount = map[string]int{}
 	r.blobs = map[string]map[digest.Digest]*entry{}
+	r.nblobs = 0
+	r.meta = map[string]*entry{}
+	r.revisions = map[string]map[digest.Digest]bool{}
+	r.presentDigest = ""
 	r.dirty = map[string]struct{}{}
 	r.cached = nil
 	r.bumpLocked()
@@ -241,13 +253,28 @@ func (r *Registry) putLocked(f FileInfo) kind {
 			break
 		}
 	}
-	if e.kind == kBlob {
+	switch e.kind {
+	case kBlob:
 		m := r.blobs[e.store]
 		if m == nil {
 			m = map[digest.Digest]*entry{}
 			r.blobs[e.store] = m
 		}
+		if m[e.dgst] == nil {
+			r.nblobs++
+			r.presentDigest = ""
+		}
 		m[e.dgst] = e
+	case kDistRevision:
+		m := r.revisions[e.repo]
+		if m == nil {
+			m = map[digest.Digest]bool{}
+			r.revisions[e.repo] = m
+		}
+		m[e.dgst] = true
+		r.meta[f.Path] = e
+	default:
+		r.meta[f.Path] = e
 	}
 	if e.kind.needsRead() && !e.read {
 		r.dirty[f.Path] = struct{}{}
@@ -268,13 +295,26 @@ func (r *Registry) dropLocked(p string, e *entry) {
 			break
 		}
 	}
-	if e.kind == kBlob {
+	switch e.kind {
+	case kBlob:
 		if m := r.blobs[e.store]; m != nil && m[e.dgst] == e {
 			delete(m, e.dgst)
+			r.nblobs--
+			r.presentDigest = ""
 			if len(m) == 0 {
 				delete(r.blobs, e.store)
 			}
 		}
+	case kDistRevision:
+		delete(r.meta, p)
+		if m := r.revisions[e.repo]; m != nil {
+			delete(m, e.dgst)
+			if len(m) == 0 {
+				delete(r.revisions, e.repo)
+			}
+		}
+	default:
+		delete(r.meta, p)
 	}
 }
 
@@ -314,8 +354,10 @@ func (r *Registry) Remove(rel string) {
 func (r *Registry) Close() error {
 	r.dbMu.Lock()
 	r.closed = true
-	if r.dbTimer != nil {
-		r.dbTimer.Stop()
+	if r.dbTimer != nil && r.dbTimer.Stop() {
+		// The timer will not fire: release its WaitGroup slot here.
+		r.dbTimer = nil
+		r.dbWG.Done()
 	}
 	r.dbMu.Unlock()
 	r.dbWG.Wait()
@@ -386,7 +428,7 @@ func (r *Registry) reposLocked() map[string]struct{} {
 			}
 		}
 	default:
-		for _, e := range r.entries {
+		for _, e := range r.meta {
 			switch e.kind {
 			case kTagFile, kDistRevision, kDistTag:
 				set[e.repo] = struct{}{}
