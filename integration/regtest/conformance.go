@@ -16,7 +16,7 @@ import (
 // conformanceTimeout bounds one run of the suite (about 10 s on a plain directory here).
 const conformanceTimeout = 5 * time.Minute
 
-// ConformanceProfile is the suite's configuration for the distribution registry v3.1.2 and olareg
+// ConformanceProfile returns the suite's configuration for the distribution registry v3.1.2 and olareg
 // v0.1.2 as the tests run them: every setting the registries do not implement is turned off, so
 // that a correct registry on a correct filesystem gives 0 failures.
 //
@@ -26,18 +26,20 @@ const conformanceTimeout = 5 * time.Minute
 //   - OCI_DATA_NONDISTRIBUTABLE: an image with non-distributable layers that are never pushed; the
 //     distribution registry refuses its manifest (7 failures on a plain directory, measured), so it
 //     is off too.
-var ConformanceProfile = map[string]string{
-	"OCI_TLS":                   "disabled",
-	"OCI_VERSION":               "1.1",
-	"OCI_REPO1":                 "conformance/repo1",
-	"OCI_REPO2":                 "conformance/repo2",
-	"OCI_LOG":                   "warn",
-	"OCI_API_REFERRER":          "false",
-	"OCI_DATA_SHA512":           "false",
-	"OCI_DATA_SUBJECT":          "false",
-	"OCI_DATA_SUBJECT_MISSING":  "false",
-	"OCI_DATA_SUBJECT_LIST":     "false",
-	"OCI_DATA_NONDISTRIBUTABLE": "false",
+func ConformanceProfile() map[string]string {
+	return map[string]string{
+		"OCI_TLS":                   "disabled",
+		"OCI_VERSION":               "1.1",
+		"OCI_REPO1":                 "conformance/repo1",
+		"OCI_REPO2":                 "conformance/repo2",
+		"OCI_LOG":                   "warn",
+		"OCI_API_REFERRER":          "false",
+		"OCI_DATA_SHA512":           "false",
+		"OCI_DATA_SUBJECT":          "false",
+		"OCI_DATA_SUBJECT_MISSING":  "false",
+		"OCI_DATA_SUBJECT_LIST":     "false",
+		"OCI_DATA_NONDISTRIBUTABLE": "false",
+	}
 }
 
 // Junit statuses of a test case, as the suite writes them.
@@ -137,7 +139,7 @@ func RunConformance(tb testing.TB, addr string) Result {
 	work := tb.TempDir()
 	resultsDir := filepath.Join(work, "results")
 	env := toolEnv()
-	for k, v := range ConformanceProfile {
+	for k, v := range ConformanceProfile() {
 		env = append(env, k+"="+v)
 	}
 	env = append(env,

@@ -64,16 +64,18 @@ type ImageOptions struct {
 	Concurrency int
 }
 
-// DefaultImageOptions are what PushImages uses: a shared base layer and two unique ones of 32 KiB,
-// two images at a time.
-var DefaultImageOptions = ImageOptions{Layers: 3, LayerSize: 32 << 10, Concurrency: 2}
+// DefaultImageOptions returns what PushImages and PullImages use: a shared base layer and two
+// unique ones of 32 KiB, two images at a time.
+func DefaultImageOptions() ImageOptions {
+	return ImageOptions{Layers: 3, LayerSize: 32 << 10, Concurrency: 2}
+}
 
 // PushImages pushes n synthetic images to repo on the registry at addr (host:port, plain HTTP) with
 // DefaultImageOptions, tagged img-0 .. img-(n-1), and returns them with the bytes uploaded. The
 // content is a pure function of seed, so two runs with the same seed push the same digests.
 func PushImages(tb testing.TB, addr, repo string, n int, seed uint64) ([]Image, int64) {
 	tb.Helper()
-	return PushImagesWith(tb, addr, repo, n, seed, DefaultImageOptions)
+	return PushImagesWith(tb, addr, repo, n, seed, DefaultImageOptions())
 }
 
 // PushImagesWith is PushImages with explicit options. Blobs the registry already has in the
@@ -105,7 +107,7 @@ func PushImagesWith(tb testing.TB, addr, repo string, n int, seed uint64, opt Im
 // that the manifest is the one pushed and every blob matches its digest, and returns the bytes read.
 func PullImages(tb testing.TB, addr string, images []Image) int64 {
 	tb.Helper()
-	return PullImagesWith(tb, addr, images, DefaultImageOptions.Concurrency)
+	return PullImagesWith(tb, addr, images, DefaultImageOptions().Concurrency)
 }
 
 // PullImagesWith is PullImages with the number of images pulled at once.
