@@ -16,9 +16,9 @@ import (
 // conformanceTimeout bounds one run of the suite (about 10 s on a plain directory here).
 const conformanceTimeout = 5 * time.Minute
 
-// ConformanceProfile returns the suite's configuration for the distribution registry v3.1.2 and olareg
-// v0.1.2 as the tests run them: every setting the registries do not implement is turned off, so
-// that a correct registry on a correct filesystem gives 0 failures.
+// ConformanceProfile returns the suite's configuration for the distribution registry v3.1.2 and
+// olareg v0.1.2 as the tests run them: every setting the registries do not implement is turned
+// off, so that a correct registry on a correct filesystem gives 0 failures.
 //
 //   - OCI_API_REFERRER, OCI_DATA_SUBJECT, OCI_DATA_SUBJECT_MISSING, OCI_DATA_SUBJECT_LIST: the
 //     referrers API and the subject field (distribution v3.1.2 lacks them);
