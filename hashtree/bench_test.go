@@ -121,40 +121,56 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
+// bulkFlatTree builds the same tree as flatTree through the bulk loader
+// that ReadSnapshot uses, which is much faster under the race detector.
+func bulkFlatTree(n int) *Tree {
+	tr := New()
+	blobs := newDir("blobs", 1)
+	ents := make([]*node, n)
+	for i := range ents {
+		// Counter-based digests: names come out sorted, the HAMT still
+		// scatters them by sha256(name).
+		var d Digest
+		binary.BigEndian.PutUint64(d[24:], uint64(i))
+		e := newNode(d.String(), KindFile)
+		e.digest = d
+		e.status = StatusVerified
+		e.meta = Meta{Size: int64(i), Mtime: int64(i) * 1e9, Ctime: int64(i) * 1e9, Ino: uint64(i)}
+		e.changedAt, e.verifiedAt = int64(i), int64(i)
+		ents[i] = e
+	}
+	tr.closeDir(openDir{n: blobs, kids: ents})
+	tr.closeDir(openDir{n: tr.root, kids: []*node{blobs}})
+	tr.count = tr.root.x.total
+	tr.Root()
+	return tr
+}
+
 // TestMemoryPerEntry measures the heap held per file in a 1M-entry flat
-// directory (names "sha256:<64 hex>"), the shape of Trow's blobs/.
+// directory (names "sha256:<64 hex>"), the shape of Trow's blobs/: built
+// by a million Puts, and as loaded from a snapshot. Under the race
+// detector, where a million Puts take minutes, only the second is measured.
 func TestMemoryPerEntry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1M entries: skipped under -short")
 	}
 	const n = 1_000_000
-	before := heapInUse()
-	tr, paths := flatTree(t, n)
-	paths = nil
-	after := heapInUse()
-	per := float64(after-before) / n
-	t.Logf("%.1f bytes per file entry at %d files in one directory", per, n)
-	if per > 256 {
-		t.Errorf("%.1f bytes per entry, want at most 256", per)
+	check := func(how string, build func() *Tree) *Tree {
+		before := heapInUse()
+		tr := build()
+		after := heapInUse()
+		per := float64(int64(after)-int64(before)) / n
+		t.Logf("%s: %.1f bytes per file entry at %d files in one directory", how, per, n)
+		if per > 256 {
+			t.Errorf("%s: %.1f bytes per entry, want at most 256", how, per)
+		}
+		return tr
 	}
-	// The same after a snapshot round trip (bulk-built HAMT and index).
-	var buf bytes.Buffer
-	must(t, WriteSnapshot(&buf, tr, nil))
-	tr = nil
-	before = heapInUse()
-	back, _, err := ReadSnapshot(&buf)
-	must(t, err)
-	buf = bytes.Buffer{}
-	after = heapInUse()
-	if after > before {
-		per = float64(after-before) / n
+	if !raceEnabled {
+		check("built by Put", func() *Tree { tr, _ := flatTree(t, n); return tr })
 	} else {
-		per = 0
+		t.Log("race detector on: the Put-built tree is measured without -race only")
 	}
-	t.Logf("%.1f bytes per file entry after ReadSnapshot", per)
-	if per > 256 {
-		t.Errorf("after ReadSnapshot: %.1f bytes per entry, want at most 256", per)
-	}
-	runtime.KeepAlive(back)
-	runtime.KeepAlive(paths)
+	bulk := check("bulk-loaded", func() *Tree { return bulkFlatTree(n) })
+	runtime.KeepAlive(bulk)
 }

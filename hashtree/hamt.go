@@ -33,9 +33,9 @@ type inner struct {
 	kid   [fanout]*hnode
 	bits  uint16 // bit i: kid[i] holds contributing entries (kept exact)
 	stale uint16 // bit i: kid[i] may be dirty (set whenever it is marked)
-	dig  [fanout]Digest
-	chg  [fanout]int64
-	ver  [fanout]int64
+	dig   [fanout]Digest
+	chg   [fanout]int64
+	ver   [fanout]int64
 }
 
 func (h *hnode) leaf() bool { return h.in == nil }
