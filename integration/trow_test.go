@@ -396,8 +396,8 @@ func TestTrowSQLiteEra(t *testing.T) {
 	images := map[string][]trowreplay.Image{}
 	for w, repo := range []string{"team/a", "team/b"} {
 		for i := 0; i < perWriter; i++ {
-			im := trowreplay.NewImage(uint64(1000+w*100+i), 2, 16<<10+i)
-			images[repo] = append(images[repo], im)
+			own := trowreplay.NewImage(uint64(1000+w*100+i), 1, 16<<10+i).Layers[0]
+			images[repo] = append(images[repo], trowreplay.ImageOf(uint64(1000+w*100+i), shared, own))
 		}
 	}
 	proxied := trowreplay.NewImage(5000, 2, 40<<10)
@@ -407,11 +407,7 @@ func TestTrowSQLiteEra(t *testing.T) {
 	writer := func(db *sql.DB, repo string) {
 		defer wg.Done()
 		for i, im := range images[repo] {
-			// Both writers upload the shared layer: the second rename replaces the first file.
-			if err := s.UploadBlob(ctx, db, repo, shared.Digest, shared.Data, 3); err != nil {
-				errs <- fmt.Errorf("%s shared: %w", repo, err)
-				return
-			}
+			// Every push uploads the shared layer again: the rename replaces the existing file.
 			if err := s.Push(ctx, db, repo, fmt.Sprintf("v%d", i), im, 2); err != nil {
 				errs <- fmt.Errorf("%s v%d: %w", repo, i, err)
 				return
@@ -519,7 +515,7 @@ func TestTrowSQLiteEra(t *testing.T) {
 		}
 	}
 	rows.Close()
-	if want := 2*perWriter*3 + 3; referenced != want {
+	if want := 2*perWriter*2 + 1 + 3; referenced != want {
 		t.Errorf("manifest_blob_assoc names %d blobs, want %d", referenced, want)
 	}
 	db1.Close()
@@ -527,8 +523,7 @@ func TestTrowSQLiteEra(t *testing.T) {
 
 	t.Run("closed", func(t *testing.T) {
 		e.AssertMatchesRescan()
-		// Only the shared layer's first row, the uploads of images whose config and layers
-		// are all referenced: nothing dangles, nothing is missing.
+		// Every uploaded blob is referenced by a manifest row: nothing dangles, nothing is missing.
 		rep, ok := waitReport(e, 5*time.Second, func(r registry.Report) bool { return r.Tags == wantTags })
 		if !ok {
 			t.Fatalf("registry model shows %d tags after the connections closed, want %d (db_error %q)", rep.Tags, wantTags, rep.DBError)
@@ -632,5 +627,59 @@ func normJSON(v any) string {
 		return "empty"
 	default:
 		return s
+	}
+}
+
+// TestTrowSQLiteStopWithReloadPending stops the server right after a write to trow.db, while the
+// debounced reload of the database is still scheduled: Stop must return (it once hung forever in
+// registry.(*Registry).Close).
+func TestTrowSQLiteStopWithReloadPending(t *testing.T) {
+	e, s := sqliteEnv(t)
+	ctx := context.Background()
+	db := openDB(t, s)
+	if err := s.Push(ctx, db, "a/b", "t", trowreplay.NewImage(8000, 1, 1024), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Let the close reach the registry (a reload is then scheduled, debounced) and stop at once.
+	e.Srv.Tracker().Drain(10 * time.Second)
+	e.Srv.Tracker().WaitNotified()
+	srv := e.Srv
+	e.Srv = nil // this test stops it itself
+	done := make(chan error, 1)
+	go func() { done <- srv.Stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("server.Stop did not return within 10 s with a trow.db reload pending " +
+			"(registry.(*Registry).Close waiting for a debounce timer it stopped; the goroutine stays blocked)")
+	}
+}
+
+// TestTrowSQLiteNoReloadLoop leaves an idle trow-sqlite registry alone for 2 s: trowfs must not
+// keep re-reading trow.db when nothing writes it.
+func TestTrowSQLiteNoReloadLoop(t *testing.T) {
+	e, s := sqliteEnv(t)
+	db := openDB(t, s)
+	if err := s.Push(context.Background(), db, "a/b", "t", trowreplay.NewImage(8100, 1, 1024), 1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	e.Settle()
+	time.Sleep(registry.DefaultDebounce + 200*time.Millisecond) // the reload the close scheduled
+	before := e.Srv.RegistryModel().Stats()
+	ops := e.Srv.Tracker().Stats().Ops["open_write"]
+	time.Sleep(2 * time.Second)
+	after := e.Srv.RegistryModel().Stats()
+	if n := after.DBReloads - before.DBReloads; n > 0 {
+		t.Errorf("bug: trow.db was re-read %d times in 2 s while nothing wrote to it (%d opens for writing through the mount meanwhile): "+
+			"each reload reads trow.db through the mount, its read-only connection opens the WAL side files for writing, "+
+			"their close is reported as a change to trow.db-wal and schedules the next reload",
+			n, e.Srv.Tracker().Stats().Ops["open_write"]-ops)
 	}
 }

@@ -34,24 +34,32 @@ func (im Image) Blobs() []Blob { return append([]Blob{im.Config}, im.Layers...) 
 // Different seeds give different blobs.
 func NewImage(seed uint64, layers, layerSize int) Image {
 	rng := rand.New(rand.NewPCG(seed, 0x7a0f5))
-	var im Image
-	type desc struct {
-		MediaType string        `json:"mediaType"`
-		Digest    digest.Digest `json:"digest"`
-		Size      int           `json:"size"`
-	}
-	var ls []desc
+	var ls []Blob
 	for i := 0; i < layers; i++ {
 		b := make([]byte, layerSize)
 		for j := range b {
 			b[j] = byte(rng.Uint32())
 		}
-		l := NewBlob(b)
-		im.Layers = append(im.Layers, l)
-		ls = append(ls, desc{"application/vnd.oci.image.layer.v1.tar+gzip", l.Digest, len(b)})
+		ls = append(ls, NewBlob(b))
+	}
+	return ImageOf(seed, ls...)
+}
+
+// ImageOf builds the image with the given layers (shared layers are how images share blobs)
+// and a config naming seed.
+func ImageOf(seed uint64, layers ...Blob) Image {
+	type desc struct {
+		MediaType string        `json:"mediaType"`
+		Digest    digest.Digest `json:"digest"`
+		Size      int           `json:"size"`
+	}
+	im := Image{Layers: layers}
+	var ls []desc
+	for _, l := range layers {
+		ls = append(ls, desc{"application/vnd.oci.image.layer.v1.tar+gzip", l.Digest, len(l.Data)})
 	}
 	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "seed": seed,
-		"rootfs": map[string]any{"type": "layers", "diff_ids": digests(im.Layers)}})
+		"rootfs": map[string]any{"type": "layers", "diff_ids": digests(layers)}})
 	im.Config = NewBlob(cfg)
 	m, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2,
