@@ -5,13 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -588,8 +591,177 @@ func TestCLIDemoMode(t *testing.T) {
 			t.Errorf("demo output does not suggest %q:\n%s", w, out)
 		}
 	}
-	p.Stop(t)
+	p.StopWith(t, syscall.SIGINT) // what the demo's "Press Ctrl-C" sends
 	if code, v := trowfsbin.Verify(t, p.Data); code != 0 || v.SnapshotRootDigest != printed.Digest {
 		t.Errorf("verify of the demo data: exit %d, snapshot root %s, want %s", code, v.SnapshotRootDigest, printed.Digest)
+	}
+}
+
+// cliLoopFS makes a small ext4 filesystem in an image file and mounts it; remount unmounts and
+// mounts it again (dropping every cache of its files). It skips the test when this machine
+// cannot make or loop-mount one (the facility is the test's, not trowfs's).
+type cliLoopFS struct {
+	img, dir string
+}
+
+func newCLILoopFS(t *testing.T) *cliLoopFS {
+	t.Helper()
+	for _, tool := range []string{"mkfs.ext4", "debugfs", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("simulating bit rot needs %s (e2fsprogs, util-linux): %v", tool, err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("loop mounts need root")
+	}
+	tmp := t.TempDir()
+	l := &cliLoopFS{img: filepath.Join(tmp, "ext4.img"), dir: filepath.Join(tmp, "fs")}
+	if err := os.Mkdir(l.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(l.img, 48<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256", l.img).CombinedOutput(); err != nil {
+		t.Skipf("mkfs.ext4: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", l.img, l.dir).CombinedOutput(); err != nil {
+		t.Skipf("no loop mounts here: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if trowfsbin.Mounted(l.dir) {
+			if out, err := exec.Command("umount", l.dir).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v\n%s", l.dir, err, out)
+				_ = unix.Unmount(l.dir, unix.MNT_DETACH)
+			}
+		}
+	})
+	return l
+}
+
+func (l *cliLoopFS) unmount(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("umount", l.dir).CombinedOutput(); err != nil {
+		t.Fatalf("umount %s: %v\n%s", l.dir, err, out)
+	}
+}
+
+func (l *cliLoopFS) mount(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "loop", l.img, l.dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", l.img, err, out)
+	}
+}
+
+// rot flips one byte of rel's first data block in the image, below the filesystem: size,
+// mtime, ctime and inode stay exactly as they were. The filesystem must be unmounted.
+func (l *cliLoopFS) rot(t *testing.T, rel string, off int64) {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", "bmap /"+rel+" 0", l.img).Output()
+	if err != nil {
+		t.Fatalf("debugfs bmap %s: %v", rel, err)
+	}
+	var block int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d", &block); err != nil || block <= 0 {
+		t.Fatalf("debugfs bmap %s: %q", rel, out)
+	}
+	f, err := os.OpenFile(l.img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, block*4096+off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x20
+	if _, err := f.WriteAt(b, block*4096+off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// True bit rot, made below the filesystem so that no metadata changes: verify must call the
+// change silent and report bit_rot (and, for a blob, a mismatch with its name), exit 4.
+func TestCLIBitRot(t *testing.T) {
+	trowfsbin.Require(t)
+	l := newCLILoopFS(t)
+	data, mnt := filepath.Join(l.dir, "data"), filepath.Join(filepath.Dir(l.dir), "mnt")
+	trowfsbin.Demo(t, data)
+	plain := "notes/readme.txt"
+	if err := os.MkdirAll(filepath.Join(data, "notes"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, plain), bytes.Repeat([]byte("plain text, not a blob\n"), 400), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := trowfsbin.Start(t, data, mnt)
+	p.WaitSettled(t, settleTimeout)
+	p.Stop(t)
+	blobs := cliNames(t, filepath.Join(data, "blobs", "sha256"))
+	sort.Strings(blobs)
+	blob := "blobs/sha256/" + blobs[0]
+	var before [2]unix.Stat_t
+	for i, rel := range []string{plain, blob} {
+		if err := unix.Stat(filepath.Join(data, rel), &before[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l.unmount(t)
+	l.rot(t, "data/"+plain, 100)
+	l.rot(t, "data/"+blob, 7)
+	l.mount(t)
+	for i, rel := range []string{plain, blob} {
+		var after unix.Stat_t
+		if err := unix.Stat(filepath.Join(data, rel), &after); err != nil {
+			t.Fatal(err)
+		}
+		if after.Size != before[i].Size || after.Mtim != before[i].Mtim || after.Ctim != before[i].Ctim || after.Ino != before[i].Ino {
+			t.Fatalf("the simulated bit rot changed the metadata of %s", rel)
+		}
+	}
+
+	code, v := trowfsbin.Verify(t, data)
+	if code != 4 {
+		t.Errorf("verify after bit rot: exit %d, want 4; %s", code, v.Verdict)
+	}
+	type pk struct{ path, kind string }
+	var diffs, finds []pk
+	for _, d := range v.Differences {
+		diffs = append(diffs, pk{d.Path, d.Change})
+	}
+	for _, f := range v.Findings {
+		finds = append(finds, pk{f.Path, f.Kind})
+	}
+	wantDiffs := []pk{{blob, "silent"}, {plain, "silent"}}
+	wantFinds := []pk{{blob, "bit_rot"}, {blob, "mismatch"}, {plain, "bit_rot"}}
+	less := func(a, b pk) int { return strings.Compare(a.path+" "+a.kind, b.path+" "+b.kind) }
+	slices.SortFunc(diffs, less)
+	slices.SortFunc(finds, less)
+	if !slices.Equal(diffs, wantDiffs) || !slices.Equal(finds, wantFinds) {
+		t.Errorf("verify: differences %v, findings %v; want %v and %v", diffs, finds, wantDiffs, wantFinds)
+	}
+}
+
+// `umount MNT` from outside ends trowfs like a signal does: exit 0 and a final snapshot.
+func TestCLIUnmountFromOutside(t *testing.T) {
+	data, mnt := cliDemo(t)
+	p := trowfsbin.Start(t, data, mnt)
+	if err := os.WriteFile(filepath.Join(mnt, "outside.txt"), []byte("before the umount"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := p.WaitSettled(t, settleTimeout)
+	if err := unix.Unmount(mnt, 0); err != nil {
+		t.Fatalf("umount %s: %v", mnt, err)
+	}
+	p.WaitClean(t)
+	if !strings.Contains(p.Stderr(), "unmounted from outside") {
+		t.Errorf("the log does not say the mount was unmounted from outside:\n%s", p.Stderr())
+	}
+	if code, v := trowfsbin.Verify(t, data); code != 0 || v.SnapshotRootDigest != s.Digest || v.RootDigest != s.Digest {
+		t.Errorf("verify: exit %d, snapshot root %s, root %s; .state said %s", code, v.SnapshotRootDigest, v.RootDigest, s.Digest)
 	}
 }

@@ -217,12 +217,19 @@ func TestCrashKill9MidWorkload(t *testing.T) {
 	model := newCrashModel()
 	// Kill points: after this many completed operations (and at least the delay, so
 	// checkpoints every 200 ms have happened before some kills and not others).
+	// The write mode alternates: passthrough writes bypass the daemon, daemon writes cross it.
 	for round, kp := range []struct {
 		ops   int64
 		delay time.Duration
-	}{{20, 100 * time.Millisecond}, {150, 700 * time.Millisecond}, {60, 300 * time.Millisecond}, {300, 1200 * time.Millisecond}} {
-		t.Run(fmt.Sprintf("kill_after_%d_ops", kp.ops), func(t *testing.T) {
-			p := trowfsbin.Start(t, data, mnt, "--checkpoint-interval", "200ms")
+		mode  string
+	}{
+		{20, 100 * time.Millisecond, "passthrough"},
+		{150, 700 * time.Millisecond, "daemon"},
+		{60, 300 * time.Millisecond, "passthrough"},
+		{300, 1200 * time.Millisecond, "daemon"},
+	} {
+		t.Run(fmt.Sprintf("%s_kill_after_%d_ops", kp.mode, kp.ops), func(t *testing.T) {
+			p := trowfsbin.Start(t, data, mnt, "--checkpoint-interval", "200ms", "--write-mode", kp.mode)
 			var ops atomic.Int64
 			var stop atomic.Bool
 			var wg sync.WaitGroup

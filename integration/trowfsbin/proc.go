@@ -183,19 +183,37 @@ func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 // mountpoint gone.
 func (p *Proc) Stop(t testing.TB) {
 	t.Helper()
+	p.StopWith(t, syscall.SIGTERM)
+}
+
+// StopWith is Stop with another signal (SIGINT is what Ctrl-C sends).
+func (p *Proc) StopWith(t testing.TB, sig os.Signal) {
+	t.Helper()
 	if p.Exited() {
 		t.Fatalf("trowfs on %s had already exited with code %d; stderr:\n%s", p.Mnt, p.code, p.Stderr())
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
+	if err := p.Signal(sig); err != nil {
+		t.Fatalf("%v: %v", sig, err)
 	}
+	p.waitClean(t, fmt.Sprint(sig))
+}
+
+// WaitClean requires the process to exit by itself (for example after an outside umount)
+// with code 0 within StopTimeout, with the mountpoint gone.
+func (p *Proc) WaitClean(t testing.TB) {
+	t.Helper()
+	p.waitClean(t, "the request to stop")
+}
+
+func (p *Proc) waitClean(t testing.TB, cause string) {
+	t.Helper()
 	code, ok := p.WaitExit(StopTimeout)
 	if !ok {
 		p.kill()
-		t.Fatalf("trowfs on %s did not exit within %v of SIGTERM (killed); stderr:\n%s", p.Mnt, StopTimeout, p.Stderr())
+		t.Fatalf("trowfs on %s did not exit within %v of %s (killed); stderr:\n%s", p.Mnt, StopTimeout, cause, p.Stderr())
 	}
 	if code != 0 {
-		t.Fatalf("trowfs exited with code %d after SIGTERM, want 0; stderr:\n%s", code, p.Stderr())
+		t.Fatalf("trowfs exited with code %d after %s, want 0; stderr:\n%s", code, cause, p.Stderr())
 	}
 	if Mounted(p.Mnt) {
 		err := Detach(p.Mnt, true)
