@@ -194,7 +194,8 @@ func sameErr(t *rapid.T, op string, got, want error) {
 	}
 }
 
-var namePool = []string{"a", "b", "c", "a-b", "a.b", "sha256:00", "blobs", "z"}
+var namePool = []string{"a", "b", "c", "a-b", "a.b", "sha256:00", "blobs", "z", "\xff",
+	strings.Repeat("L", inlineName), strings.Repeat("L", inlineName+1), "sha512:" + strings.Repeat("0f", 64)}
 
 func bigName(i int) string { return fmt.Sprintf("sha256:%064x", i) }
 

@@ -1,6 +1,7 @@
 package hashtree
 
 import (
+	"errors"
 	"strings"
 )
 
@@ -238,14 +239,19 @@ func (t *Tree) Mkdir(p string, changedAt int64) error {
 	return nil
 }
 
-// MkdirAll creates p and any missing parents.
+// MkdirAll creates p and any missing parents. A parent that is not a
+// directory gives ErrNotDir; p itself, ErrExists.
 func (t *Tree) MkdirAll(p string, changedAt int64) error {
 	if !ValidPath(p) {
 		return pathErr("mkdir", p, ErrInvalidPath)
 	}
 	for i := 0; i <= len(p); i++ {
 		if i == len(p) || p[i] == '/' {
-			if err := t.Mkdir(p[:i], changedAt); err != nil {
+			err := t.Mkdir(p[:i], changedAt)
+			if i < len(p) && errors.Is(err, ErrExists) {
+				return pathErr("mkdir", p, ErrNotDir) // a parent is not a directory, as os.MkdirAll says
+			}
+			if err != nil {
 				return err
 			}
 		}
