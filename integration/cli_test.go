@@ -523,6 +523,16 @@ func TestCLICorruptSnapshot(t *testing.T) {
 		{"garbage", func(b []byte) []byte { return bytes.Repeat([]byte("not a snapshot "), len(b)/15+1) }},
 		{"one byte flipped", func(b []byte) []byte { b[len(b)/2] ^= 1; return b }},
 		{"trailing garbage", func(b []byte) []byte { return append(b, "tail"...) }},
+		{"newer version", func(b []byte) []byte {
+			// docs/tree-format.md: "TROWTREE", uvarint version 1, ..., checksum = H(all before it).
+			if string(b[:8]) != "TROWTREE" || b[8] != 1 {
+				t.Fatalf("the snapshot does not start as docs/tree-format.md says: % x", b[:9])
+			}
+			b[8] = 2
+			sum := sha256.Sum256(b[:len(b)-32])
+			copy(b[len(b)-32:], sum[:])
+			return b
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := os.ReadFile(snap)
@@ -536,6 +546,10 @@ func TestCLICorruptSnapshot(t *testing.T) {
 			if !strings.HasPrefix(v.Snapshot, "unusable") || !strings.Contains(v.Verdict, "unusable") {
 				t.Errorf("verify: snapshot %q, verdict %q; want the snapshot reported unusable", v.Snapshot, v.Verdict)
 			}
+			if tc.name == "newer version" && !strings.Contains(v.Snapshot, "version") {
+				t.Errorf("verify: a snapshot of a newer version is reported as %q; want it to say so (docs/tree-format.md)", v.Snapshot)
+			}
+			t.Logf("verify: snapshot %q", v.Snapshot)
 			// Documented (docs/cli.md): nothing to compare with is not a difference.
 			if code != 0 || len(v.Differences) != 0 || v.RootDigest != root {
 				t.Errorf("verify: exit %d, differences %+v, root %s (was %s)", code, v.Differences, v.RootDigest, root)

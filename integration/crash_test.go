@@ -258,6 +258,15 @@ func TestCrashKill9MidWorkload(t *testing.T) {
 				t.Fatalf("the workload completed only %d operations in 20 s; stderr:\n%s", done, p.Stderr())
 			}
 
+			// Before any remount: the last checkpoint is whole (written by atomic rename), and
+			// what changed since it is a difference, never an integrity finding.
+			code, v := trowfsbin.Verify(t, data)
+			if (code != 0 && code != 1) || len(v.Findings) != 0 || (v.Snapshot != "loaded" && v.Snapshot != "missing") {
+				t.Errorf("verify right after the kill: exit %d, snapshot %q, findings %+v; want exit 0 or 1, a whole snapshot, no findings",
+					code, v.Snapshot, v.Findings)
+			}
+			t.Logf("verify right after the kill: exit %d, snapshot %s, %d differences from the last checkpoint", code, v.Snapshot, len(v.Differences))
+
 			p2 := trowfsbin.Start(t, data, mnt, "--checkpoint-interval", "200ms")
 			s := p2.WaitSettled(t, 60*time.Second)
 			if !s.Mount.Load.PreviousMountCrashed {
@@ -270,7 +279,7 @@ func TestCrashKill9MidWorkload(t *testing.T) {
 			}
 			model.check(t, data, mnt)
 			p2.Stop(t)
-			code, v := trowfsbin.Verify(t, data)
+			code, v = trowfsbin.Verify(t, data)
 			if code != 0 || len(v.Differences) != 0 || len(v.Findings) != 0 {
 				t.Errorf("verify after crash and remount: exit %d, %s, differences %+v, findings %+v", code, v.Verdict, v.Differences, v.Findings)
 			}
