@@ -97,6 +97,10 @@ type Registry struct {
 	// db is the last successful read of trow.db; dbErr the last failure.
 	db    *dbModel
 	dbErr error
+	// dbStamp is the size and mtime of trow.db and trow.db-wal before
+	// the last read attempt, made at dbTried.
+	dbStamp dbStamp
+	dbTried time.Time
 	// version increases with every change to the model.
 	version   uint64
 	changedAt time.Time
@@ -514,18 +518,19 @@ func (r *Registry) dbTimerFired() {
 	r.dbMu.Unlock()
 }
 
-// Flush runs a pending trow.db reload now instead of waiting for the
-// debounce, and returns when the model includes every change reported
-// before the call.
+// Flush re-reads trow.db now (trow-sqlite only), whether or not a change
+// was reported, and returns when the model reflects the database as of the
+// call. Use it when WAL writes may not have been reported (trow.db-wal is
+// excluded from the tree by default) or to skip the debounce.
 func (r *Registry) Flush() {
 	if r.layout != TrowSQLite {
 		return
 	}
 	r.dbMu.Lock()
-	pending := r.dbPending && !r.closed
+	closed := r.closed
 	r.dbPending = false
 	r.dbMu.Unlock()
-	if pending {
+	if !closed {
 		r.reloadDB()
 	}
 }
@@ -536,9 +541,11 @@ func (r *Registry) reloadDB() {
 		return
 	}
 	r.st.dbReloads.Add(1)
+	stamp := statDB(r.src.DBPath())
 	m, err := loadDB(context.Background(), r.src.DBPath())
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.dbStamp, r.dbTried = stamp, time.Now()
 	if err != nil {
 		r.st.dbErrors.Add(1)
 		r.log.Warn("trow.db read failed; keeping the previous model", "err", err)
@@ -548,6 +555,24 @@ func (r *Registry) reloadDB() {
 	}
 	r.db, r.dbErr = m, nil
 	r.bumpLocked()
+}
+
+// maybeReloadDB re-reads trow.db when its size or mtime, or those of
+// trow.db-wal, changed since the last read, at most once per Debounce. It
+// catches WAL writes nobody reported (trow.db-wal is excluded from the tree).
+func (r *Registry) maybeReloadDB() {
+	if r.layout != TrowSQLite || r.src == nil || r.src.DBPath() == "" {
+		return
+	}
+	r.mu.RLock()
+	tried, stamp := r.dbTried, r.dbStamp
+	r.mu.RUnlock()
+	if time.Since(tried) < r.opts.Debounce {
+		return
+	}
+	if now := statDB(r.src.DBPath()); now != stamp && now.db.exists {
+		r.reloadDB()
+	}
 }
 
 // refreshMeta reads the metadata files marked dirty and installs what was

@@ -116,6 +116,7 @@ type RepoReport struct {
 func (r *Registry) Report() Report {
 	r.computeMu.Lock()
 	defer r.computeMu.Unlock()
+	r.maybeReloadDB()
 	r.mu.RLock()
 	if r.cached != nil && r.cachedVersion == r.version && len(r.dirty) == 0 {
 		rep := *r.cached

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -111,6 +112,30 @@ type dbModel struct {
 	repos     map[string]struct{}
 	digest    hashtree.Digest
 	loadedAt  time.Time
+}
+
+// fileStamp is what a stat says about one file.
+type fileStamp struct {
+	exists bool
+	size   int64
+	mtime  time.Time
+}
+
+// dbStamp identifies a state of trow.db and its WAL by size and mtime.
+type dbStamp struct {
+	db, wal fileStamp
+}
+
+// statDB stats trow.db and trow.db-wal.
+func statDB(path string) dbStamp {
+	st := func(p string) fileStamp {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return fileStamp{}
+		}
+		return fileStamp{exists: true, size: fi.Size(), mtime: fi.ModTime()}
+	}
+	return dbStamp{db: st(path), wal: st(path + "-wal")}
 }
 
 // dsn returns the read-only data source name for path.

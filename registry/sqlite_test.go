@@ -299,3 +299,19 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSQLiteUnreportedWALWrite: a tag move that nobody reported (the WAL
+// is excluded from the tree) is still seen by the next Report after the
+// debounce interval, because the database's size and mtime changed.
+func TestSQLiteUnreportedWALWrite(t *testing.T) {
+	root := t.TempDir()
+	w, s := buildSQLite(t, root)
+	r := newRegistry(t, TrowSQLite, root, Options{Debounce: 10 * time.Millisecond})
+	r.Reset(scan(t, TrowSQLite, root))
+	before := r.Report().DBDigest
+	w.tag("org/app", "v9", s.c1.manifest.d)
+	waitFor(t, func() bool { return r.Report().DBDigest != before })
+	if rr, _ := r.RepoReport("org/app"); rr.Tags["v9"] != s.c1.manifest.d.String() {
+		t.Fatalf("tags after unreported write: %v", rr.Tags)
+	}
+}
