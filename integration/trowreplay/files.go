@@ -104,7 +104,8 @@ func patch(path string, chunk []byte) error {
 	if err != nil {
 		return opErr("open", path, err)
 	}
-	defer unix.Close(fd)
+	fdF := &rawFile{fd: fd}
+	defer fdF.Close()
 	if _, err := unix.Seek(fd, 0, io.SeekEnd); err != nil {
 		return opErr("lseek", path, err)
 	}
@@ -115,7 +116,7 @@ func patch(path string, chunk []byte) error {
 		}
 		chunk = chunk[n:]
 	}
-	return opErr("close", path, unix.Close(fd))
+	return opErr("close", path, fdF.Close())
 }
 
 // chunksOf cuts b into n nearly equal chunks (at least one, even for empty b).
@@ -170,7 +171,8 @@ func (f *Files) complete(scratch string, want digest.Digest) error {
 	if err != nil {
 		return opErr("open", scratch, err)
 	}
-	defer unix.Close(fd)
+	fdF := &rawFile{fd: fd}
+	defer fdF.Close()
 	got, _, err := hashFile(scratch)
 	if err != nil {
 		return err
@@ -181,7 +183,7 @@ func (f *Files) complete(scratch string, want digest.Digest) error {
 	if err := f.moveIntoBlobs(scratch, want); err != nil {
 		return err
 	}
-	return opErr("close", scratch, unix.Close(fd))
+	return opErr("close", scratch, fdF.Close())
 }
 
 // moveIntoBlobs puts src at blobs/sha256/<hex> the way the version does.
@@ -213,7 +215,8 @@ func (f *Files) copyFile(src, dst string) error {
 	if err != nil {
 		return opErr("open", dst, err)
 	}
-	defer unix.Close(out)
+	outF := &rawFile{fd: out}
+	defer outF.Close()
 	left := st.Size
 	usedCFR := true
 	for left > 0 {
@@ -257,7 +260,7 @@ func (f *Files) copyFile(src, dst string) error {
 	if err := unix.Fchmod(out, st.Mode&0o7777); err != nil {
 		return opErr("fchmod", dst, err)
 	}
-	return opErr("close", dst, unix.Close(out))
+	return opErr("close", dst, outF.Close())
 }
 
 // TagLine is one line of a tag file.
@@ -438,4 +441,20 @@ func HasStateEntry(cat map[string][]string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// rawFile is a raw descriptor closed at most once. The tests run in the same process as the
+// mount: closing a descriptor number twice could close one of trowfs's own descriptors.
+type rawFile struct {
+	fd     int
+	closed bool
+}
+
+// Close closes the descriptor the first time it is called.
+func (f *rawFile) Close() error {
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	return unix.Close(f.fd)
 }

@@ -176,7 +176,8 @@ func (s *SQLite) ProxyBlob(b Blob) error {
 	if err != nil {
 		return opErr("open", tmp, err)
 	}
-	defer unix.Close(fd)
+	fdF := &rawFile{fd: fd}
+	defer fdF.Close()
 	for _, c := range chunksOf(b.Data, 4) {
 		if _, err := unix.Write(fd, c); err != nil {
 			return opErr("write", tmp, err)
@@ -196,7 +197,7 @@ func (s *SQLite) ProxyBlob(b Blob) error {
 	if err := unix.Unlink(tmp); !errors.Is(err, unix.ENOENT) {
 		return opErr("unlink", tmp, fmt.Errorf("after the rename: got %v, want ENOENT", err))
 	}
-	return opErr("close", tmp, unix.Close(fd))
+	return opErr("close", tmp, fdF.Close())
 }
 
 // Ready rewrites uploads/fs-ready with O_TRUNC, as every readiness probe does.
