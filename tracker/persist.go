@@ -82,7 +82,10 @@ func (t *Tracker) Lock() error {
 		}
 		return fmt.Errorf("lock %s: %w", dir, err)
 	}
-	// The descriptor stays open for the life of the process: closing it releases the lock.
+	// The descriptor stays open until Close: closing it releases the lock.
+	t.mu.Lock()
+	t.lockFd = fd
+	t.mu.Unlock()
 	return nil
 }
 

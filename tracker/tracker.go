@@ -69,6 +69,7 @@ type Tracker struct {
 	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
 	findings map[findingKey]Finding
 	dirty    bool // the tree changed since the last checkpoint
+	lockFd   int  // DATA/.trowfs/lock, held with flock while this tracker owns DATA (0: not locked)
 	busy     int  // hash jobs queued or running
 	idle     *sync.Cond
 	load     LoadReport
@@ -146,6 +147,12 @@ func (t *Tracker) Close() {
 	t.workers.Wait()
 	t.notify.close()
 	unix.Close(t.rootFd)
+	t.mu.Lock()
+	if t.lockFd > 0 {
+		unix.Close(t.lockFd)
+		t.lockFd = 0
+	}
+	t.mu.Unlock()
 }
 
 // Drain waits until no file has writers or pending hash jobs, or until the timeout passes. It
@@ -172,7 +179,7 @@ func (t *Tracker) WaitNotified() { t.notify.wait() }
 func (t *Tracker) writersLocked() int {
 	n := 0
 	for _, fs := range t.inflight {
-		if fs.writers > 0 && fs.path != "" && !t.excl.Match(fs.path) {
+		if fs.writers > 0 && fs.path != "" {
 			n++
 		}
 	}

@@ -5,14 +5,18 @@ package fstest
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
@@ -45,6 +49,7 @@ type Env struct {
 	opts      Options
 	t         testing.TB
 	mounted   bool
+	conn      uint32 // FUSE connection number (minor device of the mount)
 }
 
 // Options configure Mount.
@@ -119,15 +124,86 @@ func (e *Env) Start() {
 		t.Fatalf("mount failed (a FUSE test must mount): %v", err)
 	}
 	e.Tracker, e.Server, e.mounted = tr, srv, true
+	var st syscall.Stat_t
+	if err := syscall.Stat(e.Mnt, &st); err == nil {
+		e.conn = unix.Minor(st.Dev)
+		live.Store(e.conn, e.Mnt)
+	}
+}
+
+// live holds the connections of mounts this test process made and has not unmounted, so Main
+// can kill them when the process is about to die with them still up (a timeout, a panic): a
+// process that exits while serving its own mount hangs in the kernel forever otherwise.
+var live sync.Map // uint32 connection -> mountpoint
+
+// Main runs the tests of a package that mounts trowfs in-process. It aborts and detaches any
+// mount still up when the tests end, and shortly before the -test.timeout deadline.
+func Main(m *testing.M) {
+	flag.Parse()
+	if d := testTimeout(); d > 30*time.Second {
+		time.AfterFunc(d-20*time.Second, func() {
+			fmt.Fprintln(os.Stderr, "fstest: test timeout is near; aborting every mount of this process")
+			abortAll()
+		})
+	}
+	code := m.Run()
+	if abortAll() > 0 && code == 0 {
+		fmt.Fprintln(os.Stderr, "fstest: tests left FUSE mounts behind")
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func abortAll() int {
+	n := 0
+	live.Range(func(k, v any) bool {
+		n++
+		_ = syscall.Unmount(v.(string), syscall.MNT_DETACH)
+		Abort(k.(uint32))
+		return true
+	})
+	return n
+}
+
+func testTimeout() time.Duration {
+	f := flag.Lookup("test.timeout")
+	if f == nil {
+		return 0
+	}
+	d, _ := time.ParseDuration(f.Value.String())
+	return d
+}
+
+// Abort kills the FUSE connection of a mount (as /sys/fs/fuse/connections/N/abort does): every
+// pending and future request fails, so nothing can hang on a dead or wedged server.
+func Abort(conn uint32) {
+	if conn == 0 {
+		return
+	}
+	_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", conn), []byte("1"), 0)
 }
 
 // Stop unmounts, drains hashing and writes the final snapshot, as `trowfs mount` does on SIGTERM.
 func (e *Env) Stop() {
 	t := e.t
 	t.Helper()
-	if err := e.Server.Unmount(); err != nil {
-		t.Errorf("unmount: %v", err)
+	if !e.mounted {
+		return
+	}
+	defer live.Delete(e.conn)
+	var err error
+	for i := 0; i < 5; i++ {
+		if err = e.Server.Unmount(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		// Something still holds the mount (a test's open file): detach it and kill the
+		// connection so the server's Wait cannot hang.
+		t.Errorf("unmount: %v (detaching and aborting the connection)", err)
 		_ = syscall.Unmount(e.Mnt, syscall.MNT_DETACH)
+		Abort(e.conn)
 	}
 	e.Server.Wait()
 	e.Tracker.Drain(time.Minute)
@@ -152,10 +228,19 @@ func (e *Env) Settle() {
 // AssertMatchesRescan checks that the tree kept inline equals a from-scratch rescan of DATA.
 func (e *Env) AssertMatchesRescan() {
 	e.t.Helper()
+	if diffs := e.RescanDiff(); len(diffs) > 0 {
+		e.t.Fatalf("inline tree differs from a rescan of %s:\n%s", e.Data, strings.Join(diffs, "\n"))
+	}
+}
+
+// RescanDiff settles the tree and lists how it differs from a from-scratch rescan of DATA
+// (nothing when they are equal).
+func (e *Env) RescanDiff() []string {
+	e.t.Helper()
 	e.Settle()
 	ref, err := tracker.Rescan(context.Background(), e.Data, tracker.ScanOptions{Exclude: e.Exclude})
 	if err != nil {
-		e.t.Fatal(err)
+		return []string{"rescan: " + err.Error()}
 	}
 	var diffs []string
 	e.Tracker.WithTree(func(tr *hashtree.Tree) {
@@ -165,6 +250,12 @@ func (e *Env) AssertMatchesRescan() {
 		})
 		rs, _ := ref.Summary("")
 		ts, _ := tr.Summary("")
+		_ = tr.Walk(func(p string, te hashtree.Entry) error {
+			if re, ok := ref.Get(p); ok && re.Kind != hashtree.KindDir && re.Meta.Size != te.Meta.Size {
+				diffs = append(diffs, fmt.Sprintf("%s: size rescan %d inline %d (%s)", p, re.Meta.Size, te.Meta.Size, te.Status))
+			}
+			return nil
+		})
 		if rs.Files != ts.Files || rs.Bytes != ts.Bytes || rs.Dirs != ts.Dirs || rs.Symlinks != ts.Symlinks {
 			diffs = append(diffs, fmt.Sprintf("summary: rescan files=%d dirs=%d symlinks=%d bytes=%d, inline files=%d dirs=%d symlinks=%d bytes=%d",
 				rs.Files, rs.Dirs, rs.Symlinks, rs.Bytes, ts.Files, ts.Dirs, ts.Symlinks, ts.Bytes))
@@ -173,12 +264,10 @@ func (e *Env) AssertMatchesRescan() {
 			diffs = append(diffs, fmt.Sprintf("root digest: rescan %s, inline %s", rs.Digest, ts.Digest))
 		}
 	})
-	if len(diffs) > 0 {
-		if len(diffs) > 40 {
-			diffs = append(diffs[:40], fmt.Sprintf("... and %d more", len(diffs)-40))
-		}
-		e.t.Fatalf("inline tree differs from a rescan of %s:\n%s", e.Data, strings.Join(diffs, "\n"))
+	if len(diffs) > 40 {
+		diffs = append(diffs[:40], fmt.Sprintf("... and %d more", len(diffs)-40))
 	}
+	return diffs
 }
 
 func describe(c hashtree.Change) string {
