@@ -200,8 +200,11 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		checkReport(t, e, expectReport{tags: 1})
 		checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"latest"}})
 		noFindings(t, e)
-		if v == trowreplay.V030 && f.Copies+f.Fallbacks == 0 {
-			t.Errorf("v0.3.0 copied nothing")
+		if v == trowreplay.V030 {
+			if f.Copies+f.Fallbacks == 0 {
+				t.Errorf("v0.3.0 copied nothing")
+			}
+			t.Logf("v0.3.0 copies: %d with copy_file_range, %d with read/write", f.Copies, f.Fallbacks)
 		}
 		for _, b := range append(imA.Blobs(), imA.Manifest) {
 			if _, err := os.Stat(filepath.Join(e.Mnt, "scratch", b.Hex())); err == nil {
