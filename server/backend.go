@@ -71,10 +71,10 @@ func subtreeStatus(s hashtree.Summary) string {
 }
 
 func (b backend) Registry() (any, bool) {
-	if b.s.layout == "plain" {
+	if b.s.Layout() == "plain" {
 		return nil, false
 	}
-	return b.s.reg.Report(), true
+	return b.s.reg.Load().Report(), true
 }
 
 func (b backend) StartVerify(kind string) (api.VerifyRun, error) {
@@ -155,8 +155,9 @@ func (b backend) Metrics() []api.Metric {
 	for _, k := range []string{tracker.FindingMismatch, tracker.FindingBitRot, tracker.FindingTransientRead, tracker.FindingReadError, tracker.FindingDrift, tracker.FindingShadowed, tracker.FindingInternal} {
 		add("trowfs_findings", "Current findings by kind.", "gauge", float64(st.Findings[k]), "kind", k)
 	}
-	if s.layout != "plain" {
-		r := s.reg.Report()
+	if s.Layout() != "plain" {
+		reg := s.reg.Load()
+		r := reg.Report()
 		add("trowfs_registry_blobs", "Blobs present.", "gauge", float64(r.Blobs))
 		add("trowfs_registry_dangling_blobs", "Blobs present that no manifest references.", "gauge", float64(r.DanglingCount))
 		add("trowfs_registry_missing_blobs", "Blobs referenced but absent.", "gauge", float64(r.MissingCount))
@@ -166,7 +167,7 @@ func (b backend) Metrics() []api.Metric {
 			inSync = 1
 		}
 		add("trowfs_registry_in_sync", "1 when all_blob_digest equals all_manifest_digest.", "gauge", inSync)
-		rs := s.reg.Stats()
+		rs := reg.Stats()
 		add("trowfs_cache_hit_ratio", "Hit ratio of trowfs's caches.", "gauge", rs.ManifestCache.Ratio, "cache", "manifests")
 	}
 	add("trowfs_scrub_files_done_total", "Files checked by the scrub.", "counter", float64(st.Scrub.FilesDone))

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,7 +65,12 @@ type Server struct {
 	log     *slog.Logger
 	layout  registry.Layout
 	t       *tracker.Tracker
-	reg     *registry.Registry
+	// reg is replaced once when an empty data directory (layout auto) turns into a registry.
+	reg     atomic.Pointer[registry.Registry]
+	// layoutMu guards layout and the re-detection state.
+	layoutMu   sync.Mutex
+	autoLayout bool      // the layout was auto-detected as plain: look again as files arrive
+	lastDetect time.Time // throttles re-detection
 	fuse    *trowfs.Server
 	api     *api.Server
 	started time.Time
@@ -114,7 +120,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	syscall.Umask(0)
 
 	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC()}
-	s.reg = registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log})
+	s.reg.Store(registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log}))
+	s.autoLayout = (cfg.Layout == "" || cfg.Layout == "auto") && layout == registry.Plain
+	if s.autoLayout {
+		log.Info("no registry layout recognised yet; looking again as files arrive (or pass --layout)")
+	}
 	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify})
 	if err != nil {
 		return nil, &ConfigError{err}
@@ -128,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.t.Close()
 		return nil, err
 	}
-	s.reg.Reset(s.files())
+	s.reg.Load().Reset(s.files())
 
 	opts := trowfs.DefaultOptions()
 	if cfg.WriteMode != "" {
@@ -147,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	opts.State = s.stateDoc
 	s.fuse, err = trowfs.Mount(cfg.Data, cfg.Mnt, s.t, opts)
 	if err != nil {
-		s.reg.Close()
+		s.reg.Load().Close()
 		s.t.Close()
 		return nil, &MountError{err}
 	}
@@ -218,10 +228,28 @@ func checkDirs(data, mnt string) (string, error) {
 func (s *Server) Tracker() *tracker.Tracker { return s.t }
 
 // Registry returns the registry model.
-func (s *Server) RegistryModel() *registry.Registry { return s.reg }
+func (s *Server) RegistryModel() *registry.Registry { return s.reg.Load() }
+
+// Layout returns the registry layout in use.
+func (s *Server) Layout() registry.Layout {
+	s.layoutMu.Lock()
+	defer s.layoutMu.Unlock()
+	return s.layout
+}
 
 // Mountpoint returns where DATA is mounted.
 func (s *Server) Mountpoint() string { return s.cfg.Mnt }
+
+// Settle waits until pending hashes are done, every tree change reached the registry model and
+// the model processed it. It reports false on timeout.
+func (s *Server) Settle(timeout time.Duration) bool {
+	if !s.t.Drain(timeout) {
+		return false
+	}
+	s.t.WaitNotified()
+	s.reg.Load().Flush()
+	return true
+}
 
 // Wait blocks until the filesystem is unmounted (by Stop or from outside).
 func (s *Server) Wait() { s.fuse.Wait() }
@@ -271,7 +299,7 @@ func (s *Server) stop() error {
 	} else {
 		s.log.Info("snapshot written", "root", s.t.Root().String())
 	}
-	s.reg.Close()
+	s.reg.Load().Close()
 	s.t.Close()
 	return err
 }
@@ -301,14 +329,50 @@ func (s *Server) checkpoints(ctx context.Context) {
 
 // notify forwards tree changes to the registry model.
 func (s *Server) notify(ev tracker.Event) {
+	if s.redetect() {
+		return // the new registry model was loaded from the whole tree
+	}
+	reg := s.reg.Load()
 	if ev.Removed {
-		s.reg.Remove(ev.Path)
+		reg.Remove(ev.Path)
 		return
 	}
 	if ev.Entry.Kind != hashtree.KindFile {
 		return
 	}
-	s.reg.Update(registry.FileInfo{Path: ev.Path, Size: ev.Entry.Meta.Size, Digest: ev.Entry.Digest, Status: ev.Entry.Status})
+	reg.Update(registry.FileInfo{Path: ev.Path, Size: ev.Entry.Meta.Size, Digest: ev.Entry.Digest, Status: ev.Entry.Status})
+}
+
+// redetect looks for a registry layout again (at most twice a second) while the data directory
+// has not shown one; when it finds one, it switches the tracker's rules and the registry model.
+func (s *Server) redetect() bool {
+	s.layoutMu.Lock()
+	if !s.autoLayout || time.Since(s.lastDetect) < 500*time.Millisecond {
+		s.layoutMu.Unlock()
+		return false
+	}
+	s.lastDetect = time.Now()
+	l := registry.Detect(s.cfg.Data)
+	if l == registry.Plain {
+		s.layoutMu.Unlock()
+		return false
+	}
+	s.layout, s.autoLayout = l, false
+	s.layoutMu.Unlock()
+	s.log.Info("registry layout detected", "layout", l)
+	exclude := append([]string{}, s.cfg.Exclude...)
+	if !s.cfg.NoDefaultExcludes {
+		exclude = append(l.Excludes(), exclude...)
+	}
+	if err := s.t.SetClassifier(exclude, l.BlobDigest); err != nil {
+		s.log.Warn("could not apply the layout's exclusions", "err", err)
+	}
+	reg := registry.New(l, source{s}, registry.Options{DeleteUntagged: s.cfg.DeleteUntagged, Logger: s.log})
+	reg.Reset(s.files())
+	if old := s.reg.Swap(reg); old != nil {
+		old.Close()
+	}
+	return true
 }
 
 // files lists every file of the tree for the registry model.
@@ -346,15 +410,16 @@ func (s *Server) stateDoc(rel string) ([]byte, time.Time, error) {
 		return nil, time.Time{}, os.ErrNotExist
 	}
 	doc := stateDoc{State: st}
+	reg := s.reg.Load()
 	if rel == "" {
 		doc.Mount = s.mountInfo()
-		if s.layout != registry.Plain {
-			r := s.reg.Report()
+		if s.Layout() != registry.Plain {
+			r := reg.Report()
 			doc.Registry = &r
 		}
 	}
-	if repo, ok := s.reg.RepoForDir(rel); ok {
-		if rr, ok := s.reg.RepoReport(repo); ok {
+	if repo, ok := reg.RepoForDir(rel); ok {
+		if rr, ok := reg.RepoReport(repo); ok {
 			doc.Repository = &rr
 		}
 	}
@@ -392,7 +457,7 @@ var Version = "dev"
 
 func (s *Server) mountInfo() *mountInfo {
 	st := s.t.Stats()
-	mi := &mountInfo{DataDir: s.cfg.Data, Mountpoint: s.cfg.Mnt, MountedSince: s.started, Layout: string(s.layout),
+	mi := &mountInfo{DataDir: s.cfg.Data, Mountpoint: s.cfg.Mnt, MountedSince: s.started, Layout: string(s.Layout()),
 		WriteMode: s.cfg.WriteMode, Pending: st.Pending, Load: s.t.LoadReport(), Scrub: st.Scrub, TrowfsVersion: Version}
 	if mi.WriteMode == "" {
 		mi.WriteMode = trowfs.WritePassthrough

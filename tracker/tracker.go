@@ -881,3 +881,27 @@ func (t *Tracker) ReadFile(rel string, limit int64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// SetClassifier replaces the exclusion globs and the blob-name rule (the layout became known
+// after the mount started, e.g. a registry initialised an empty data directory) and applies them
+// to every file already in the tree.
+func (t *Tracker) SetClassifier(exclude []string, blobDigest func(rel string) (digest.Digest, bool)) error {
+	m, err := NewMatcher(exclude)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.excl, t.blobDigest = m, blobDigest
+	var files []string
+	_ = t.tree.Walk(func(p string, e hashtree.Entry) error {
+		if e.Kind == hashtree.KindFile {
+			files = append(files, p)
+		}
+		return nil
+	})
+	for _, p := range files {
+		t.reclassifyLocked(p)
+	}
+	return nil
+}
