@@ -125,7 +125,7 @@ func (r *Registry) loadManifest(n needItem) parsed {
 	m, err := ParseManifest(b)
 	p := parsed{m: m, err: err}
 	if n.st != hashtree.StatusMismatch && contentMatches(n.d, b) && r.manifests != nil {
-		r.manifests.Set(n.d.String(), p, manifestCost(m, err))
+		r.manifests.Set(n.d.String(), p, manifestCost(m))
 	}
 	return p
 }
@@ -187,7 +187,7 @@ func (w *walker) manifest(s sd) (*Manifest, bool) {
 				m, err := ParseManifest(row.raw)
 				p = parsed{m: m, err: err}
 				if contentMatches(s.d, row.raw) && w.r.manifests != nil {
-					w.r.manifests.Set(s.d.String(), p, manifestCost(m, err))
+					w.r.manifests.Set(s.d.String(), p, manifestCost(m))
 				}
 			}
 			w.extra[key] = p

@@ -201,12 +201,11 @@ func checkDescriptor(where string, d *Descriptor) error {
 }
 
 // manifestCost estimates the memory a parsed manifest takes, for the cache.
-func manifestCost(m *Manifest, err error) int64 {
+func manifestCost(m *Manifest) int64 {
 	if m == nil {
 		return 64
 	}
-	n := 128 + len(m.Layers) + len(m.Manifests)
-	return int64(n * 96)
+	return int64(128 + 96*(len(m.Layers)+len(m.Manifests)))
 }
 
 // isManifestMediaType reports whether a descriptor's media type names a manifest.
