@@ -11,6 +11,9 @@ import (
 	"github.com/trowfs/trowfs/hashtree"
 )
 
+// olaregReferrerSubject annotates olareg's referrers responses in index.json.
+const olaregReferrerSubject = "org.olareg.referrer.subject"
+
 // sd names a digest in one blob store ("" for single-store layouts).
 type sd struct {
 	store string
@@ -33,6 +36,8 @@ type root struct {
 	// blobOnly: the descriptor's media type says it is not a manifest
 	// (an index.json entry naming a plain blob): mark, do not parse.
 	blobOnly bool
+	// subject: for an olareg referrers response, the manifest it is for.
+	subject digest.Digest
 }
 
 // needItem is a manifest file the traversal wants parsed.
@@ -150,6 +155,9 @@ type walker struct {
 	rowsSeen map[digest.Digest]bool
 	// histNote is the note for digests reached from tag history.
 	histNote string
+	// referrers are olareg referrers responses waiting for their subject
+	// to be kept (oci-layout with DeleteUntagged).
+	referrers []root
 }
 
 func (w *walker) present(s sd) bool {
@@ -294,6 +302,45 @@ func (w *walker) recurse(repo string, c sd, fromIndex bool) bool {
 	}
 }
 
+// markRoot marks root rt and descends into it.
+func (w *walker) markRoot(rt root) {
+	s := sd{rt.store, rt.d}
+	if !rt.blobOnly {
+		w.g.asManifest[s] = struct{}{}
+	}
+	for _, t := range rt.tags {
+		w.g.rootTags[s] = append(w.g.rootTags[s], rt.repo+":"+t)
+	}
+	if !w.present(s) {
+		if rt.tagged {
+			w.g.brokenTargets[s] = struct{}{}
+			if s.store != dbStore {
+				w.g.marks[s] = struct{}{}
+			}
+		} else if s.store == dbStore {
+			w.g.missingRows[s] = struct{}{}
+		} else {
+			w.g.marks[s] = struct{}{}
+			w.g.untaggedRoot[s] = append(w.g.untaggedRoot[s], rt.repo)
+		}
+		return
+	}
+	if s.store == dbStore {
+		if w.rowsSeen[s.d] {
+			return
+		}
+		w.rowsSeen[s.d] = true
+	} else {
+		w.g.marks[s] = struct{}{}
+	}
+	if rt.blobOnly {
+		return
+	}
+	// Like garbage-collect, a root is always descended into, even
+	// when an earlier manifest already marked it.
+	w.visit(rt.repo, s, w.g.marks, true)
+}
+
 // run builds the roots and traverses from them.
 func (w *walker) run(repo string, onlyRepo bool) {
 	w.revisions = w.r.revisions
@@ -311,41 +358,23 @@ func (w *walker) run(repo string, onlyRepo bool) {
 	}
 	w.g.roots = roots
 	for _, rt := range roots {
-		s := sd{rt.store, rt.d}
-		if !rt.blobOnly {
-			w.g.asManifest[s] = struct{}{}
-		}
-		for _, t := range rt.tags {
-			w.g.rootTags[s] = append(w.g.rootTags[s], rt.repo+":"+t)
-		}
-		if !w.present(s) {
-			if rt.tagged {
-				w.g.brokenTargets[s] = struct{}{}
-				if s.store != dbStore {
-					w.g.marks[s] = struct{}{}
-				}
-			} else if s.store == dbStore {
-				w.g.missingRows[s] = struct{}{}
-			} else {
-				w.g.marks[s] = struct{}{}
-				w.g.untaggedRoot[s] = append(w.g.untaggedRoot[s], rt.repo)
-			}
-			continue
-		}
-		if s.store == dbStore {
-			if w.rowsSeen[s.d] {
+		w.markRoot(rt)
+	}
+	// olareg with untagged collection keeps a referrers response (an
+	// index.json entry annotated with its subject) while its subject is kept.
+	for changed := true; changed; {
+		changed = false
+		for i, rt := range w.referrers {
+			if rt.d == "" {
 				continue
 			}
-			w.rowsSeen[s.d] = true
-		} else {
-			w.g.marks[s] = struct{}{}
+			if _, kept := w.g.marks[sd{rt.store, rt.subject}]; kept {
+				w.referrers[i].d = ""
+				w.g.roots = append(w.g.roots, rt)
+				w.markRoot(rt)
+				changed = true
+			}
 		}
-		if rt.blobOnly {
-			continue
-		}
-		// Like garbage-collect, a root is always descended into, even
-		// when an earlier manifest already marked it.
-		w.visit(rt.repo, s, w.g.marks, true)
 	}
 	// Tag history (trow-files): what it reaches beyond the mark set is
 	// dangling, with a note saying where it comes from.
@@ -371,7 +400,7 @@ func (w *walker) run(repo string, onlyRepo bool) {
 // roots returns the mark roots of the layout, sorted by repository, then
 // digest, and (trow-files) the tag history lines that are not current.
 // It also records tags, broken tags and unparsable metadata in w.g.
-func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root) {
+func (w *walker) roots(repoFilter string, onlyRepo bool) (roots []root, history []root) {
 	r := w.r
 	g := w.g
 	addMetaErr := func(p string, e *entry) {
@@ -379,7 +408,7 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 		if e.kind == kOCIIndex {
 			owner = ociRepoName(e.store)
 		}
-		if onlyRepo && owner != repo {
+		if onlyRepo && owner != repoFilter {
 			return
 		}
 		if e.metaErr != nil {
@@ -475,6 +504,9 @@ func (w *walker) roots(repo string, onlyRepo bool) (roots []root, history []root
 				i, seen := byDigest[desc.Digest]
 				if !seen {
 					if r.opts.DeleteUntagged && name == "" {
+						if subj, ok := parseDigest(desc.Annotations[olaregReferrerSubject]); ok && (!onlyRepo || repo == repoFilter) {
+							w.referrers = append(w.referrers, root{repo: repo, store: e.store, d: desc.Digest, subject: subj})
+						}
 						continue
 					}
 					byDigest[desc.Digest] = len(roots)

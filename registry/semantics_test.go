@@ -301,3 +301,45 @@ func TestConcurrentUpdateReport(t *testing.T) {
 		t.Fatalf("manifest cache unused: %+v", s.ManifestCache)
 	}
 }
+
+// TestOCIDeleteUntaggedReferrers: with untagged collection, olareg keeps a
+// referrers response while its subject is kept, and only then.
+func TestOCIDeleteUntaggedReferrers(t *testing.T) {
+	root := t.TempDir()
+	w := newWriter(t, OCILayout, root).(*ociWriter)
+	rng := rand.New(rand.NewPCG(8, 8))
+	kept, dropped := makeImage(rng, 1, false), makeImage(rng, 1, false)
+	sigKept, sigDropped := makeImage(rng, 1, false), makeImage(rng, 1, false)
+	push(w, "r", "v1", kept)
+	push(w, "r", "", dropped)
+	push(w, "r", "", sigKept)
+	push(w, "r", "", sigDropped)
+	respKept, respDropped := makeIndex(sigKept.manifest), makeIndex(sigDropped.manifest)
+	w.blob("r", respKept)
+	w.blob("r", respDropped)
+	idx, p := w.index("r")
+	ms := idx["manifests"].([]any)
+	for _, x := range []struct {
+		resp content
+		subj image
+	}{{respKept, kept}, {respDropped, dropped}} {
+		d := desc(MediaTypeOCIIndex, x.resp)
+		d["annotations"] = map[string]any{olaregReferrerSubject: x.subj.manifest.d.String()}
+		ms = append(ms, d)
+	}
+	idx["manifests"] = ms
+	writeFile(t, root, p, mustJSON(idx))
+
+	r := newRegistry(t, OCILayout, root, Options{DeleteUntagged: true})
+	r.Reset(scan(t, OCILayout, root))
+	var want []string
+	for _, im := range []image{dropped, sigDropped} {
+		for _, c := range append(im.blobs(), im.manifest) {
+			want = append(want, w.blobPath(c.d, "r"))
+		}
+	}
+	want = append(want, w.blobPath(respDropped.d, "r"))
+	if got := findingsOf(r.Report()); !reflect.DeepEqual(got, findings{Dangling: sorted(want...)}) {
+		t.Fatalf("findings %+v\nwant dangling %v", got, sorted(want...))
+	}
+}
