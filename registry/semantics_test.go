@@ -343,3 +343,42 @@ func TestOCIDeleteUntaggedReferrers(t *testing.T) {
 		t.Fatalf("findings %+v\nwant dangling %v", got, sorted(want...))
 	}
 }
+
+func TestRepoForDir(t *testing.T) {
+	for _, c := range []struct {
+		l       Layout
+		dir     string
+		want    string
+		missing string
+	}{
+		{TrowFiles, "manifests/org/app", "org/app", "manifests/org"},
+		{Distribution, distRoot + "/repositories/lib/multi", "lib/multi", distRoot + "/repositories/lib"},
+		{OCILayout, "org/app", "org/app", "org"},
+	} {
+		root := t.TempDir()
+		buildScenario(newWriter(t, c.l, root), 1)
+		r := newRegistry(t, c.l, root, Options{})
+		r.Reset(scan(t, c.l, root))
+		if got, ok := r.RepoForDir(c.dir); !ok || got != c.want {
+			t.Errorf("%s: RepoForDir(%q) = %q, %v; want %q", c.l, c.dir, got, ok, c.want)
+		}
+		if got, ok := r.RepoForDir(c.missing); ok {
+			t.Errorf("%s: RepoForDir(%q) = %q, want none", c.l, c.missing, got)
+		}
+		if repos := r.Repos(); !reflect.DeepEqual(repos, []string{"lib/multi", "org/app"}) {
+			t.Errorf("%s: Repos = %v", c.l, repos)
+		}
+	}
+	// A single OCI layout at the root is the repository ".".
+	root := t.TempDir()
+	w := newWriter(t, OCILayout, root)
+	push(w, ".", "latest", makeImage(rand.New(rand.NewPCG(1, 1)), 1, false))
+	r := newRegistry(t, OCILayout, root, Options{})
+	r.Reset(scan(t, OCILayout, root))
+	if got, ok := r.RepoForDir(""); !ok || got != "." {
+		t.Errorf("root layout: RepoForDir(\"\") = %q, %v", got, ok)
+	}
+	if rep := r.Report(); !rep.OK || rep.Tags != 1 || rep.Manifests != 1 {
+		t.Errorf("root layout report: %+v", findingsOf(rep))
+	}
+}
