@@ -421,7 +421,9 @@ func (s *Suite) registry() ([]Row, error) {
 	for i := range rows {
 		ok := *atLeast(rows[i].VsNative(), 0.8)
 		for _, f := range findings {
-			ok = ok && f == 0
+			if f != 0 {
+				ok, rows[i].Broken = false, true
+			}
 		}
 		rows[i].Pass = &ok
 	}
@@ -552,7 +554,7 @@ func (s *Suite) consistency() ([]Row, error) {
 			marked, st.Files, st.FindingsCount, noise(Spread(gcs), Spread(cats)))}
 	r1.Pass = atLeast(r1.VsNative(), 1)
 	ok := *r1.Pass && st.FindingsCount == 0
-	r1.Pass = &ok
+	r1.Pass, r1.Broken = &ok, st.FindingsCount != 0
 	r2 := Row{Name: rowName + " (mount from snapshot + cat .state)", Unit: "s", Native: Median(gcs), Loopback: NA, Trowfs: Median(restarts),
 		Mode: "restart", Target: target, Note: noise(Spread(restarts))}
 	r2.Pass = atLeast(r2.VsNative(), 1)

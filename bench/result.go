@@ -22,6 +22,9 @@ type Row struct {
 	// Pass is set by the workload that knows how its target is checked; nil means no target.
 	Pass *bool
 	Note string
+	// Broken marks a functional failure rather than a missed target: a workload error, a blob
+	// not verified, a consistency finding. It fails even a -quick run.
+	Broken bool
 	// Skipped, when not empty, says why the row has no figures.
 	Skipped string
 }
@@ -203,6 +206,16 @@ func notes(rows []Row, bullet string) string {
 		}
 	}
 	return b.String()
+}
+
+// AnyBroken reports whether a row records a functional failure.
+func AnyBroken(rows []Row) bool {
+	for _, r := range rows {
+		if r.Broken {
+			return true
+		}
+	}
+	return false
 }
 
 // Summary counts the verdicts.

@@ -128,7 +128,7 @@ func (s *Suite) Run(ctx context.Context) ([]Row, error) {
 		rows = append(rows, rs...)
 		if err != nil {
 			f := false
-			rows = append(rows, Row{Name: w.Name, Pass: &f, Note: "error: " + err.Error(), Native: NA, Loopback: NA, Trowfs: NA})
+			rows = append(rows, Row{Name: w.Name, Pass: &f, Broken: true, Note: "error: " + err.Error(), Native: NA, Loopback: NA, Trowfs: NA})
 			s.logf("   %s failed: %v", w.Name, err)
 		}
 		StopAll()
