@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -314,4 +315,52 @@ func TestSQLiteUnreportedWALWrite(t *testing.T) {
 	if rr, _ := r.RepoReport("org/app"); rr.Tags["v9"] != s.c1.manifest.d.String() {
 		t.Fatalf("tags after unreported write: %v", rr.Tags)
 	}
+}
+
+// BenchmarkLoadDB measures one read-only reload of a trow.db holding 2000
+// manifests with 5 blobs each.
+func BenchmarkLoadDB(b *testing.B) {
+	root := b.TempDir()
+	w := openTrowDBB(b, root)
+	rng := rand.New(rand.NewPCG(1, 2))
+	tx, err := w.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	exec := func(q string, args ...any) {
+		if _, err := tx.Exec(q, args...); err != nil {
+			b.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i := 0; i < 2000; i++ {
+		im := makeImage(rng, 4, false)
+		repo := "r" + strconv.Itoa(i)
+		exec(`INSERT INTO manifest(digest, json, blob) VALUES (?, ?, ?)`, im.manifest.d.String(), im.manifest.b, im.manifest.b)
+		exec(`INSERT INTO tag(tag, repo, manifest_digest) VALUES (?, ?, ?)`, "v1", repo, im.manifest.d.String())
+		for _, c := range im.blobs() {
+			exec(`INSERT INTO manifest_blob_assoc VALUES (?, ?)`, im.manifest.d.String(), c.d.String())
+			exec(`INSERT INTO repo_blob_assoc(repo_name, blob_digest) VALUES (?, ?)`, repo, c.d.String())
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := loadDB(context.Background(), filepath.Join(root, "trow.db")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func openTrowDBB(b *testing.B, root string) *sql.DB {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(root, "trow.db")+"?_pragma=journal_mode(WAL)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if _, err := db.Exec(TrowSchema); err != nil {
+		b.Fatal(err)
+	}
+	return db
 }
