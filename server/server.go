@@ -76,6 +76,7 @@ type Server struct {
 	started time.Time
 	cancel  context.CancelFunc
 	bg      sync.WaitGroup
+	gone    chan struct{} // closed when the FUSE server stops serving (unmounted by us or from outside)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -161,6 +162,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.t.Close()
 		return nil, &MountError{err}
 	}
+	s.gone = make(chan struct{})
+	go func() { s.fuse.Wait(); close(s.gone) }()
 	log.Info("mounted", "data", cfg.Data, "mountpoint", cfg.Mnt, "write_mode", opts.WriteMode, "kernel_passthrough", s.fuse.Passthrough())
 
 	bgctx, cancel := context.WithCancel(context.Background())
@@ -252,7 +255,7 @@ func (s *Server) Settle(timeout time.Duration) bool {
 }
 
 // Wait blocks until the filesystem is unmounted (by Stop or from outside).
-func (s *Server) Wait() { s.fuse.Wait() }
+func (s *Server) Wait() { <-s.gone }
 
 // Stop unmounts, waits for pending hashes, writes the final snapshot and releases everything.
 // It is safe to call more than once.
@@ -269,18 +272,8 @@ func (s *Server) stop() error {
 		cancel()
 	}
 	if s.fuse != nil {
-		var err error
-		for i := 0; i < 10; i++ {
-			if err = s.fuse.Unmount(); err == nil {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if err != nil {
-			s.log.Warn("mountpoint busy; detaching it lazily (open files keep working until closed)", "err", err)
-			_ = syscall.Unmount(s.cfg.Mnt, syscall.MNT_DETACH)
-		}
-		s.fuse.Wait()
+		s.unmount()
+		s.t.AbandonWriters()
 	}
 	if s.cancel != nil {
 		s.cancel()
@@ -302,6 +295,41 @@ func (s *Server) stop() error {
 	s.reg.Load().Close()
 	s.t.Close()
 	return err
+}
+
+// unmount takes the filesystem down. A mountpoint still in use (a file held open through it) is
+// detached lazily; trowfs then waits briefly and exits anyway: the open file keeps working until
+// it is closed (the kernel ends the connection when this process exits) and stays pending.
+func (s *Server) unmount() {
+	var err error
+	for i := 0; i < 3; i++ {
+		select {
+		case <-s.gone: // unmounted from outside
+			return
+		default:
+		}
+		if os.Geteuid() == 0 {
+			err = syscall.Unmount(s.cfg.Mnt, 0)
+			if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOENT) {
+				err = nil // no longer mounted
+			}
+		} else {
+			err = s.fuse.Unmount()
+		}
+		if err == nil {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err != nil {
+		s.log.Warn("mountpoint busy; detaching it lazily (files open through it keep working until closed)", "err", err)
+		_ = syscall.Unmount(s.cfg.Mnt, syscall.MNT_DETACH)
+	}
+	select {
+	case <-s.gone:
+	case <-time.After(3 * time.Second):
+		s.log.Warn("files are still open through the detached mount; finishing without them")
+	}
 }
 
 func (s *Server) checkpoints(ctx context.Context) {

@@ -905,3 +905,24 @@ func (t *Tracker) SetClassifier(exclude []string, blobDigest func(rel string) (d
 	}
 	return nil
 }
+
+// AbandonWriters is called once the mount is gone: releases of files still open (through a
+// lazily detached mount) will never reach the tracker. Those files stay pending (the snapshot
+// says so and the next mount rehashes them), and Drain stops waiting for them.
+func (t *Tracker) AbandonWriters() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for ino, fs := range t.inflight {
+		if fs.writers > 0 {
+			n++
+			fs.writers = 0
+			fs.gen++ // a hash job already queued for an older generation must not record
+			if fs.path != "" {
+				t.log.Warn("file still open for writing at unmount; it stays pending and is rehashed at the next mount", "path", fs.path)
+			}
+			delete(t.inflight, ino)
+		}
+	}
+	return n
+}
