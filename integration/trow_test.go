@@ -590,13 +590,22 @@ func TestTrowSQLiteMismatchedRename(t *testing.T) {
 	e, s := sqliteEnv(t)
 	ctx := context.Background()
 	db := openDB(t, s)
-	im := trowreplay.NewImage(7000, 2, 8<<10)
+	base := trowreplay.NewImage(7000, 2, 8<<10)
+	// A third layer named by its sha512 digest (Trow v0.7 accepts both algorithms).
+	l512 := []byte(strings.Repeat("sha512 layer\n", 900))
+	im := trowreplay.ImageOf(7000, base.Layers[0], base.Layers[1], trowreplay.Blob{Data: l512, Digest: digest.SHA512.FromBytes(l512)})
 	bad := append([]byte{}, im.Layers[1].Data...)
 	bad[100] ^= 0x01
+	bad512 := append([]byte{}, l512...)
+	bad512[5] ^= 0x01
+	l1, l2 := im.Layers[1], im.Layers[2]
 	for i, b := range im.Blobs() {
 		data := b.Data
-		if i == 2 {
+		switch i {
+		case 2:
 			data = bad
+		case 3:
+			data = bad512
 		}
 		if err := s.UploadBlob(ctx, db, "x/y", b.Digest, data, 2); err != nil {
 			t.Fatalf("upload %d: %v (a failed rename makes Trow panic)", i, err)
@@ -605,19 +614,25 @@ func TestTrowSQLiteMismatchedRename(t *testing.T) {
 	if err := trowreplay.PutManifest(ctx, db, "x/y", "t", im.Manifest); err != nil {
 		t.Fatal(err)
 	}
-	// The same name uploaded again with the right content replaces it: no longer mismatched.
 	db.Close()
-	checkReport(t, e, expectReport{tags: 1, mism: []registry.MismatchedBlob{{Path: "blobs/" + im.Layers[1].Digest.String(),
-		Expected: im.Layers[1].Digest.String(), Actual: digest.FromBytes(bad).String()}}})
+	// The report's actual digest is the sha256 of the content (docs/registry.md).
+	checkReport(t, e, expectReport{tags: 1, mism: []registry.MismatchedBlob{
+		{Path: "blobs/" + l1.Digest.String(), Expected: l1.Digest.String(), Actual: digest.FromBytes(bad).String()},
+		{Path: "blobs/" + l2.Digest.String(), Expected: l2.Digest.String(), Actual: digest.FromBytes(bad512).String()},
+	}})
 	f := e.Srv.Tracker().Findings("")
-	if len(f) != 1 || f[0].Kind != tracker.FindingMismatch || f[0].Path != "blobs/"+im.Layers[1].Digest.String() {
-		t.Errorf("findings %+v, want one mismatch on the layer", f)
+	if len(f) != 2 || f[0].Kind != tracker.FindingMismatch || f[0].Path != "blobs/"+l1.Digest.String() ||
+		f[1].Kind != tracker.FindingMismatch || f[1].Path != "blobs/"+l2.Digest.String() || f[1].Actual != digest.SHA512.FromBytes(bad512).String() {
+		t.Errorf("findings %+v, want a mismatch on each bad layer (the sha512 one with its sha512)", f)
 	}
 	e.AssertMatchesRescan()
 
+	// The same names uploaded again with the right content replace them: no longer mismatched.
 	db = openDB(t, s)
-	if err := s.UploadBlob(ctx, db, "x/y", im.Layers[1].Digest, im.Layers[1].Data, 1); err != nil {
-		t.Fatal(err)
+	for _, l := range []trowreplay.Blob{l1, l2} {
+		if err := s.UploadBlob(ctx, db, "x/y", l.Digest, l.Data, 1); err != nil {
+			t.Fatal(err)
+		}
 	}
 	db.Close()
 	checkReport(t, e, expectReport{tags: 1})
