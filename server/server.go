@@ -61,22 +61,22 @@ func (e *MountError) Unwrap() error { return e.Err }
 
 // Server is a running mount.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	layout  registry.Layout
-	t       *tracker.Tracker
+	cfg    Config
+	log    *slog.Logger
+	layout registry.Layout
+	t      *tracker.Tracker
 	// reg is replaced once when an empty data directory (layout auto) turns into a registry.
-	reg     atomic.Pointer[registry.Registry]
+	reg atomic.Pointer[registry.Registry]
 	// layoutMu guards layout and the re-detection state.
 	layoutMu   sync.Mutex
 	autoLayout bool      // the layout was auto-detected as plain: look again as files arrive
 	lastDetect time.Time // throttles re-detection
-	fuse    *trowfs.Server
-	api     *api.Server
-	started time.Time
-	cancel  context.CancelFunc
-	bg      sync.WaitGroup
-	gone    chan struct{} // closed when the FUSE server stops serving (unmounted by us or from outside)
+	fuse       *trowfs.Server
+	api        *api.Server
+	started    time.Time
+	cancel     context.CancelFunc
+	bg         sync.WaitGroup
+	gone       chan struct{} // closed when the FUSE server stops serving (unmounted by us or from outside)
 
 	stopOnce sync.Once
 	stopErr  error
