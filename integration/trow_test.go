@@ -424,6 +424,13 @@ func TestTrowSQLiteEra(t *testing.T) {
 				errs <- err
 				return
 			}
+			if i == perWriter/2 {
+				// A checkpoint that truncates the WAL while the other connection writes and trowfs reads.
+				if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+					errs <- fmt.Errorf("%s checkpoint: %w", repo, err)
+					return
+				}
+			}
 		}
 		// Every tag ends at the last image: "latest".
 		last := images[repo][len(images[repo])-1]
