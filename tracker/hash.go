@@ -281,14 +281,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 		}
 	}
 	start := time.Now()
-	h := sha256.New()
-	var other hash.Hash
-	w := io.Writer(h)
-	if want != "" && want.Algorithm() == digest.SHA512 {
-		other = sha512.New()
-		w = io.MultiWriter(h, other)
-	}
-	n, err := io.Copy(w, f)
+	sum, other, n, err := sumContent(f, want)
 	if err != nil {
 		return hashResult{}, err
 	}
@@ -302,11 +295,31 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	t.stats.bytesHashed.Add(n)
 	t.stats.filesHashed.Add(1)
 	t.stats.hashNanos.Add(int64(time.Since(start)))
-	copy(res.sum[:], h.Sum(nil))
-	if other != nil {
-		res.other = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
-	}
+	res.sum, res.other = sum, other
 	return res, nil
+}
+
+// sumContent hashes r with sha256, and also with the algorithm of want when a blob name asks
+// for another one (sha512), in one pass.
+func sumContent(r io.Reader, want digest.Digest) (hashtree.Digest, digest.Digest, int64, error) {
+	var sum hashtree.Digest
+	h := sha256.New()
+	var other hash.Hash
+	w := io.Writer(h)
+	if want != "" && want.Algorithm() == digest.SHA512 {
+		other = sha512.New()
+		w = io.MultiWriter(h, other)
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return sum, "", n, err
+	}
+	copy(sum[:], h.Sum(nil))
+	var od digest.Digest
+	if other != nil {
+		od = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
+	}
+	return sum, od, n, nil
 }
 
 // streamHash hashes bytes written strictly sequentially from offset 0 (daemon write mode). Any
@@ -361,23 +374,10 @@ func (t *Tracker) hashPath(rel string, want digest.Digest) (hashtree.Digest, dig
 	if err := unix.Fstat(fd, &st); err != nil {
 		return hashtree.Digest{}, "", hashtree.Meta{}, err
 	}
-	h := sha256.New()
-	var other hash.Hash
-	w := io.Writer(h)
-	if want != "" && want.Algorithm() == digest.SHA512 {
-		other = sha512.New()
-		w = io.MultiWriter(h, other)
-	}
-	n, err := io.Copy(w, f)
+	d, od, n, err := sumContent(f, want)
 	if err != nil {
 		return hashtree.Digest{}, "", hashtree.Meta{}, err
 	}
 	t.stats.bytesHashed.Add(n)
-	var d hashtree.Digest
-	copy(d[:], h.Sum(nil))
-	var od digest.Digest
-	if other != nil {
-		od = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
-	}
 	return d, od, metaOf(&st), nil
 }

@@ -2,10 +2,8 @@ package tracker
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -142,11 +140,6 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 	if n <= 0 {
 		n = runtime.NumCPU()
 	}
-	type result struct {
-		i   int
-		sum hashtree.Digest
-		err error
-	}
 	sums := make([]hashtree.Digest, len(files))
 	errs := make([]error, len(files))
 	var next, doneFiles, doneBytes int64
@@ -206,10 +199,6 @@ func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
 	}
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return d, err
-	}
-	copy(d[:], h.Sum(nil))
-	return d, nil
+	d, _, _, err = sumContent(f, "")
+	return d, err
 }
