@@ -137,8 +137,9 @@ func chunksOf(b []byte, n int) [][]byte {
 	return out
 }
 
-// hashFile reads path to the end through a fresh descriptor and returns its sha256 digest. A
-// short read is the end of the file, as in Trow's digest loop.
+// hashFile reads path through a fresh descriptor and returns its sha256 digest, with Trow's
+// digest loop: a read shorter than the buffer is taken as the end of the file, so a mount that
+// returns short reads makes the digest wrong, as it would for Trow.
 func hashFile(path string) (digest.Digest, int64, error) {
 	fl, err := os.Open(path)
 	if err != nil {
@@ -146,11 +147,20 @@ func hashFile(path string) (digest.Digest, int64, error) {
 	}
 	defer fl.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, fl)
-	if err != nil {
-		return "", 0, opErr("read", path, err)
+	buf := make([]byte, 32<<10)
+	var total int64
+	for {
+		n, err := fl.Read(buf)
+		h.Write(buf[:n])
+		total += int64(n)
+		if err == io.EOF || (err == nil && n < len(buf)) {
+			break
+		}
+		if err != nil {
+			return "", 0, opErr("read", path, err)
+		}
 	}
-	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))), n, nil
+	return digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))), total, nil
 }
 
 // UploadBlob uploads b in chunks PATCHes to scratch/<uuid>, then completes the upload.
