@@ -89,9 +89,9 @@ func (e *MountError) Error() string {
 }
 func (e *MountError) Unwrap() error { return e.Err }
 
-// StartMount starts bin mount process of kind on data and mnt with extra arguments, and waits
-// up to timeout for its ready file.
-func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration, extra ...string) (*Mount, error) {
+// StartMount starts bin mount process of kind on data and mnt with extra arguments and extra
+// environment variables (may be nil), and waits up to timeout for its ready file.
+func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration, env []string, extra ...string) (*Mount, error) {
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		return nil, err
 	}
@@ -114,6 +114,9 @@ func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration,
 	defer logf.Close()
 	m.cmd = exec.Command(bin, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if env != nil {
+		m.cmd.Env = append(os.Environ(), env...)
+	}
 	start := time.Now()
 	if err := m.cmd.Start(); err != nil {
 		return nil, &MountError{kind, mnt, err, ""}
@@ -141,6 +144,12 @@ func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration,
 		case <-tick.C:
 		}
 	}
+}
+
+// Log returns the mount's output so far.
+func (m *Mount) Log() string {
+	b, _ := os.ReadFile(m.logPath)
+	return string(b)
 }
 
 // Pid is the mount process's id.

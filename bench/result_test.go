@@ -94,3 +94,16 @@ func TestMountinfoUnescape(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+func TestPeakLiveHeap(t *testing.T) {
+	log := "gc 1 @0.012s 2%: 0.018+1.2+0.003 ms clock, 0.036+0.11/1.0/0.5+0.007 ms cpu, 4->4->3 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
+		"time=... level=WARN msg=x\n" +
+		"gc 2 @0.5s 3%: 0.01+2+0.01 ms clock, 0.02+0.1/2/1+0.02 ms cpu, 300->310->212 MB, 320 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
+		"gc 3 @0.9s 3%: 0.01+2+0.01 ms clock, 0.02+0.1/2/1+0.02 ms cpu, 400->410->150 MB, 424 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)\n"
+	if got := peakLiveHeap(log); got != 212<<20 {
+		t.Errorf("peakLiveHeap = %d, want %d", got, 212<<20)
+	}
+	if got := peakLiveHeap("no gc lines"); got != 0 {
+		t.Errorf("peakLiveHeap without gctrace = %d", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"sync"
@@ -108,18 +109,19 @@ func (s *Suite) startup() ([]Row, error) {
 	if err := tr.Stop(); err != nil {
 		return nil, err
 	}
-	var finds, starts, rss []float64
+	var finds, starts, rss, live []float64
 	var last *State
 	for r := 0; r < s.cfg.Repeat; r++ {
 		fd, err := findOnce()
 		if err != nil {
 			return nil, err
 		}
-		tr, err := s.mountTrowfs(data, mnt)
+		tr, err := s.mountTrowfsEnv([]string{"GODEBUG=gctrace=1"}, data, mnt)
 		if err != nil {
 			return nil, err
 		}
 		b, rerr := RSS(tr.Pid())
+		live = append(live, float64(peakLiveHeap(tr.Log())))
 		st, serr := ReadState(mnt)
 		if err := tr.Stop(); err != nil {
 			return nil, err
@@ -149,7 +151,24 @@ func (s *Suite) startup() ([]Row, error) {
 	m := Row{Name: "RSS after startup, " + label + " files", Unit: "B/file", Native: NA, Loopback: NA, Trowfs: rssMed / float64(n), Mode: "2nd mount",
 		Target: "info (tree alone: see tree row)",
 		Note:   fmt.Sprintf("VmRSS %.0f MiB at ready: tree, path index, Go runtime and GC headroom, FUSE buffers", rssMed/(1<<20))}
-	return []Row{r, m}, nil
+	h := Row{Name: "peak live heap during startup, " + label + " files", Unit: "B/file", Native: NA, Loopback: NA,
+		Trowfs: Median(live) / float64(n), Mode: "2nd mount", Target: "info",
+		Note: "the largest heap left live after a GC before ready (GODEBUG=gctrace=1): tree, path index, registry model and what the load still held"}
+	return []Row{r, m, h}, nil
+}
+
+// gcLine matches the heap sizes of a gctrace line: "<before>-><after>-><live> MB".
+var gcLine = regexp.MustCompile(`(?m)^gc \d+ .* (\d+)->(\d+)->(\d+) MB`)
+
+// peakLiveHeap returns the largest live heap (bytes) reported by the gctrace lines of log.
+func peakLiveHeap(log string) int64 {
+	var peak int64
+	for _, m := range gcLine.FindAllStringSubmatch(log, -1) {
+		if v, err := strconv.ParseInt(m[3], 10, 64); err == nil && v<<20 > peak {
+			peak = v << 20
+		}
+	}
+	return peak
 }
 
 // treeName is the i-th blob name of a flat Trow v0.7 blobs/ directory.

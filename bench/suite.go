@@ -160,13 +160,18 @@ func pick[T any](s *Suite, full, quick T) T {
 
 // mountTrowfs mounts the trowfs binary on data and mnt.
 func (s *Suite) mountTrowfs(data, mnt string, extra ...string) (*Mount, error) {
-	return StartMount(KindTrowfs, s.cfg.Trowfs, data, mnt, s.scratch, 30*time.Minute,
+	return s.mountTrowfsEnv(nil, data, mnt, extra...)
+}
+
+// mountTrowfsEnv mounts trowfs with extra environment variables.
+func (s *Suite) mountTrowfsEnv(env []string, data, mnt string, extra ...string) (*Mount, error) {
+	return StartMount(KindTrowfs, s.cfg.Trowfs, data, mnt, s.scratch, 30*time.Minute, env,
 		append([]string{"--log-level", "warn"}, extra...)...)
 }
 
 // mountLoopback mounts the plain go-fuse loopback on data and mnt.
 func (s *Suite) mountLoopback(data, mnt string) (*Mount, error) {
-	return StartMount(KindLoopback, s.cfg.Loopback, data, mnt, s.scratch, time.Minute)
+	return StartMount(KindLoopback, s.cfg.Loopback, data, mnt, s.scratch, time.Minute, nil)
 }
 
 // State is the part of a .state document the benchmarks read.
