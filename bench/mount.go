@@ -43,23 +43,41 @@ type Mount struct {
 // active holds every mount that has been started and not yet stopped, so that StopAll can
 // unmount them on any exit path.
 var active struct {
-	mu sync.Mutex // guards m
-	m  map[*Mount]struct{}
+	mu     sync.Mutex // guards m and closed
+	m      map[*Mount]struct{}
+	closed bool // set by Shutdown: no new mount may start
 }
 
-func track(m *Mount) {
+// errShutdown is a mount refused because the suite is shutting down.
+var errShutdown = errors.New("the benchmark suite is shutting down")
+
+// track records m; it fails once Shutdown has been called.
+func track(m *Mount) error {
 	active.mu.Lock()
 	defer active.mu.Unlock()
+	if active.closed {
+		return errShutdown
+	}
 	if active.m == nil {
 		active.m = make(map[*Mount]struct{})
 	}
 	active.m[m] = struct{}{}
+	return nil
 }
 
 func untrack(m *Mount) {
 	active.mu.Lock()
 	defer active.mu.Unlock()
 	delete(active.m, m)
+}
+
+// Shutdown stops every mount and refuses new ones from then on (for a signal handler that is
+// about to exit while a workload may still be starting mounts).
+func Shutdown() {
+	active.mu.Lock()
+	active.closed = true
+	active.mu.Unlock()
+	StopAll()
 }
 
 // StopAll stops every mount still running. It is safe to call from a signal handler goroutine
@@ -121,8 +139,13 @@ func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration,
 	if err := m.cmd.Start(); err != nil {
 		return nil, &MountError{kind, mnt, err, ""}
 	}
-	track(m)
 	go func() { m.waitErr = m.cmd.Wait(); close(m.exited) }()
+	if err := track(m); err != nil {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		<-m.exited
+		forceUnmount(mnt)
+		return nil, &MountError{kind, mnt, err, ""}
+	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(2 * time.Millisecond)

@@ -71,7 +71,7 @@ func run() (code int) {
 		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "trowfs-bench: %v: unmounting and cleaning up\n", sig)
 		cancel()
-		bench.StopAll()
+		bench.Shutdown()
 		if err := s.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "trowfs-bench: cleanup:", err)
 		}
