@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/integration/trowreplay"
 	"github.com/trowfs/trowfs/registry"
@@ -717,4 +720,88 @@ func TestTrowSQLiteNoReloadLoop(t *testing.T) {
 			"their close is reported as a change to trow.db-wal and schedules the next reload",
 			n, e.Srv.Tracker().Stats().Ops["open_write"]-ops)
 	}
+}
+
+// trowUID is the user Trow v0.3 to v0.6 runs as.
+const trowUID = 333333
+
+// asUser runs fn on a thread whose filesystem uid and gid are uid and whose working directory
+// is dir (the thread gets its own, so that relative paths reach dir without traversing the
+// test's private temporary directories), as a Trow process running as that user would make its
+// calls. The thread is never unlocked, so it ends with the goroutine instead of going back to the
+// pool with another identity.
+func asUser(uid int, dir string, fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Setfsgid(uid); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Setfsuid(uid); err != nil {
+			done <- err
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
+// TestTrowFilesEraAsTrowUser replays a push and a DELETE as Trow's own non-root user through the
+// root-run mount (allow_other, kernel permission checks): the calls succeed, the files belong to
+// that user in DATA, and a user without rights on DATA is refused.
+func TestTrowFilesEraAsTrowUser(t *testing.T) {
+	e := trowreplay.NewEnv(t, "trow-files")
+	if err := (&trowreplay.Files{Root: e.Data}).Init(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"", "blobs", "blobs/sha256", "manifests", "scratch"} {
+		if err := os.Chown(filepath.Join(e.Data, d), trowUID, trowUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Start()
+	f := &trowreplay.Files{Root: ".", Version: trowreplay.V04}
+	im := trowreplay.NewImage(9100, 2, 64<<10)
+	other := trowreplay.NewImage(9101, 1, 1024)
+	err := asUser(trowUID, e.Mnt, func() error {
+		if err := f.Push("org/app", "v1", im, t0, 3); err != nil {
+			return err
+		}
+		if err := f.Push("org/app", "old", other, t0, 1); err != nil {
+			return err
+		}
+		return f.DeleteManifest("org/app", "old")
+	})
+	if err != nil {
+		t.Fatalf("Trow's operations as uid %d through the mount: %v", trowUID, err)
+	}
+	var st unix.Stat_t
+	for _, rel := range []string{"blobs/sha256/" + im.Layers[0].Hex(), "manifests/org/app/v1", "manifests/org/app"} {
+		if err := unix.Stat(filepath.Join(e.Data, rel), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != trowUID || st.Gid != trowUID {
+			t.Errorf("%s belongs to %d:%d in DATA, want %d:%d", rel, st.Uid, st.Gid, trowUID, trowUID)
+		}
+	}
+	// Another user has no write access to Trow's directories.
+	err = asUser(trowUID+1, e.Mnt, func() error {
+		return os.WriteFile(filepath.Join("blobs/sha256", strings.Repeat("0", 64)), []byte("x"), 0o644)
+	})
+	if !errors.Is(err, os.ErrPermission) {
+		t.Errorf("a write by uid %d into blobs/: %v, want EACCES", trowUID+1, err)
+	}
+	e.AssertMatchesRescan()
+	checkReport(t, e, expectReport{tags: 1, dangling: danglingSet("", blobsOf(other)...)})
+	checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"v1"}})
+	noFindings(t, e)
 }
