@@ -105,7 +105,7 @@ func newDamageFixture(t *testing.T, era, data string) *damageFixture {
 	}
 	checkReport(t, e, expectReport{tags: 2})
 	noFindings(t, e)
-	e.AssertMatchesRescan()
+	e.AssertMatchesRescan(t)
 	if t.Failed() {
 		t.FailNow()
 	}

@@ -199,7 +199,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if err := f.Push("org/app", "latest", imA, t0, 5); err != nil {
 			t.Fatal(err)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		checkReport(t, e, expectReport{tags: 1})
 		checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"latest"}})
 		noFindings(t, e)
@@ -235,7 +235,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if string(b) != lines {
 			t.Fatalf("tag file:\n%s\nwant\n%s", b, lines)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		// The tag now names imB in both line orders; imA is reachable only from the tag history.
 		rr, ok := e.Srv.RegistryModel().RepoReport("org/app")
 		if !ok || rr.Tags["latest"] != imB.Manifest.Digest.String() {
@@ -251,7 +251,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if err := f.Push("org/other", imC.Manifest.Digest.String(), imC, t0.Add(2*time.Second), 2); err != nil {
 			t.Fatal(err)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		// A push by digest is not a tag, but keeps the manifest.
 		checkReport(t, e, expectReport{tags: 1, dangling: history})
 		checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"latest"}, "org/other": {imC.Manifest.Digest.String()}})
@@ -266,7 +266,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if err := f.PutManifest("f/docker/library/alpine", "3.19", imD.Manifest, t0.Add(3*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		checkReport(t, e, expectReport{tags: 2, dangling: history})
 		checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"latest"}, "org/other": {imC.Manifest.Digest.String()},
 			"f/docker/library/alpine": {"3.19"}})
@@ -277,7 +277,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if err := f.DeleteManifest("org/other", imC.Manifest.Digest.String()); err != nil {
 			t.Fatal(err)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		checkReport(t, e, expectReport{tags: 2, dangling: merge(history, danglingSet("", blobsOf(imC)...))})
 		checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"latest"}, "f/docker/library/alpine": {"3.19"}})
 	})
@@ -287,7 +287,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 		if err := f.DeleteBlob(gone); err != nil {
 			t.Fatal(err)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		checkReport(t, e, expectReport{tags: 2, dangling: merge(history, danglingSet("", blobsOf(imC)...)),
 			missing: []registry.MissingBlob{{Digest: gone.String(), Kind: "blob", Repos: []string{"org/app"},
 				Manifests: []string{imB.Manifest.Digest.String()}, Tags: []string{"org/app:latest"}}}})
@@ -302,7 +302,7 @@ func testFilesEra(t *testing.T, v trowreplay.FilesVersion) {
 			after.MissingCount != before.MissingCount || after.DanglingCount != before.DanglingCount {
 			t.Errorf("report changed across a remount:\n before %+v\n after  %+v", before, after)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		noFindings(t, e)
 	})
 }
@@ -545,7 +545,7 @@ func TestTrowSQLiteEra(t *testing.T) {
 	db2.Close()
 
 	t.Run("closed", func(t *testing.T) {
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 		// Every uploaded blob is referenced by a manifest row: nothing dangles, nothing is missing.
 		rep, ok := waitReport(e, 5*time.Second, func(r registry.Report) bool { return r.Tags == wantTags })
 		if !ok {
@@ -590,7 +590,7 @@ func TestTrowSQLiteEra(t *testing.T) {
 		if !ok {
 			t.Errorf("db_digest did not change when a tag moved (still %s)", rep2.DBDigest)
 		}
-		e.AssertMatchesRescan()
+		e.AssertMatchesRescan(t)
 	})
 }
 
@@ -635,7 +635,7 @@ func TestTrowSQLiteMismatchedRename(t *testing.T) {
 		f[1].Kind != tracker.FindingMismatch || f[1].Path != "blobs/"+l2.Digest.String() || f[1].Actual != digest.SHA512.FromBytes(bad512).String() {
 		t.Errorf("findings %+v, want a mismatch on each bad layer (the sha512 one with its sha512)", f)
 	}
-	e.AssertMatchesRescan()
+	e.AssertMatchesRescan(t)
 
 	// The same names uploaded again with the right content replace them: no longer mismatched.
 	db = openDB(t, s)
@@ -647,7 +647,7 @@ func TestTrowSQLiteMismatchedRename(t *testing.T) {
 	db.Close()
 	checkReport(t, e, expectReport{tags: 1})
 	noFindings(t, e)
-	e.AssertMatchesRescan()
+	e.AssertMatchesRescan(t)
 }
 
 // equalJSON compares two values by their JSON encoding (nil and empty slices are equal).
@@ -800,7 +800,7 @@ func TestTrowFilesEraAsTrowUser(t *testing.T) {
 	if !errors.Is(err, os.ErrPermission) {
 		t.Errorf("a write by uid %d into blobs/: %v, want EACCES", trowUID+1, err)
 	}
-	e.AssertMatchesRescan()
+	e.AssertMatchesRescan(t)
 	checkReport(t, e, expectReport{tags: 1, dangling: danglingSet("", blobsOf(other)...)})
 	checkCatalog(t, e.Mnt, map[string][]string{"org/app": {"v1"}})
 	noFindings(t, e)
