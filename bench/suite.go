@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config is what the command line sets.
@@ -69,7 +71,12 @@ func New(cfg Config) (*Suite, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Suite{cfg: cfg, scratch: scratch}, nil
+	s := &Suite{cfg: cfg, scratch: scratch}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(scratch, &fs); err == nil && fs.Type == unix.TMPFS_MAGIC {
+		s.logf("warning: %s is on tmpfs: native figures will be memory speed, not disk speed", cfg.Dir)
+	}
+	return s, nil
 }
 
 // Scratch is the run's scratch directory.
