@@ -65,6 +65,9 @@ func run() (code int) {
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// A closed stdout (`trowfs-bench | head`) must not kill the suite with mounts up: writes then
+	// fail with EPIPE instead, and the run still cleans up and writes -out.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
