@@ -24,6 +24,9 @@ func main() {
 }
 
 func run() (code int) {
+	// A closed stdout or stderr (`trowfs-bench | head`) must not kill the suite with mounts up: writes then
+	// fail with EPIPE instead, and the run still cleans up and writes -out.
+	signal.Ignore(syscall.SIGPIPE)
 	var cfg bench.Config
 	var out string
 	flag.BoolVar(&cfg.Quick, "quick", false, "small sizes (a CI smoke run of under 2 minutes; fails only on functional errors)")
@@ -65,9 +68,6 @@ func run() (code int) {
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// A closed stdout (`trowfs-bench | head`) must not kill the suite with mounts up: writes then
-	// fail with EPIPE instead, and the run still cleans up and writes -out.
-	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
