@@ -508,6 +508,9 @@ func (s *Suite) consistency() ([]Row, error) {
 			return nil, fmt.Errorf("garbage-collect: no summary line:\n%s", tailBytes(out, 2000))
 		}
 		marked = m[0]
+		if m[1] != strconv.Itoa(blobs) || m[2] != "0" || m[3] != "0" {
+			return nil, fmt.Errorf("garbage-collect --dry-run on a consistent registry of %d blobs: %q", blobs, m[0])
+		}
 	}
 	mnt := filepath.Join(base, "mnt")
 	tr, err := s.mountTrowfs(data, mnt, "--layout", "distribution")
