@@ -137,7 +137,7 @@ func bulkFlatTree(n int) *Tree {
 		// Counter-based digests: names come out sorted, the HAMT still
 		// scatters them by sha256(name).
 		var d Digest
-		binary.BigEndian.PutUint64(d[24:], uint64(i))
+		binary.BigEndian.PutUint64(d[24:], uint64(i)+1) // never the zero digest, whose text is ""
 		e := newNode(d.String(), KindFile)
 		e.digest = d
 		e.status = StatusVerified

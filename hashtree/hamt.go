@@ -1,6 +1,7 @@
 package hashtree
 
 import (
+	"encoding/binary"
 	"math"
 	"slices"
 )
@@ -268,34 +269,47 @@ func gatherContrib(h *hnode, out []*node) []*node {
 	return out
 }
 
-// build makes a canonical HAMT node at depth d from entries sorted by name,
-// whose keys are given in the same order (keys may be nil for a leaf).
-func build(ents []*node, keys [][32]byte, d int) *hnode {
-	h := &hnode{dirty: true}
-	for _, e := range ents {
-		addEntry(h, e)
+// keyPrefix is the first 16 nibbles of a key, enough to place entries in
+// any realistic directory; deeper nibbles are recomputed from the name.
+func keyPrefix(k *[32]byte) uint64 { return binary.BigEndian.Uint64(k[:8]) }
+
+func (hs *hasher) nibbleOf(e *node, prefix uint64, d int) int {
+	if d < 16 {
+		return int(prefix>>(60-4*d)) & 0x0f
 	}
+	k := hs.key(e.name())
+	return nibble(&k, d)
+}
+
+// build makes a canonical HAMT node at depth d from ents, sorted by name,
+// and their key prefixes. It reorders ents and keys, using tmpE and tmpK
+// (of the same length) as scratch space: a radix partition by nibble that
+// keeps each group sorted by name.
+func (hs *hasher) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d int) *hnode {
+	h := &hnode{dirty: true}
 	if len(ents) <= bucketSize || d >= maxDepth {
-		h.ents = ents
+		h.ents = slices.Clone(ents) // its own array: the scratch space is shared
+		for _, e := range h.ents {
+			addEntry(h, e)
+		}
 		return h
 	}
-	// Stable partition by nibble keeps each group sorted by name.
 	var counts [fanout]int
-	for i := range keys {
-		counts[nibble(&keys[i], d)]++
+	nibs := make([]uint8, len(ents))
+	for i, e := range ents {
+		nb := hs.nibbleOf(e, keys[i], d)
+		nibs[i] = uint8(nb)
+		counts[nb]++
 	}
 	var start [fanout]int
 	for i := 1; i < fanout; i++ {
 		start[i] = start[i-1] + counts[i-1]
 	}
-	pe := make([]*node, len(ents))
-	pk := make([][32]byte, len(keys))
 	pos := start
-	for i := range keys {
-		b := nibble(&keys[i], d)
-		pe[pos[b]] = ents[i]
-		pk[pos[b]] = keys[i]
-		pos[b]++
+	for i, nb := range nibs {
+		tmpE[pos[nb]] = ents[i]
+		tmpK[pos[nb]] = keys[i]
+		pos[nb]++
 	}
 	h.in = new(inner)
 	for b := 0; b < fanout; b++ {
@@ -303,33 +317,32 @@ func build(ents []*node, keys [][32]byte, d int) *hnode {
 			continue
 		}
 		lo, hi := start[b], start[b]+counts[b]
-		var kid *hnode
-		if hi-lo <= bucketSize {
-			// Own copy, so that a later insert cannot overwrite a neighbour.
-			kid = build(slices.Clone(pe[lo:hi]), nil, d+1)
-		} else {
-			kid = build(pe[lo:hi:hi], pk[lo:hi], d+1)
-		}
+		kid := hs.build(tmpE[lo:hi], tmpK[lo:hi], ents[lo:hi], keys[lo:hi], d+1)
 		h.in.kid[b] = kid
 		h.in.setBit(b, kid.nc > 0)
 		h.in.stale |= 1 << b
+		h.n += kid.n
+		h.nc += kid.nc
+		h.cnt.add(&kid.cnt, 1)
 	}
 	return h
 }
 
 // setChildren replaces the contents of the empty directory x with ents,
-// which must be sorted by name without duplicates (bulk load).
+// which must be sorted by name without duplicates (bulk load). ents is
+// used as scratch space.
 func (x *ext) setChildren(hs *hasher, ents []*node) {
 	if len(ents) <= bucketSize {
-		x.root = build(slices.Clip(ents), nil, 0)
+		x.root = hs.build(ents, nil, nil, nil, 0)
 		return
 	}
-	keys := make([][32]byte, len(ents))
-	for i, e := range ents {
-		keys[i] = hs.key(e.name())
-	}
-	x.root = build(ents, keys, 0)
 	x.idx = buildIndex(ents)
+	keys := make([]uint64, len(ents))
+	for i, e := range ents {
+		k := hs.key(e.name())
+		keys[i] = keyPrefix(&k)
+	}
+	x.root = hs.build(ents, keys, make([]*node, len(ents)), make([]uint64, len(ents)), 0)
 }
 
 // refreshH recomputes the stale caches under h, at depth d.

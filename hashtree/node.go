@@ -46,10 +46,42 @@ type ext struct {
 
 // newNode returns a node called name (copied) of the given kind.
 func newNode(name string, kind Kind) *node {
-	n := &node{kind: kind}
+	n := &node{}
+	n.init(name, kind)
+	return n
+}
+
+// slabSize is how many nodes a snapshot load allocates at once. Fewer,
+// larger allocations load a million entries markedly faster; the price is
+// that a slab stays in memory until its last node is dropped, so it is kept
+// small.
+const slabSize = 64
+
+// nodeSlab hands out nodes from slabs (bulk loads only).
+type nodeSlab []node
+
+func (s *nodeSlab) newNode(name []byte, kind Kind) *node {
+	if len(*s) == 0 {
+		*s = make([]node, slabSize)
+	}
+	n := &(*s)[0]
+	*s = (*s)[1:]
 	if len(name) <= inlineName {
 		n.nlen = uint8(copy(n.nbuf[:], name))
-	} else {
+		name = nil
+	}
+	n.init(string(name), kind) // string(nil) is "": no copy for inline names
+	return n
+}
+
+// init sets up the zero node n; name "" means already set in nbuf.
+func (n *node) init(name string, kind Kind) {
+	n.kind = kind
+	switch {
+	case name == "":
+	case len(name) <= inlineName:
+		n.nlen = uint8(copy(n.nbuf[:], name))
+	default:
 		n.nlen = longName
 		n.x = &ext{long: strings.Clone(name)}
 	}
@@ -59,7 +91,6 @@ func newNode(name string, kind Kind) *node {
 		}
 		n.x.root = &hnode{dirty: true}
 	}
-	return n
 }
 
 // name returns the entry's name. The string aliases the node's memory,

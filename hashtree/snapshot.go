@@ -251,6 +251,15 @@ func (s *snapReader) string(what string) string {
 	return string(s.bytes(int(n)))
 }
 
+// nameBytes reads a name; the bytes are valid until the next read.
+func (s *snapReader) nameBytes() []byte {
+	n := s.uvarint()
+	if s.err == nil && n > maxSnapString {
+		s.fail("name of %d bytes, at most %d allowed", n, maxSnapString)
+	}
+	return s.bytes(int(n))
+}
+
 func (s *snapReader) meta() Meta {
 	return Meta{Size: s.varint(), Mtime: s.varint(), Ctime: s.varint(), Ino: s.uvarint()}
 }
@@ -305,6 +314,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 	t := New()
 	t.root.changedAt = s.varint()
 	stack := []openDir{{n: t.root}}
+	var slab nodeSlab
 	var count uint64
 	for s.err == nil {
 		kind := Kind(s.u8())
@@ -312,7 +322,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			break
 		}
 		depth := s.uvarint()
-		name := s.string("name")
+		name := s.nameBytes()
 		if s.err != nil {
 			break
 		}
@@ -325,21 +335,21 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			stack = stack[:len(stack)-1]
 		}
 		parent := &stack[depth]
-		if !validName(name) {
+		if !validName(string(name)) {
 			s.fail("invalid name %q", name)
 			break
 		}
-		if k := len(parent.kids); k > 0 && parent.kids[k-1].name() >= name {
+		if k := len(parent.kids); k > 0 && parent.kids[k-1].name() >= string(name) {
 			s.fail("entry %q out of order after %q", name, parent.kids[k-1].name())
 			break
 		}
-		n := newNode(name, kind)
+		n := slab.newNode(name, kind)
 		switch kind {
 		case KindFile:
 			copy(n.digest[:], s.bytes(len(n.digest)))
 			n.status = Status(s.u8())
 			if s.err == nil && n.status >= NumStatus {
-				s.fail("entry %q: invalid status %d", name, n.status)
+				s.fail("entry %q: invalid status %d", n.name(), n.status)
 			}
 			n.meta = s.meta()
 			n.changedAt = s.varint()
@@ -361,7 +371,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			}
 			n.changedAt = s.varint()
 		default:
-			s.fail("entry %q: invalid kind %d", name, kind)
+			s.fail("entry %q: invalid kind %d", n.name(), kind)
 		}
 		if s.err != nil {
 			break

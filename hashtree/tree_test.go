@@ -302,3 +302,16 @@ func TestGetRootAndLen(t *testing.T) {
 		t.Fatalf("Len after removing a subtree: %d", tr.Len())
 	}
 }
+
+func TestNibbleOfDeepKeys(t *testing.T) {
+	hs := newHasher()
+	for _, name := range []string{"a", bigName(3), strings.Repeat("x", 200)} {
+		e := newNode(name, KindFile)
+		k := hs.key(name)
+		for d := 0; d < maxDepth; d++ {
+			if got, want := hs.nibbleOf(e, keyPrefix(&k), d), nibble(&k, d); got != want {
+				t.Fatalf("%q depth %d: %d, want %d", name, d, got, want)
+			}
+		}
+	}
+}
