@@ -127,18 +127,20 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// bulkFlatTree builds the same tree as flatTree through the bulk loader
-// that ReadSnapshot uses, which is much faster under the race detector.
+// bulkFlatTree builds a tree of the same shape as flatTree through the bulk
+// loader that ReadSnapshot uses (which is much faster under the race
+// detector).
 func bulkFlatTree(n int) *Tree {
 	tr := New()
 	blobs := newDir("blobs", 1)
 	ents := make([]*node, n)
+	var slab nodeSlab // as ReadSnapshot allocates them
 	for i := range ents {
 		// Counter-based digests: names come out sorted, the HAMT still
 		// scatters them by sha256(name).
 		var d Digest
 		binary.BigEndian.PutUint64(d[24:], uint64(i)+1) // never the zero digest, whose text is ""
-		e := newNode(d.String(), KindFile)
+		e := slab.newNode([]byte(d.String()), KindFile)
 		e.digest = d
 		e.status = StatusVerified
 		e.meta = Meta{Size: int64(i), Mtime: int64(i) * 1e9, Ctime: int64(i) * 1e9, Ino: uint64(i)}

@@ -55,7 +55,7 @@ func newNode(name string, kind Kind) *node {
 // larger allocations load a million entries markedly faster; the price is
 // that a slab stays in memory until its last node is dropped, so it is kept
 // small.
-const slabSize = 64
+const slabSize = 16384 / int(unsafe.Sizeof(node{})) // 93 nodes: one 16 KiB size class, no rounding loss
 
 // nodeSlab hands out nodes from slabs (bulk loads only).
 type nodeSlab []node
