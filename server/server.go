@@ -77,6 +77,7 @@ type Server struct {
 	cancel     context.CancelFunc
 	bg         sync.WaitGroup
 	gone       chan struct{} // closed when the FUSE server stops serving (unmounted by us or from outside)
+	mounted    atomic.Bool   // the mount serves: trow.db is read through it
 
 	stopOnce sync.Once
 	stopErr  error
@@ -163,7 +164,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, &MountError{err}
 	}
 	s.gone = make(chan struct{})
-	go func() { s.fuse.Wait(); close(s.gone) }()
+	s.mounted.Store(true)
+	go func() { s.fuse.Wait(); s.mounted.Store(false); close(s.gone) }()
 	log.Info("mounted", "data", cfg.Data, "mountpoint", cfg.Mnt, "write_mode", opts.WriteMode, "kernel_passthrough", s.fuse.Passthrough())
 
 	bgctx, cancel := context.WithCancel(context.Background())
@@ -425,7 +427,7 @@ func (src source) ReadFile(rel string) ([]byte, error) { return src.s.t.ReadFile
 // DBPath is where trow.db is opened read-only: through the mount while it is up, so the reader
 // shares the page cache, locks and shared memory that Trow's own connections use.
 func (src source) DBPath() string {
-	if src.s.fuse != nil {
+	if src.s.mounted.Load() {
 		return filepath.Join(src.s.cfg.Mnt, "trow.db")
 	}
 	return filepath.Join(src.s.cfg.Data, "trow.db")

@@ -242,6 +242,9 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want di
 			}
 		}
 	}
+	if ne == e {
+		return // nothing changed (a reader's O_RDWR open, an excluded file left as it was)
+	}
 	if err := t.tree.Update(p, func(x *hashtree.Entry) { *x = ne }); err != nil {
 		return
 	}

@@ -271,8 +271,15 @@ func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fi
 			_ = t.tree.Remove(rel, ts)
 		}
 		t.putLocked(rel, ne)
-	} else if !excluded && e.Status != hashtree.StatusPending {
-		t.updateLocked(rel, func(e *hashtree.Entry) { e.Status = hashtree.StatusPending })
+	} else {
+		if e.Meta.Ino != st.Ino {
+			// Another file now has this name (replaced in DATA behind the mount's back): the
+			// entry describes the new inode from here on, or its hash would be refused.
+			t.updateLocked(rel, func(e *hashtree.Entry) { e.Meta = metaOf(st) })
+		}
+		if !excluded && e.Status != hashtree.StatusPending {
+			t.updateLocked(rel, func(e *hashtree.Entry) { e.Status = hashtree.StatusPending })
+		}
 	}
 	return fs
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,9 @@ func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 			}
 		}
 	}
+	if r.Kind != RunScrub {
+		t.findUntracked(r, opts.Ctx)
+	}
 	r.mu.Lock()
 	r.state, r.finishedAt = "done", time.Now().UTC()
 	n := len(r.findings)
@@ -276,6 +280,44 @@ func (t *Tracker) verifyOne(r *Run, it verifyItem) {
 	}
 	ts := now()
 	t.updateLocked(it.path, func(e *hashtree.Entry) { e.Status, e.VerifiedAt = status, ts })
+}
+
+// findUntracked walks DATA for entries the tree does not have: they were created without passing
+// through the mount. Each is reported as drift and added to the tree (files are hashed).
+func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
+	var missing []diskEntry
+	err := walkDisk(ctx, t.rootFd, func(d *diskEntry) error {
+		t.mu.Lock()
+		_, ok := t.tree.Get(d.rel)
+		t.mu.Unlock()
+		if !ok {
+			missing = append(missing, *d)
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		t.log.Warn("verification: walking the data directory failed", "err", err)
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range missing {
+		if _, ok := t.tree.Get(d.rel); ok {
+			continue // the mount created it meanwhile, or a parent was added with its content
+		}
+		st, err := t.lstat(d.rel)
+		if err != nil || st.Ino != d.st.Ino {
+			continue
+		}
+		f := Finding{Kind: FindingDrift, Path: d.rel, Detail: "added to the data directory without passing through the mount", At: time.Now().UTC()}
+		r.add(f)
+		t.addFindingLocked(f)
+		t.log.Warn("file added behind the mount", "path", d.rel)
+		if parent := path.Dir(d.rel); parent != "." {
+			_ = t.tree.MkdirAll(parent, now())
+		}
+		t.scanIntoLocked(d.rel, &st)
+	}
 }
 
 // unchangedLocked reports whether the tree still holds what the run started from, with no writer.
