@@ -1,18 +1,35 @@
 // Package hashtree is trowfs's in-memory Merkle tree of a data directory.
 //
 // It maps slash-separated relative paths to entries (files, directories,
-// symlinks), computes a canonical, order-independent digest for every
-// directory, keeps per-subtree aggregates (counts, bytes, status counts,
-// times), diffs two trees by descending only where digests differ, and
-// streams itself to and from a versioned, checksummed snapshot.
+// symlinks), gives every directory a canonical digest that depends only on
+// its children's names, kinds and digests, keeps per-subtree aggregates
+// (counts, bytes, counts per status, last change, oldest verification),
+// diffs two trees by descending only where digests differ, and streams
+// itself to and from a versioned, checksummed snapshot. The encodings are
+// specified, with test vectors, in docs/tree-format.md.
 //
-// The package is pure: it never touches the filesystem, never hashes file
-// content itself (callers supply file digests), never imports FUSE, and never
-// logs. The encodings are specified in docs/tree-format.md.
+// The package is pure. It never touches the filesystem, never reads or
+// hashes file content (callers supply file digests), never imports FUSE,
+// never logs and never panics on bad input: invalid paths and entries are
+// errors wrapping ErrInvalidPath or ErrInvalidEntry, damaged snapshots
+// errors wrapping ErrCorruptSnapshot or ErrSnapshotVersion.
 //
-// # Locking
+// # Large directories
 //
-// A Tree is not safe for concurrent use. Callers serialise every call,
-// including read-only ones such as Get, Summary and Root (Root and Get fill
-// lazily computed digest caches).
+// A directory's children sit in a hash array mapped trie keyed by
+// sha256(name): at most 32 entries per leaf, 16 children per internal node.
+// Its shape depends only on the set of names, so equal directories have
+// equal digests however they were built. An update marks the path from the
+// root dirty and costs O(depth); the next Root (or Get, Summary, List, Walk,
+// Diff, WriteSnapshot) rehashes only the dirty paths. Counts are kept exact
+// on every update; times and digests are recomputed lazily. Directories of
+// more than 32 entries also keep a name-ordered index for List and Walk.
+//
+// # Concurrency
+//
+// A Tree holds no lock and is not safe for concurrent use. Callers
+// serialise every call, read-only ones included: Get, Summary, Root, List,
+// Walk, Diff and WriteSnapshot fill the digest caches and use the tree's
+// scratch buffers. Callbacks passed to List, Walk and Diff must not modify
+// the trees they are walking.
 package hashtree

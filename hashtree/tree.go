@@ -386,7 +386,8 @@ func (t *Tree) Exchange(a, b string, changedAt int64) error {
 }
 
 // Get returns the entry at p. For a directory, Kind is KindDir, Digest the
-// subtree digest and ChangedAt the directory's own.
+// subtree digest and ChangedAt the directory's own; its Status, Meta and
+// VerifiedAt are zero (Summary aggregates its subtree).
 func (t *Tree) Get(p string) (Entry, bool) {
 	n, err := t.lookup(p)
 	if err != nil {
