@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"time"
 
@@ -129,57 +130,18 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	// Racy entries: changed within this window before the snapshot was written, a later change
 	// in the same timestamp tick would be invisible to a metadata comparison.
 	racyAfter := rep.SnapshotWrittenAt.Add(-50 * time.Millisecond).UnixNano()
-	nt := hashtree.New()
-	ts := now()
-	type rehash struct {
-		rel string
-		st  unix.Stat_t
+	tree := old
+	if tree == nil {
+		tree = hashtree.New()
 	}
-	var todo []rehash
-	var shadowed []string
-	err = walkDisk(ctx, t.rootFd, func(d *diskEntry) error {
-		base := filepath.Base(d.rel)
-		if base == StateFileName {
-			shadowed = append(shadowed, d.rel)
-		}
-		var prev hashtree.Entry
-		var havePrev bool
-		if old != nil {
-			prev, havePrev = old.Get(d.rel)
-		}
-		switch d.st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR:
-			return nt.Mkdir(d.rel, ts)
-		case unix.S_IFLNK:
-			e := hashtree.Entry{Kind: hashtree.KindSymlink, Target: d.target, Status: hashtree.StatusVerified, Meta: metaOf(&d.st), ChangedAt: ts}
-			if havePrev && prev.Kind == hashtree.KindSymlink && prev.Target == d.target {
-				e.ChangedAt = prev.ChangedAt
-			}
-			return nt.Put(d.rel, e)
-		}
-		rep.Files++
-		m := metaOf(&d.st)
-		if t.excl.Match(d.rel) {
-			return nt.Put(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: m, ChangedAt: ts})
-		}
-		if havePrev && prev.Kind == hashtree.KindFile && prev.Meta == m && prev.Status != hashtree.StatusPending &&
-			prev.Status != hashtree.StatusExcluded && m.Mtime < racyAfter {
-			return nt.Put(d.rel, prev)
-		}
-		e := hashtree.Entry{Kind: hashtree.KindFile, Digest: emptyDigest, Status: hashtree.StatusPending, Meta: m, ChangedAt: ts}
-		if havePrev && prev.Kind == hashtree.KindFile {
-			e.Digest, e.ChangedAt = prev.Digest, prev.ChangedAt
-		}
-		todo = append(todo, rehash{d.rel, d.st})
-		return nt.Put(d.rel, e)
-	}, func(rel string, mode uint32) {
-		t.log.Info("not tracking a special file", "path", rel, "mode", fmt.Sprintf("%o", mode))
-	})
+	rc, err := t.reconcile(ctx, tree, racyAfter, old != nil)
 	if err != nil {
 		return rep, fmt.Errorf("scan %s: %w", t.root, err)
 	}
+	todo, shadowed := rc.todo, rc.shadowed
+	rep.Files = rc.files
 	t.mu.Lock()
-	t.tree = nt
+	t.tree = tree
 	t.dirty = true
 	for _, r := range todo {
 		fs := &fileState{path: r.rel}
@@ -207,7 +169,7 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	t.log.Info("data directory loaded", "snapshot", rep.Snapshot, "files", rep.Files, "to_hash", rep.Rehashing, "took", rep.Duration)
 	t.markMounted()
 	if old != nil {
-		go t.diffWhenSettled(old)
+		go t.changesWhenSettled(rc.changes, rc.modified)
 	} else {
 		t.mu.Lock()
 		t.load.ChangedSettled = true
@@ -216,33 +178,22 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	return rep, nil
 }
 
-// diffWhenSettled waits for the load's hashing to finish and records what changed while
-// unmounted, at the content level.
-func (t *Tracker) diffWhenSettled(old *hashtree.Tree) {
+// changesWhenSettled waits for the load's hashing to finish and records what changed while
+// unmounted: entries added and removed, and files whose content (not just metadata) changed.
+func (t *Tracker) changesWhenSettled(changes []Change, modified map[string]hashtree.Digest) {
 	for !t.Drain(time.Hour) {
 	}
-	var changes []Change
-	count := 0
 	t.mu.Lock()
-	_ = hashtree.Diff(old, t.tree, func(c hashtree.Change) error {
-		ch := Change{Path: c.Path}
-		switch {
-		case c.Old == nil:
-			ch.Change, ch.Kind = "added", c.New.Kind.String()
-		case c.New == nil:
-			ch.Change, ch.Kind = "removed", c.Old.Kind.String()
-		default:
-			if c.Old.Kind == hashtree.KindDir && c.New.Kind == hashtree.KindDir {
-				return nil // its children are listed
-			}
-			ch.Change, ch.Kind = "modified", c.New.Kind.String()
+	for p, was := range modified {
+		if e, ok := t.tree.Get(p); ok && e.Digest != was {
+			changes = append(changes, Change{Path: p, Change: "modified", Kind: e.Kind.String()})
 		}
-		count++
-		if len(changes) < maxChanges {
-			changes = append(changes, ch)
-		}
-		return nil
-	})
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].Path < changes[j].Path })
+	count := len(changes)
+	if len(changes) > maxChanges {
+		changes = changes[:maxChanges]
+	}
 	t.load.Changed, t.load.ChangedCount, t.load.ChangedSettled = changes, count, true
 	t.mu.Unlock()
 	if count > 0 {
