@@ -61,11 +61,19 @@ type readHandle struct{ *gofs.LoopbackFile }
 
 func (readHandle) PassthroughFd() (int, bool) { return -1, false }
 
-// hidingDir is a directory handle that leaves one name out of the listing.
+// hidingDir is a directory handle that leaves one name out of the listing and, with
+// --list-state, adds the virtual .state at its end.
 type hidingDir struct {
 	inner gofs.FileHandle
-	hide  string
+	hide  string // "" hides nothing
+	// state, when non-nil, is the .state entry listed after the backing entries; stateDone says
+	// it was returned since the last rewind.
+	state     *fuse.DirEntry
+	stateDone bool
 }
+
+// stateDirOff is the directory offset cookie of the listed .state entry: past any real cookie.
+const stateDirOff = 1<<63 - 1
 
 var (
 	_ = (gofs.FileReaddirenter)((*hidingDir)(nil))
@@ -78,13 +86,23 @@ func (d *hidingDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	r := d.inner.(gofs.FileReaddirenter)
 	for {
 		de, errno := r.Readdirent(ctx)
-		if errno != 0 || de == nil || de.Name != d.hide {
+		if errno == 0 && de == nil && d.state != nil && !d.stateDone {
+			d.stateDone = true
+			e := *d.state
+			return &e, 0
+		}
+		if errno != 0 || de == nil || d.hide == "" || de.Name != d.hide {
 			return de, errno
 		}
 	}
 }
 
 func (d *hidingDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == stateDirOff {
+		d.stateDone = true // continuing after the .state entry: the listing is over
+		return 0
+	}
+	d.stateDone = false
 	if s, ok := d.inner.(gofs.FileSeekdirer); ok {
 		return s.Seekdir(ctx, off)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -206,5 +207,35 @@ func TestRenamesAndLinks(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"hard", "link", "sub"}) {
 		t.Fatalf("d2 lists %v", names)
+	}
+}
+
+// With ListState, every directory lists its .state once, after the backing entries, and a second
+// listing (rewind) lists it again.
+func TestListState(t *testing.T) {
+	e := fstest.Mount(t, fstest.Options{ListState: true})
+	for i := 0; i < 300; i++ { // enough entries for several READDIR requests
+		os.WriteFile(filepath.Join(e.Mnt, fmt.Sprintf("f%03d", i)), nil, 0o644)
+	}
+	for pass := 0; pass < 2; pass++ {
+		ents, err := os.ReadDir(e.Mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, d := range ents {
+			if d.Name() == ".state" {
+				n++
+			}
+			if d.Name() == ".trowfs" {
+				t.Fatal(".trowfs listed")
+			}
+		}
+		if n != 1 || len(ents) != 301 {
+			t.Fatalf("pass %d: %d entries, .state listed %d times; want 301 and once", pass, len(ents), n)
+		}
+	}
+	if _, err := os.ReadFile(filepath.Join(e.Mnt, ".state")); err != nil {
+		t.Fatal(err)
 	}
 }

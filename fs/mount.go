@@ -29,8 +29,11 @@ type Options struct {
 	// mount, so they can be long.
 	EntryTimeout, AttrTimeout, NegativeTimeout time.Duration
 	AllowOther                                 bool // default true via DefaultOptions
-	Debug                                      bool
-	FsName                                     string
+	// ListState makes readdir list the virtual .state files (off by default: a registry walking
+	// its directories must see exactly the backing directory).
+	ListState bool
+	Debug     bool
+	FsName    string
 }
 
 // DefaultOptions are the options `trowfs mount` starts from.
@@ -44,6 +47,7 @@ type mountState struct {
 	t           *tracker.Tracker
 	state       StateFunc
 	passthrough bool
+	listState   bool
 }
 
 // Server is a running mount.
@@ -69,7 +73,7 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if opts.State == nil {
 		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
 	}
-	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon}
+	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
 		return &Node{LoopbackNode: gofs.LoopbackNode{RootData: r}, m: ms}

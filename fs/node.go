@@ -228,19 +228,26 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return n.LoopbackNode.Removexattr(ctx, attr)
 }
 
-// OpendirHandle hides DATA/.trowfs from the root's listing.
+// OpendirHandle hides DATA/.trowfs from the root's listing and, with ListState, lists .state.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	fh, fl, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
-	if errno != 0 || !n.isRoot() {
+	if errno != 0 || (!n.isRoot() && !n.m.listState) {
 		return fh, fl, errno
 	}
-	return &hidingDir{inner: fh, hide: tracker.StateDirName}, fl, 0
+	d := &hidingDir{inner: fh}
+	if n.isRoot() {
+		d.hide = tracker.StateDirName
+	}
+	if n.m.listState {
+		d.state = &fuse.DirEntry{Name: tracker.StateFileName, Mode: syscall.S_IFREG, Ino: n.StableAttr().Ino | stateInoBit, Off: stateDirOff}
+	}
+	return d, fl, 0
 }
 
 // Readdir is the handle-less listing (used by some go-fuse paths); it hides the same names.
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ds, errno := n.LoopbackNode.Readdir(ctx)
-	if errno != 0 || !n.isRoot() {
+	if errno != 0 || (!n.isRoot() && !n.m.listState) {
 		return ds, errno
 	}
 	var list []fuse.DirEntry
@@ -255,5 +262,8 @@ func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		}
 	}
 	ds.Close()
+	if n.m.listState {
+		list = append(list, fuse.DirEntry{Name: tracker.StateFileName, Mode: syscall.S_IFREG, Ino: n.StableAttr().Ino | stateInoBit})
+	}
 	return gofs.NewListDirStream(list), 0
 }

@@ -41,6 +41,7 @@ type Config struct {
 	AttrTimeout        time.Duration
 	NegativeTimeout    time.Duration
 	ReadyFile          string
+	ListState          bool
 	Debug              bool
 	Logger             *slog.Logger
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
@@ -156,6 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		opts.NegativeTimeout = cfg.NegativeTimeout
 	}
 	opts.Debug = cfg.Debug
+	opts.ListState = cfg.ListState
 	opts.State = s.stateDoc
 	s.fuse, err = trowfs.Mount(cfg.Data, cfg.Mnt, s.t, opts)
 	if err != nil {

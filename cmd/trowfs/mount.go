@@ -36,6 +36,7 @@ type mountCmd struct {
 	AttrTimeout        time.Duration `help:"How long the kernel may cache attributes." default:"60s"`
 	NegativeTimeout    time.Duration `help:"How long the kernel may cache a missing name." default:"5s"`
 	ReadyFile          string        `help:"Write this file once the mount serves (for scripts and service managers)." type:"path" placeholder:"FILE"`
+	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
 }
 
@@ -80,7 +81,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		DeleteUntagged: m.DeleteUntagged, VerifyOnStart: tracker.VerifyMode(m.VerifyOnStart),
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
-		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, Logger: log,
+		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -58,6 +58,7 @@ type Options struct {
 	Exclude   []string
 	Data      string // reuse an existing data directory
 	Verify    tracker.VerifyMode
+	ListState bool
 }
 
 // Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
@@ -106,6 +107,7 @@ func (e *Env) Start() {
 	if e.opts.WriteMode != "" {
 		opts.WriteMode = e.opts.WriteMode
 	}
+	opts.ListState = e.opts.ListState
 	opts.State = func(rel string) ([]byte, time.Time, error) {
 		st, ok := tr.State(rel)
 		if !ok {
