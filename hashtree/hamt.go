@@ -285,15 +285,19 @@ func (hs *hasher) nibbleOf(e *node, prefix uint64, d int) int {
 // and their key prefixes. It reorders ents and keys, using tmpE and tmpK
 // (of the same length) as scratch space: a radix partition by nibble that
 // keeps each group sorted by name.
-func (hs *hasher) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d int) *hnode {
+func (t *Tree) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d int) *hnode {
 	h := &hnode{dirty: true}
 	if len(ents) <= bucketSize || d >= maxDepth {
 		h.ents = slices.Clone(ents) // its own array: the scratch space is shared
 		for _, e := range h.ents {
 			addEntry(h, e)
 		}
+		// Hash now, while the entries are in the cache: a million entries
+		// are visited in hash order, which is random in memory.
+		t.refreshH(h, d)
 		return h
 	}
+	hs := t.hs
 	var counts [fanout]int
 	nibs := make([]uint8, len(ents))
 	for i, e := range ents {
@@ -317,7 +321,7 @@ func (hs *hasher) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64
 			continue
 		}
 		lo, hi := start[b], start[b]+counts[b]
-		kid := hs.build(tmpE[lo:hi], tmpK[lo:hi], ents[lo:hi], keys[lo:hi], d+1)
+		kid := t.build(tmpE[lo:hi], tmpK[lo:hi], ents[lo:hi], keys[lo:hi], d+1)
 		h.in.kid[b] = kid
 		h.in.setBit(b, kid.nc > 0)
 		h.in.stale |= 1 << b
@@ -325,15 +329,19 @@ func (hs *hasher) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64
 		h.nc += kid.nc
 		h.cnt.add(&kid.cnt, 1)
 	}
+	t.refreshH(h, d)
 	return h
 }
 
 // setChildren replaces the contents of the empty directory x with ents,
 // which must be sorted by name without duplicates (bulk load). ents is
 // used as scratch space.
-func (x *ext) setChildren(hs *hasher, ents []*node) {
+// Its digests are computed on the way (the subdirectories in ents must be
+// complete).
+func (t *Tree) setChildren(x *ext, ents []*node) {
+	hs := t.hs
 	if len(ents) <= bucketSize {
-		x.root = hs.build(ents, nil, nil, nil, 0)
+		x.root = t.build(ents, nil, nil, nil, 0)
 		return
 	}
 	x.idx = buildIndex(ents)
@@ -342,7 +350,7 @@ func (x *ext) setChildren(hs *hasher, ents []*node) {
 		k := hs.key(e.name())
 		keys[i] = keyPrefix(&k)
 	}
-	x.root = hs.build(ents, keys, make([]*node, len(ents)), make([]uint64, len(ents)), 0)
+	x.root = t.build(ents, keys, make([]*node, len(ents)), make([]uint64, len(ents)), 0)
 }
 
 // refreshH recomputes the stale caches under h, at depth d.

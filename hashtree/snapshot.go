@@ -430,6 +430,7 @@ func (t *Tree) closeDir(d openDir) {
 	for _, k := range d.kids {
 		total += k.size()
 	}
-	d.n.x.setChildren(t.hs, d.kids)
+	t.setChildren(d.n.x, d.kids)
+	d.n.digest = d.n.x.root.digest
 	d.n.x.total = total
 }
