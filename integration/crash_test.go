@@ -243,15 +243,18 @@ func TestCrashKill9MidWorkload(t *testing.T) {
 				time.Sleep(5 * time.Millisecond)
 			}
 			done := ops.Load()
-			p.Kill9(t)
-			stop.Store(true)
-			waited := make(chan struct{})
-			go func() { wg.Wait(); close(waited) }()
-			select {
-			case <-waited:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("workers still blocked 30 s after the mount was killed and detached")
-			}
+			// The workers stop while the dead mount is still mounted (their next operation fails);
+			// only then is it detached, so none of them can write into the bare mountpoint.
+			p.Kill9Then(t, func() {
+				stop.Store(true)
+				waited := make(chan struct{})
+				go func() { wg.Wait(); close(waited) }()
+				select {
+				case <-waited:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("workers still blocked 30 s after the mount was killed")
+				}
+			})
 			t.Logf("killed after %d operations (%v); %d files expected present, %d in flight at the kill",
 				done, time.Since(start).Round(time.Millisecond), len(model.present), len(model.uncertain))
 			if done < kp.ops {

@@ -223,13 +223,22 @@ func (p *Proc) waitClean(t testing.TB, cause string) {
 
 // Kill9 sends SIGKILL, waits for the process to die and cleans its dead mount (aborting the
 // FUSE connection if needed, then umount -l). The test fails if the mount cannot be removed.
-func (p *Proc) Kill9(t testing.TB) {
+func (p *Proc) Kill9(t testing.TB) { p.Kill9Then(t, nil) }
+
+// Kill9Then is Kill9 with dead, if not nil, called after the process died and before the dead
+// mount is detached: while it stays mounted every new operation on it fails (ENOTCONN), whereas
+// after the detach the mountpoint is a plain directory that would silently accept a workload's
+// next writes. Stop workloads in dead.
+func (p *Proc) Kill9Then(t testing.TB, dead func()) {
 	t.Helper()
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("SIGKILL: %v", err)
 	}
 	if _, ok := p.WaitExit(10 * time.Second); !ok {
 		t.Fatalf("trowfs did not die within 10 s of SIGKILL")
+	}
+	if dead != nil {
+		dead()
 	}
 	if err := Detach(p.Mnt, true); err != nil {
 		t.Fatalf("clean the dead mount %s: %v", p.Mnt, err)
