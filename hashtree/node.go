@@ -8,28 +8,29 @@ import (
 )
 
 // inlineName is the longest name stored inside a node. Trow's blob names
-// ("sha256:" and 64 hex digits, 71 bytes) fit, so the bytes a directory
-// digest reads from an entry (name, kind, digest) share one allocation and
-// two cache lines; longer names live in ext.long.
-const inlineName = 80
+// ("sha256:" and 64 hex digits, 71 bytes) fit; longer names live in
+// ext.long. With it, everything a directory's refresh reads from an entry
+// (times, digest, kind, status, name) lies in the node's first 128 bytes.
+const inlineName = 77
 
 // longName marks a node whose name is in x.long.
 const longName = 0xff
 
 // node is one entry of the tree. Files, symlinks and directories share the
 // type so that a HAMT bucket is a plain slice of pointers; kind-specific data
-// sits behind x. Keep it small (176 bytes): a million of these live in one
-// directory. A node's name never changes once it is built (name() hands out
-// strings that alias nbuf); a rename attaches a renamed copy.
+// sits behind x. Keep it small (168 bytes, a 176-byte allocation): a million
+// of these live in one directory. A node's name never changes once it is
+// built (name() hands out strings that alias nbuf); a rename attaches a
+// renamed copy.
 type node struct {
-	nbuf       [inlineName]byte // the name, if it fits
-	nlen       uint8            // len(name), or longName
-	kind       Kind
-	status     Status
-	digest     Digest // file: content; symlink: symlinkDigest; dir: cached subtree digest (valid when x.root is clean)
-	meta       Meta
 	changedAt  int64
 	verifiedAt int64
+	digest     Digest // file: content; symlink: symlinkDigest; dir: cached subtree digest (valid when x.root is clean)
+	nlen       uint8  // len(name), or longName
+	kind       Kind
+	status     Status
+	nbuf       [inlineName]byte // the name, if it fits
+	meta       Meta
 	x          *ext // long name, symlink target or directory contents; nil for most files
 }
 

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestInvalidPathsRejected(t *testing.T) {
@@ -313,5 +314,17 @@ func TestNibbleOfDeepKeys(t *testing.T) {
 				t.Fatalf("%q depth %d: %d, want %d", name, d, got, want)
 			}
 		}
+	}
+}
+
+func TestNodeLayout(t *testing.T) {
+	// The fields a refresh reads must share the first 128 bytes; the whole
+	// node must stay within a 176-byte allocation.
+	var n node
+	if end := unsafe.Offsetof(n.nbuf) + inlineName; end > 128 || unsafe.Offsetof(n.digest) > 128-32 {
+		t.Errorf("hot fields end at byte %d", end)
+	}
+	if size := unsafe.Sizeof(n); size > 176 {
+		t.Errorf("node is %d bytes", size)
 	}
 }
