@@ -44,6 +44,36 @@ func bruteDiff(a, b refModel) []string {
 	return out
 }
 
+// walkDiff compares the full Walks of two trees, path by path.
+func walkDiff(a, b *Tree) []string {
+	entries := func(tr *Tree) map[string]Entry {
+		m := map[string]Entry{}
+		tr.Walk(func(p string, e Entry) error { m[p] = e; return nil })
+		return m
+	}
+	ea, eb := entries(a), entries(b)
+	var paths []string
+	for p := range ea {
+		paths = append(paths, p)
+	}
+	for p := range eb {
+		if _, ok := ea[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	slices.SortFunc(paths, walkOrder)
+	var out []string
+	for _, p := range paths {
+		x, okA := ea[p]
+		y, okB := eb[p]
+		if okA && okB && x.Kind == y.Kind && x.Digest == y.Digest && x.Target == y.Target {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %v %v", p, okA, okB))
+	}
+	return out
+}
+
 func diffList(t *rapid.T, a, b *Tree) []string {
 	var out []string
 	err := Diff(a, b, func(c Change) error {
@@ -83,8 +113,12 @@ func TestDiffMatchesBruteForce(t *testing.T) {
 			mb.step(t)
 		}
 		want := bruteDiff(ma.m, mb.m)
-		if got := diffList(t, ma.t, mb.t); !slices.Equal(got, want) {
+		got := diffList(t, ma.t, mb.t)
+		if !slices.Equal(got, want) {
 			t.Fatalf("Diff:\n got %q\nwant %q", got, want)
+		}
+		if w := walkDiff(ma.t, mb.t); !slices.Equal(got, w) {
+			t.Fatalf("Diff vs two Walks:\n got %q\nwant %q", got, w)
 		}
 		if got := diffList(t, ma.t, ma.t); len(got) != 0 {
 			t.Fatalf("Diff of a tree with itself: %q", got)
