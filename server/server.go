@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,7 +142,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		s.t.Close()
 		return nil, err
 	}
-	s.reg.Load().Reset(s.files())
+	if layout != registry.Plain {
+		s.reg.Load().Reset(s.files())
+	}
+	// The load allocated and dropped a lot (the snapshot's buffers, the walk): give it back now
+	// rather than whenever the runtime gets to it.
+	debug.FreeOSMemory()
 
 	opts := trowfs.DefaultOptions()
 	if cfg.WriteMode != "" {
