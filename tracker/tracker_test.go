@@ -229,3 +229,34 @@ func TestVerifyFindsBitRotAndDrift(t *testing.T) {
 	}
 	assertEqualsRescan(t, tr)
 }
+
+// The scrub cursor resumes in the order the tree walks: segment by segment.
+func TestWalkOrderLess(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"a/b", "a-c", true}, {"a-c", "a/b", false}, {"a", "a/b", true}, {"a/b", "a", false},
+		{"a/b", "a/b", false}, {"a/b/c", "a/c", true}, {"b", "a/z", false},
+	} {
+		if got := walkOrderLess(c.a, c.b); got != c.want {
+			t.Errorf("walkOrderLess(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+	tree := hashtree.New()
+	for _, p := range []string{"a", "a-c", "a/b", "a/b/c", "b"} {
+		if p == "a" || p == "a/b" {
+			tree.Mkdir(p, 1)
+			continue
+		}
+		tree.Put(p, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusVerified})
+	}
+	prev := ""
+	tree.Walk(func(p string, e hashtree.Entry) error {
+		if prev != "" && !walkOrderLess(prev, p) {
+			t.Errorf("Walk visits %q after %q but walkOrderLess disagrees", p, prev)
+		}
+		prev = p
+		return nil
+	})
+}

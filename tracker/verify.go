@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,8 +118,8 @@ func (t *Tracker) StartVerify(kind string, opts RunOptions) (*Run, error) {
 		if e.Kind != hashtree.KindFile || e.Status == hashtree.StatusPending || e.Status == hashtree.StatusExcluded {
 			return nil
 		}
-		if opts.From != "" && p <= opts.From {
-			return nil
+		if opts.From != "" && !walkOrderLess(opts.From, p) {
+			return nil // checked by the pass the cursor comes from
 		}
 		if opts.Sample > 0 && opts.Sample < 1 && rand.Float64() >= opts.Sample {
 			return nil
@@ -137,6 +138,20 @@ func (t *Tracker) StartVerify(kind string, opts RunOptions) (*Run, error) {
 	t.log.Info("verification started", "id", r.ID, "kind", kind, "files", len(items), "bytes", bytes)
 	go t.verify(r, items, opts)
 	return r, nil
+}
+
+// walkOrderLess orders paths as hashtree.Walk visits them: segment by segment, so "a/b" comes
+// before "a-c" although '-' sorts before '/'.
+func walkOrderLess(a, b string) bool {
+	for a != "" && b != "" {
+		as, arest, _ := strings.Cut(a, "/")
+		bs, brest, _ := strings.Cut(b, "/")
+		if as != bs {
+			return as < bs
+		}
+		a, b = arest, brest
+	}
+	return a == "" && b != ""
 }
 
 // Runs returns the runs kept in memory, newest last.
