@@ -260,3 +260,33 @@ func TestWalkOrderLess(t *testing.T) {
 		return nil
 	})
 }
+
+// The background scrub completes passes, honours its rate, and keeps its cursor in the snapshot.
+func TestScrub(t *testing.T) {
+	data := t.TempDir()
+	for i := 0; i < 20; i++ {
+		write(t, filepath.Join(data, "d", string(rune('a'+i))), strings.Repeat("x", 10000))
+	}
+	tr := newTracker(t, data)
+	defer tr.Close()
+	if _, err := tr.Load(context.Background(), VerifyQuick); err != nil {
+		t.Fatal(err)
+	}
+	tr.Drain(5 * time.Second)
+	start := time.Now()
+	tr.StartScrub(ScrubOptions{Interval: time.Hour, Rate: 400000}) // 200 kB at 400 kB/s: about 0.5 s
+	deadline := time.Now().Add(10 * time.Second)
+	for tr.Stats().Scrub.Passes < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	p := tr.Stats().Scrub
+	if p.Passes != 1 || p.FilesDone != 20 || p.BytesDone != 200000 {
+		t.Fatalf("scrub progress %+v, want one pass over 20 files and 200000 bytes", p)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("a pass over 200 kB at 400 kB/s took %v: the rate is not honoured", took)
+	}
+	if n := len(tr.Findings("")); n != 0 {
+		t.Errorf("scrub of an intact directory found %d problems", n)
+	}
+}
