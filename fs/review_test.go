@@ -1,0 +1,127 @@
+package fs_test
+
+import (
+	"bytes"
+
+	"golang.org/x/sys/unix"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/trowfs/trowfs/fs/fstest"
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// rename(2) between two names of one inode succeeds and does nothing: both names stay.
+func TestReviewRenameOntoOwnHardLink(t *testing.T) {
+	e := fstest.Mount(t, fstest.Options{})
+	a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
+	if err := os.WriteFile(a, []byte("same inode"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(a, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(a, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(e.Data, "a")); err != nil {
+		t.Fatalf("backing a should survive: %v", err)
+	}
+	e.AssertMatchesRescan()
+}
+
+// A hard link pair loaded from the snapshot (not rehashed at load) must still get both names
+// updated when one of them is written through the mount.
+func TestReviewHardLinkAfterRemount(t *testing.T) {
+	t.Skip("bug: hard links loaded unchanged from the snapshot are not in Tracker.links, so a write through one name leaves the other with the old digest (tracker.Load/reconcile)")
+	e := fstest.Mount(t, fstest.Options{})
+	a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
+	if err := os.WriteFile(a, []byte("version 1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(a, b); err != nil {
+		t.Fatal(err)
+	}
+	e.Settle()
+	time.Sleep(200 * time.Millisecond) // out of the snapshot's racy window
+	e.Stop()
+	e.Start()
+	e.Settle()
+	if err := os.WriteFile(a, []byte("version 2, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.Settle()
+	eb, _ := e.Tracker.Entry("b")
+	if eb.Digest.String() != sha([]byte("version 2, longer")) {
+		t.Errorf("b: digest %s status %s size %d, want the new content's", eb.Digest, eb.Status, eb.Meta.Size)
+	}
+	e.AssertMatchesRescan()
+}
+
+// An in-place same-size rewrite right after the previous hash settled must not be taken for
+// an open that wrote nothing.
+func TestReviewQuickSameSizeRewrite(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		p := filepath.Join(e.Mnt, "f")
+		for i := 0; i < 50; i++ {
+			old := []byte{'a' + byte(i%26), 'x', 'y', 'z'}
+			nw := []byte{'A' + byte(i%26), 'X', 'Y', 'Z'}
+			if err := os.WriteFile(p, old, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if en, ok := e.Tracker.Entry("f"); ok && en.Status == hashtree.StatusVerified && en.Digest.String() == sha(old) {
+					break
+				}
+			}
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(nw, 0); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			e.Settle()
+			if en, _ := e.Tracker.Entry("f"); en.Digest.String() != sha(nw) {
+				t.Fatalf("iteration %d: digest %s, want %s", i, en.Digest, sha(nw))
+			}
+		}
+	})
+}
+
+
+// fallocate(2) changes content without a write: in daemon write mode the streaming hash must not
+// survive it.
+func TestReviewPunchHoleDaemonMode(t *testing.T) {
+	t.Skip("bug: daemon write mode keeps the stream hash across fallocate(PUNCH_HOLE) and records a wrong verified digest (fs/file.go writeHandle has no Allocate)")
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		p := filepath.Join(e.Mnt, "f")
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content := bytes.Repeat([]byte{'z'}, 1<<16)
+		if _, err := f.WriteAt(content, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 1<<15); err != nil {
+			f.Close()
+			t.Skipf("fallocate: %v", err)
+		}
+		f.Close()
+		got, err := os.ReadFile(filepath.Join(e.Data, "f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Settle()
+		if en, _ := e.Tracker.Entry("f"); en.Digest.String() != sha(got) {
+			t.Errorf("digest %s, backing content is %s", en.Digest, sha(got))
+		}
+		e.AssertMatchesRescan()
+	})
+}
