@@ -93,7 +93,6 @@ func TestReviewQuickSameSizeRewrite(t *testing.T) {
 	})
 }
 
-
 // fallocate(2) changes content without a write: in daemon write mode the streaming hash must not
 // survive it.
 func TestReviewPunchHoleDaemonMode(t *testing.T) {
