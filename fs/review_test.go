@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"bytes"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 	"os"
@@ -178,4 +179,91 @@ func TestReviewNoFalseDrift(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Renames a registry does while files are still being hashed: over an empty directory, over a
+// pending file, RENAME_EXCHANGE of a file and a directory, a directory into an excluded area.
+func TestReviewRenamesDuringHashing(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode, Exclude: []string{"uploads/**"}})
+		m := func(p string) string { return filepath.Join(e.Mnt, p) }
+		for _, d := range []string{"d1/sub", "d2", "uploads", "x"} {
+			if err := os.MkdirAll(m(d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		big := bytes.Repeat([]byte("r"), 4<<20)
+		for _, f := range []string{"d1/sub/a", "d1/b", "f1", "f2", "x/y"} {
+			if err := os.WriteFile(m(f), append(big, f...), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		steps := []error{
+			unix.Rename(m("d1"), m("d2")), // os.Rename refuses an existing directory
+			os.Rename(m("f1"), m("f2")),
+			unix.Renameat2(unix.AT_FDCWD, m("f2"), unix.AT_FDCWD, m("x"), unix.RENAME_EXCHANGE),
+			os.Rename(m("d2"), m("uploads/d2")),
+			os.Rename(m("uploads/d2/sub"), m("sub")),
+		}
+		for i, err := range steps {
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		e.AssertMatchesRescan()
+		if en, ok := e.Tracker.Entry("sub/a"); !ok || en.Status != hashtree.StatusVerified {
+			t.Errorf("sub/a out of the excluded area: %+v", en)
+		}
+	})
+}
+
+// Concurrent writers, renames, truncates and unlinks in separate directories: the FUSE handlers
+// and the hash workers interleave freely, and the tree must still equal a rescan.
+func TestReviewConcurrentChurn(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode, Exclude: []string{"*/tmp-*"}})
+		done := make(chan error, 4)
+		for w := 0; w < 4; w++ {
+			go func(w int) {
+				dir := filepath.Join(e.Mnt, fmt.Sprintf("w%d", w))
+				err := os.Mkdir(dir, 0o755)
+				for i := 0; i < 60 && err == nil; i++ {
+					tmp := filepath.Join(dir, fmt.Sprintf("tmp-%d", i))
+					final := filepath.Join(dir, fmt.Sprintf("f%d", i%7))
+					data := bytes.Repeat([]byte{byte(i)}, 1000*(i%13)+1)
+					if err = os.WriteFile(tmp, data, 0o644); err != nil {
+						break
+					}
+					switch i % 4 {
+					case 0:
+						err = os.Rename(tmp, final)
+					case 1:
+						if err = os.Truncate(tmp, int64(i)); err == nil {
+							err = os.Rename(tmp, final)
+						}
+					case 2:
+						var f *os.File
+						if f, err = os.OpenFile(final, os.O_RDWR|os.O_CREATE, 0o644); err == nil {
+							_, err = f.WriteAt(data[:1], int64(i))
+							f.Close()
+						}
+						if err == nil {
+							err = os.Remove(tmp)
+						}
+					case 3:
+						if err = os.Link(tmp, final+".l"); err == nil || os.IsExist(err) {
+							err = os.Remove(tmp)
+						}
+					}
+				}
+				done <- err
+			}(w)
+		}
+		for w := 0; w < 4; w++ {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.AssertMatchesRescan()
+	})
 }
