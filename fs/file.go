@@ -22,6 +22,7 @@ var (
 	_ = (gofs.FileWriter)((*writeHandle)(nil))
 	_ = (gofs.FileReleaser)((*writeHandle)(nil))
 	_ = (gofs.FilePassthroughFder)((*writeHandle)(nil))
+	_ = (gofs.FileAllocater)((*writeHandle)(nil))
 )
 
 func (m *mountState) writeHandle(rel string, fh gofs.FileHandle, created bool) gofs.FileHandle {
@@ -46,6 +47,16 @@ func (h *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		h.sess.Wrote(off, data[:n])
 	}
 	return n, errno
+}
+
+// Allocate (fallocate, including hole punching) changes content without a write: the stream
+// hash no longer describes the file.
+func (h *writeHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	errno := h.LoopbackFile.Allocate(ctx, off, size, mode)
+	if errno == 0 {
+		h.sess.Truncated()
+	}
+	return errno
 }
 
 // Release closes the backing descriptor, then ends the write session (which may queue the hash).

@@ -205,7 +205,12 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 
 // Getxattr serves user.trowfs.digest and user.trowfs.status; everything else is the backing file's.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if v, ok := n.m.virtualXattr(n.rel(), attr); ok {
+	rel := n.rel()
+	if rel == "" && !n.isRoot() {
+		// Unlinked while open: it has no name, hence no entry in the tree.
+		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+	}
+	if v, ok := n.m.virtualXattr(rel, attr); ok {
 		if len(dest) < len(v) {
 			return uint32(len(v)), syscall.ERANGE
 		}
@@ -218,14 +223,22 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	return n.LoopbackNode.Setxattr(ctx, attr, data, flags)
+	errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags)
+	if errno == 0 {
+		n.m.t.Touched(n.rel()) // ctime changed
+	}
+	return errno
 }
 
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	return n.LoopbackNode.Removexattr(ctx, attr)
+	errno := n.LoopbackNode.Removexattr(ctx, attr)
+	if errno == 0 {
+		n.m.t.Touched(n.rel())
+	}
+	return errno
 }
 
 // OpendirHandle hides DATA/.trowfs from the root's listing and, with ListState, lists .state.

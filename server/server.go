@@ -289,6 +289,7 @@ func (s *Server) stop() error {
 		s.cancel()
 	}
 	s.bg.Wait()
+	s.t.StopRuns() // no verification or scrub may change the tree behind the final snapshot
 	timeout := s.cfg.DrainTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Minute

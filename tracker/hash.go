@@ -154,9 +154,15 @@ func (t *Tracker) runJob(j job) {
 			return
 		}
 		if err != nil {
+			// The file cannot be read (EIO, permissions): keep its last digest, but say it was
+			// not verified instead of leaving it pending for ever.
 			delete(t.inflight, j.ino)
+			if e, ok := t.tree.Get(rel); ok && e.Status == hashtree.StatusPending {
+				t.updateLocked(rel, func(x *hashtree.Entry) { x.Status = hashtree.StatusUnverified })
+			}
+			t.addFindingLocked(Finding{Kind: FindingReadError, Path: rel, Detail: "hash after write: " + err.Error()})
 			t.mu.Unlock()
-			t.internal(rel, "hash", err)
+			t.log.Warn("could not hash a file", "path", rel, "err", err)
 			return
 		}
 		delete(t.inflight, j.ino)

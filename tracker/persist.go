@@ -118,11 +118,29 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 		old = nil
 	}
 	if old != nil && mode == VerifyOff && !rep.PreviousCrashed {
+		// Trust the snapshot, except for files it recorded as pending (open or unhashed at
+		// unmount): those are hashed now. Hard links are not discovered in this mode.
 		t.mu.Lock()
 		t.tree = old
-		rep.Files = int64(old.Len())
-		t.mu.Unlock()
+		var pending []string
+		_ = old.Walk(func(p string, e hashtree.Entry) error {
+			if e.Kind == hashtree.KindFile {
+				rep.Files++
+				if e.Status == hashtree.StatusPending {
+					pending = append(pending, p)
+				}
+			}
+			return nil
+		})
+		for _, p := range pending {
+			if st, err := t.lstat(p); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				t.rehashLocked(p, &st, false)
+			}
+		}
+		rep.Rehashing = len(pending)
+		rep.ChangedSettled = true
 		t.load = rep
+		t.mu.Unlock()
 		t.markMounted()
 		return rep, nil
 	}
@@ -143,18 +161,16 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	t.mu.Lock()
 	t.tree = tree
 	t.dirty = true
+	for ino, names := range rc.links {
+		set := map[string]struct{}{}
+		for _, n := range names {
+			set[n] = struct{}{}
+		}
+		t.links[ino] = set
+	}
 	for _, r := range todo {
 		fs := &fileState{path: r.rel}
 		t.inflight[r.st.Ino] = fs
-		if r.st.Nlink > 1 {
-			// Every name of a multiply linked file is in todo; remember them all.
-			set := t.links[r.st.Ino]
-			if set == nil {
-				set = map[string]struct{}{}
-				t.links[r.st.Ino] = set
-			}
-			set[r.rel] = struct{}{}
-		}
 		fs.gen++
 		t.queueLocked(r.st.Ino, fs, false)
 	}

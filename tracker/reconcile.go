@@ -29,6 +29,7 @@ type reconciler struct {
 	report    bool // record changes (there was a snapshot to compare with)
 
 	files    int64
+	links    map[uint64][]string // names of files with more than one link
 	todo     []rehash
 	shadowed []string
 	changes  []Change                   // added and removed entries
@@ -36,7 +37,8 @@ type reconciler struct {
 }
 
 func (t *Tracker) reconcile(ctx context.Context, tree *hashtree.Tree, racyAfter int64, report bool) (*reconciler, error) {
-	r := &reconciler{t: t, tree: tree, racyAfter: racyAfter, ts: now(), report: report, modified: map[string]hashtree.Digest{}}
+	r := &reconciler{t: t, tree: tree, racyAfter: racyAfter, ts: now(), report: report, modified: map[string]hashtree.Digest{},
+		links: map[uint64][]string{}}
 	fd, err := unix.Openat(t.rootFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -165,6 +167,9 @@ func (r *reconciler) disk(ctx context.Context, dirFd int, dir, name string, prev
 	}
 	// A regular file.
 	r.files++
+	if st.Nlink > 1 {
+		r.links[st.Ino] = append(r.links[st.Ino], p)
+	}
 	m := metaOf(&st)
 	if r.t.excl.Match(p) {
 		if added || prev.Status != hashtree.StatusExcluded || prev.Meta != m {

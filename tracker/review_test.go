@@ -17,7 +17,6 @@ import (
 // Close must not leave a verification run working on DATA's descriptor: once Close has closed
 // it, the number can name another directory, and the run then judges DATA by that directory.
 func TestReviewCloseStopsVerifyRuns(t *testing.T) {
-	t.Skip("bug: Tracker.Close does not stop or wait for verification runs; an API-started run keeps using the closed rootFd")
 	data, other := t.TempDir(), t.TempDir()
 	for i := 0; i < 20; i++ {
 		if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {
@@ -64,7 +63,6 @@ func TestReviewCloseStopsVerifyRuns(t *testing.T) {
 // A file left pending by the previous mount (a writer still open at unmount, or a drain that
 // timed out) is "rehashed at the next mount"; with --verify-on-start=off it must be too.
 func TestReviewVerifyOffRehashesPending(t *testing.T) {
-	t.Skip("bug: Load with VerifyOff keeps snapshot entries that are pending and never queues them: pending forever")
 	data := t.TempDir()
 	p := filepath.Join(data, "f")
 	if err := os.WriteFile(p, []byte("content"), 0o644); err != nil {
@@ -111,7 +109,6 @@ func TestReviewVerifyOffRehashesPending(t *testing.T) {
 // SetClassifier (run by the notification goroutine when a layout appears) swaps the blob rule
 // under the lock; a verification run must read it under the lock too.
 func TestReviewVerifyVsSetClassifierRace(t *testing.T) {
-	t.Skip("bug: verifyOne reads t.blobDigest without t.mu while SetClassifier writes it (data race)")
 	data := t.TempDir()
 	for i := 0; i < 50; i++ {
 		if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {

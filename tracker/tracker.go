@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,10 @@ type Tracker struct {
 	jobs    *jobQueue
 	notify  *eventQueue
 	workers sync.WaitGroup
+	runsWG  sync.WaitGroup     // verification runs in progress; Close waits for them
+	ctx     context.Context    // cancelled by Close: stops verification runs
+	cancel  context.CancelFunc // cancels ctx
+	closed  atomic.Bool
 
 	stats counters
 
@@ -122,6 +127,7 @@ func New(opts Options) (*Tracker, error) {
 		notify:     newEventQueue(opts.Notify),
 	}
 	t.idle = sync.NewCond(&t.mu)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	n := opts.HashWorkers
 	if n <= 0 {
 		n = runtime.NumCPU()
@@ -142,7 +148,8 @@ func (t *Tracker) Excluded(rel string) bool { return t.excl.Match(rel) }
 // Close stops the hash workers (pending jobs are dropped: their files stay pending and are rehashed
 // on the next mount) and the notification goroutine.
 func (t *Tracker) Close() {
-	t.stopScrub()
+	t.StopRuns()
+	t.closed.Store(true)
 	t.jobs.close()
 	t.workers.Wait()
 	t.notify.close()
@@ -155,6 +162,14 @@ func (t *Tracker) Close() {
 	t.mu.Unlock()
 }
 
+// StopRuns stops the scrub and every verification run and waits for them, so nothing changes the
+// tree behind the final snapshot. Later runs cannot start.
+func (t *Tracker) StopRuns() {
+	t.cancel()
+	t.stopScrub()
+	t.runsWG.Wait()
+}
+
 // Drain waits until no file has writers or pending hash jobs, or until the timeout passes. It
 // reports whether the tree is settled.
 func (t *Tracker) Drain(timeout time.Duration) bool {
@@ -162,7 +177,7 @@ func (t *Tracker) Drain(timeout time.Duration) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for t.busy > 0 || t.writersLocked() > 0 {
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || t.closed.Load() {
 			return false
 		}
 		// Cond has no timed wait: poll with short sleeps outside the lock.
@@ -250,6 +265,9 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 // entry pending.
 func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fileState {
 	fs := t.inflight[st.Ino]
+	if fs != nil && created && fs.writers == 0 {
+		fs = nil // a new file that reuses the inode number of one that is gone
+	}
 	if fs == nil {
 		fs = &fileState{path: rel}
 		if e, ok := t.tree.Get(rel); ok && e.Kind == hashtree.KindFile && !created {
@@ -388,6 +406,28 @@ func (t *Tracker) Touched(rel string) {
 		_ = t.tree.Update(rel, func(e *hashtree.Entry) { e.Meta = metaOf(&st) })
 		t.dirty = true
 	}
+	t.refreshNamesLocked(st.Ino, rel)
+}
+
+// refreshNamesLocked re-reads the metadata of the other names of a hard-linked file after an
+// operation on one of them changed the inode's ctime (link count, mode, xattrs), so a later
+// verification does not mistake it for a change behind the mount.
+func (t *Tracker) refreshNamesLocked(ino uint64, except string) {
+	for p := range t.links[ino] {
+		if p == except {
+			continue
+		}
+		e, ok := t.tree.Get(p)
+		if !ok || e.Kind != hashtree.KindFile || e.Meta.Ino != ino {
+			continue
+		}
+		if st, err := t.lstat(p); err == nil && st.Ino == ino {
+			m := metaOf(&st)
+			if m.Size == e.Meta.Size { // content changes are the hash's business
+				_ = t.tree.Update(p, func(x *hashtree.Entry) { x.Meta = m })
+			}
+		}
+	}
 }
 
 // Mkdir records a new directory.
@@ -436,6 +476,7 @@ func (t *Tracker) Link(oldRel, newRel string) {
 		t.links[st.Ino] = set
 	}
 	set[oldRel], set[newRel] = struct{}{}, struct{}{}
+	t.refreshNamesLocked(st.Ino, newRel)
 	t.reclassifyLocked(newRel)
 }
 
@@ -444,7 +485,11 @@ func (t *Tracker) Unlink(rel string) {
 	t.stats.op("unlink")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	e, ok := t.tree.Get(rel)
 	t.removeLocked(rel)
+	if ok && e.Kind == hashtree.KindFile {
+		t.refreshNamesLocked(e.Meta.Ino, rel) // the link count, hence the ctime, changed
+	}
 }
 
 // Rmdir records the removal of an (empty) directory.
@@ -592,6 +637,7 @@ func (t *Tracker) afterMoveLocked(rel string) {
 	if e.Kind != hashtree.KindDir {
 		if st, err := t.lstat(rel); err == nil {
 			_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Meta = metaOf(&st) })
+			t.refreshNamesLocked(st.Ino, rel)
 		}
 		t.reclassifyLocked(rel)
 		return
@@ -830,6 +876,12 @@ func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
 	for {
 		fd, err := unix.Openat2(t.rootFd, name, &how)
 		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err == unix.EPERM && flags&unix.O_NOATIME != 0 {
+			// O_NOATIME needs ownership (or CAP_FOWNER): read with atime updates instead.
+			flags &^= unix.O_NOATIME
+			how.Flags &^= uint64(unix.O_NOATIME)
 			continue
 		}
 		if err == unix.ENOSYS {

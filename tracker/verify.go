@@ -105,6 +105,9 @@ func (t *Tracker) StartVerify(kind string, opts RunOptions) (*Run, error) {
 	if opts.Ctx == nil {
 		opts.Ctx = context.Background()
 	}
+	if t.ctx.Err() != nil {
+		return nil, errors.New("the tracker is shutting down")
+	}
 	t.mu.Lock()
 	for _, r := range t.runs {
 		if r.View().State == "running" && (kind != RunScrub) == (r.Kind != RunScrub) {
@@ -135,8 +138,12 @@ func (t *Tracker) StartVerify(kind string, opts RunOptions) (*Run, error) {
 		t.runs = t.runs[len(t.runs)-20:]
 	}
 	t.mu.Unlock()
+	t.runsWG.Add(1)
 	t.log.Info("verification started", "id", r.ID, "kind", kind, "files", len(items), "bytes", bytes)
-	go t.verify(r, items, opts)
+	go func() {
+		defer t.runsWG.Done()
+		t.verify(r, items, opts)
+	}()
 	return r, nil
 }
 
@@ -174,8 +181,14 @@ func (t *Tracker) RunByID(id string) (*Run, bool) {
 func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 	defer close(r.done)
 	start := time.Now()
-	for _, it := range items {
+	stopped := func() error {
 		if err := opts.Ctx.Err(); err != nil {
+			return err
+		}
+		return t.ctx.Err() // the tracker is closing
+	}
+	for _, it := range items {
+		if err := stopped(); err != nil {
 			r.mu.Lock()
 			r.state, r.err, r.finishedAt = "failed", "stopped: "+err.Error(), time.Now().UTC()
 			r.mu.Unlock()
@@ -201,8 +214,8 @@ func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 			}
 		}
 	}
-	if r.Kind != RunScrub {
-		t.findUntracked(r, opts.Ctx)
+	if r.Kind != RunScrub && stopped() == nil {
+		t.findUntracked(r, t.ctx)
 	}
 	r.mu.Lock()
 	r.state, r.finishedAt = "done", time.Now().UTC()
@@ -229,9 +242,11 @@ func (t *Tracker) verifyOne(r *Run, it verifyItem) {
 		return
 	}
 	var want digest.Digest
-	if t.blobDigest != nil {
+	t.mu.Lock()
+	if t.blobDigest != nil { // SetClassifier may replace it
 		want, _ = t.blobDigest(it.path)
 	}
+	t.mu.Unlock()
 	sum, other, m2, err := t.hashPath(it.path, want)
 	if err != nil {
 		sum, other, m2, err = t.hashPath(it.path, want) // once more before calling it an error
