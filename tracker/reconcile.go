@@ -19,8 +19,11 @@ type rehash struct {
 }
 
 // reconciler brings a tree loaded from a snapshot (or an empty one) in line with DATA in place:
-// it walks each directory of DATA and the same directory of the tree side by side, in name order,
-// so unchanged entries cost one stat and no tree update, and only differences touch the tree.
+// it merges each directory of DATA with the same directory of the tree, in name order, so
+// unchanged entries cost one stat and no tree update, and only differences touch the tree.
+//
+// The stat calls (most of the time) run on a second goroutine, scanDir, which walks DATA in the
+// same pre-order the merge consumes: one dirScan per directory, through a bounded channel.
 type reconciler struct {
 	t         *Tracker
 	tree      *hashtree.Tree
@@ -36,6 +39,20 @@ type reconciler struct {
 	modified map[string]hashtree.Digest // files whose metadata changed, with the snapshot's digest
 }
 
+// dirScan is one directory of DATA as scanDir read it: its entries sorted by name, stat'ed.
+type dirScan struct {
+	rel  string
+	ents []scanEnt
+	err  error // the directory could not be read
+}
+
+type scanEnt struct {
+	name   string
+	st     unix.Stat_t
+	target string // symlinks
+	gone   bool   // vanished between readdir and stat
+}
+
 func (t *Tracker) reconcile(ctx context.Context, tree *hashtree.Tree, racyAfter int64, report bool) (*reconciler, error) {
 	r := &reconciler{t: t, tree: tree, racyAfter: racyAfter, ts: now(), report: report, modified: map[string]hashtree.Digest{},
 		links: map[uint64][]string{}}
@@ -43,7 +60,71 @@ func (t *Tracker) reconcile(ctx context.Context, tree *hashtree.Tree, racyAfter 
 	if err != nil {
 		return nil, err
 	}
-	return r, r.dir(ctx, fd, "")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	scans := make(chan dirScan, 256)
+	go func() {
+		defer close(scans)
+		scanDir(ctx, fd, "", scans)
+	}()
+	err = r.dir(ctx, "", scans)
+	cancel()
+	for range scans { // let the scanner finish and close its descriptors
+	}
+	return r, err
+}
+
+// scanDir reads and stats the directory open as dirFd, sends it, then recurses into its
+// subdirectories in name order (the order the merge asks for them). It closes dirFd.
+func scanDir(ctx context.Context, dirFd int, rel string, out chan<- dirScan) {
+	f := os.NewFile(uintptr(dirFd), rel)
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		f.Close()
+		out <- dirScan{rel: rel, err: fmt.Errorf("read directory %q: %w", rel, err)}
+		return
+	}
+	sort.Strings(names)
+	ents := make([]scanEnt, 0, len(names))
+	for _, name := range names {
+		if rel == "" && name == StateDirName {
+			continue
+		}
+		e := scanEnt{name: name}
+		if err := unix.Fstatat(dirFd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			e.gone = true
+		} else if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			buf := make([]byte, 4096)
+			if n, err := unix.Readlinkat(dirFd, name, buf); err == nil {
+				e.target = string(buf[:n])
+			} else {
+				e.gone = true
+			}
+		}
+		ents = append(ents, e)
+	}
+	select {
+	case out <- dirScan{rel: rel, ents: ents}:
+	case <-ctx.Done():
+		f.Close()
+		return
+	}
+	for _, e := range ents {
+		if e.gone || e.st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		child := joinRel(rel, e.name)
+		cfd, err := unix.Openat(dirFd, e.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			out <- dirScan{rel: child, err: err}
+			continue
+		}
+		scanDir(ctx, cfd, child, out)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	f.Close()
 }
 
 type treeChild struct {
@@ -51,72 +132,81 @@ type treeChild struct {
 	entry hashtree.Entry
 }
 
-func (r *reconciler) dir(ctx context.Context, dirFd int, rel string) error {
-	f := os.NewFile(uintptr(dirFd), rel)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return fmt.Errorf("read directory %q: %w", rel, err)
+// dir merges the next scanned directory (which must be rel) with the tree's.
+func (r *reconciler) dir(ctx context.Context, rel string, in <-chan dirScan) error {
+	var ds dirScan
+	select {
+	case d, ok := <-in:
+		if !ok {
+			return fmt.Errorf("scan of %q ended early", rel)
+		}
+		ds = d
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if ds.rel != rel {
+		return fmt.Errorf("scan out of step: got %q, want %q", ds.rel, rel)
 	}
-	sort.Strings(names)
+	if ds.err != nil {
+		if errors.Is(ds.err, unix.ENOENT) && rel != "" {
+			r.gone(rel, hashtree.KindDir) // removed while we walked
+			return nil
+		}
+		return ds.err
+	}
 	var kids []treeChild
 	_ = r.tree.List(rel, "", func(name string, e hashtree.Entry) bool {
 		kids = append(kids, treeChild{name, e})
 		return true
 	})
+	ents := ds.ents
 	i, j := 0, 0
-	for i < len(names) || j < len(kids) {
+	for i < len(ents) || j < len(kids) {
 		switch {
-		case j == len(kids) || (i < len(names) && names[i] < kids[j].name):
-			if err := r.disk(ctx, dirFd, rel, names[i], nil); err != nil {
+		case j == len(kids) || (i < len(ents) && ents[i].name < kids[j].name):
+			if err := r.disk(ctx, rel, &ents[i], nil, in); err != nil {
 				return err
 			}
 			i++
-		case i == len(names) || kids[j].name < names[i]:
+		case i == len(ents) || kids[j].name < ents[i].name:
 			r.gone(joinRel(rel, kids[j].name), kids[j].entry.Kind)
 			j++
 		default:
-			if err := r.disk(ctx, dirFd, rel, names[i], &kids[j].entry); err != nil {
+			if err := r.disk(ctx, rel, &ents[i], &kids[j].entry, in); err != nil {
 				return err
 			}
 			i++
 			j++
 		}
+	}
+	if rel == "" {
+		_ = r.tree.Remove(StateDirName, r.ts) // never part of the tree (an old snapshot may have it)
 	}
 	return nil
 }
 
 // gone removes a tree entry that DATA no longer has.
 func (r *reconciler) gone(p string, k hashtree.Kind) {
+	if _, ok := r.tree.Get(p); !ok {
+		return
+	}
 	_ = r.tree.Remove(p, r.ts)
 	if r.report {
 		r.changes = append(r.changes, Change{Path: p, Change: "removed", Kind: k.String()})
 	}
 }
 
-// disk reconciles one name of DATA with the tree entry prev (nil when the tree lacks it).
-func (r *reconciler) disk(ctx context.Context, dirFd int, dir, name string, prev *hashtree.Entry) error {
-	p := joinRel(dir, name)
-	if dir == "" && name == StateDirName {
+// disk reconciles one entry of DATA with the tree entry prev (nil when the tree lacks it).
+func (r *reconciler) disk(ctx context.Context, dir string, de *scanEnt, prev *hashtree.Entry, in <-chan dirScan) error {
+	p := joinRel(dir, de.name)
+	if de.gone {
 		if prev != nil {
-			_ = r.tree.Remove(p, r.ts) // never part of the tree
+			r.gone(p, prev.Kind)
 		}
 		return nil
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			if prev != nil {
-				r.gone(p, prev.Kind)
-			}
-			return nil
-		}
-		return fmt.Errorf("stat %q: %w", p, err)
-	}
-	if name == StateFileName {
+	st := &de.st
+	if de.name == StateFileName {
 		r.shadowed = append(r.shadowed, p)
 	}
 	kind := kindOf(st.Mode)
@@ -142,26 +232,13 @@ func (r *reconciler) disk(ctx context.Context, dirFd int, dir, name string, prev
 				return err
 			}
 		}
-		cfd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return fmt.Errorf("open directory %q: %w", p, err)
-		}
-		return r.dir(ctx, cfd, p)
+		return r.dir(ctx, p, in)
 	case hashtree.KindSymlink:
-		buf := make([]byte, 4096)
-		n, err := unix.Readlinkat(dirFd, name, buf)
-		if err != nil {
-			return nil
-		}
-		target := string(buf[:n])
-		if added || prev.Target != target || prev.Meta != metaOf(&st) {
-			if !added && prev.Target != target && r.report {
+		if added || prev.Target != de.target || prev.Meta != metaOf(st) {
+			if !added && prev.Target != de.target && r.report {
 				r.changes = append(r.changes, Change{Path: p, Change: "modified", Kind: kind.String()})
 			}
-			return r.tree.Put(p, hashtree.Entry{Kind: hashtree.KindSymlink, Target: target, Status: hashtree.StatusVerified, Meta: metaOf(&st), ChangedAt: r.ts})
+			return r.tree.Put(p, hashtree.Entry{Kind: hashtree.KindSymlink, Target: de.target, Status: hashtree.StatusVerified, Meta: metaOf(st), ChangedAt: r.ts})
 		}
 		return nil
 	}
@@ -170,7 +247,7 @@ func (r *reconciler) disk(ctx context.Context, dirFd int, dir, name string, prev
 	if st.Nlink > 1 {
 		r.links[st.Ino] = append(r.links[st.Ino], p)
 	}
-	m := metaOf(&st)
+	m := metaOf(st)
 	if r.t.excl.Match(p) {
 		if added || prev.Status != hashtree.StatusExcluded || prev.Meta != m {
 			return r.tree.Put(p, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: m, ChangedAt: r.ts})
@@ -187,7 +264,7 @@ func (r *reconciler) disk(ctx context.Context, dirFd int, dir, name string, prev
 			r.modified[p] = prev.Digest
 		}
 	}
-	r.todo = append(r.todo, rehash{p, st})
+	r.todo = append(r.todo, rehash{p, *st})
 	return r.tree.Put(p, e)
 }
 
