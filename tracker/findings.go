@@ -83,14 +83,3 @@ func (t *Tracker) findingsLocked(dir string, limit int) []Finding {
 	}
 	return out
 }
-
-// FindingCounts counts current findings by kind.
-func (t *Tracker) FindingCounts() map[string]int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := map[string]int{}
-	for k := range t.findings {
-		c[k.kind]++
-	}
-	return c
-}

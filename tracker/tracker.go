@@ -142,9 +142,6 @@ func New(opts Options) (*Tracker, error) {
 // Dir returns the data directory.
 func (t *Tracker) Dir() string { return t.root }
 
-// Excluded reports whether rel is excluded from hashing.
-func (t *Tracker) Excluded(rel string) bool { return t.excl.Match(rel) }
-
 // Close stops the hash workers (pending jobs are dropped: their files stay pending and are rehashed
 // on the next mount) and the notification goroutine.
 func (t *Tracker) Close() {
