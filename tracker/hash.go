@@ -123,18 +123,39 @@ func (t *Tracker) runJob(j job) {
 			t.mu.Unlock()
 			return
 		}
-		rel := names[0]
-		excluded := t.excl.Match(rel)
-		var want digest.Digest
-		if t.blobDigest != nil && !excluded {
-			want, _ = t.blobDigest(rel)
+		// The rules for each name, read under the lock (SetClassifier may change them).
+		type candidate struct {
+			rel      string
+			excluded bool
+			want     digest.Digest
+		}
+		cands := make([]candidate, 0, len(names))
+		for _, n := range names {
+			c := candidate{rel: n, excluded: t.excl.Match(n)}
+			if t.blobDigest != nil && !c.excluded {
+				c.want, _ = t.blobDigest(n)
+			}
+			cands = append(cands, c)
 		}
 		stream := fs.stream
 		noWrite := fs.hadDigest
 		prevMeta, prevStatus := fs.prevMeta, fs.prevStatus
 		t.mu.Unlock()
 
-		res, err := t.hashFile(rel, j.ino, excluded, want, stream, noWrite, prevMeta)
+		// Hash through the first name that still leads to the file: another name may be in
+		// the middle of an unlink or rename the tracker has not heard of yet.
+		var res hashResult
+		var err error
+		var rel string
+		var excluded bool
+		var want digest.Digest
+		for _, c := range cands {
+			rel, excluded, want = c.rel, c.excluded, c.want
+			res, err = t.hashFile(rel, j.ino, excluded, want, stream, noWrite, prevMeta)
+			if !errors.Is(err, errGone) {
+				break
+			}
+		}
 		if errors.Is(err, errRetry) {
 			continue
 		}
@@ -145,9 +166,9 @@ func (t *Tracker) runJob(j job) {
 			return
 		}
 		if errors.Is(err, errGone) {
-			if now := t.namesLocked(j.ino, fs); len(now) > 0 && now[0] != rel {
+			if now := t.namesLocked(j.ino, fs); !sameNames(now, names) {
 				t.mu.Unlock()
-				continue // renamed while we opened it: try the new name
+				continue // renamed or linked while we opened it: try the new names
 			}
 			delete(t.inflight, j.ino)
 			t.mu.Unlock()
@@ -184,6 +205,18 @@ func (t *Tracker) runJob(j job) {
 		t.queueLocked(j.ino, fs, false)
 	}
 	t.mu.Unlock()
+}
+
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // namesLocked lists the current names of the file with inode ino: its in-flight name and any

@@ -190,8 +190,10 @@ func (t *Tracker) WaitNotified() { t.notify.wait() }
 
 func (t *Tracker) writersLocked() int {
 	n := 0
-	for _, fs := range t.inflight {
-		if fs.writers > 0 && fs.path != "" {
+	for ino, fs := range t.inflight {
+		// A writer of a file that still has a name (its own, or another hard link's) will
+		// change the tree when it closes; one of an unlinked file will not.
+		if fs.writers > 0 && len(t.namesLocked(ino, fs)) > 0 {
 			n++
 		}
 	}
