@@ -7,6 +7,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -106,6 +107,7 @@ type hashResult struct {
 	meta   hashtree.Meta
 	nlink  uint64
 	stable bool // metadata did not change while hashing
+	hashed bool // sum is the content's digest (not only metadata was read)
 }
 
 // runJob hashes one file outside the lock and swaps the result in if nothing changed meanwhile.
@@ -137,6 +139,9 @@ func (t *Tracker) runJob(j job) {
 			}
 			cands = append(cands, c)
 		}
+		// A name that needs the content goes first: with hard links, one name may be excluded
+		// and another not, and go-fuse may report either as the name the file was opened by.
+		sort.SliceStable(cands, func(a, b int) bool { return !cands[a].excluded && cands[b].excluded })
 		stream := fs.stream
 		noWrite := fs.hadDigest
 		prevMeta, prevStatus := fs.prevMeta, fs.prevStatus
@@ -192,7 +197,7 @@ func (t *Tracker) runJob(j job) {
 			delete(t.links, j.ino)
 		}
 		for _, p := range paths {
-			t.recordHashLocked(p, j.ino, res, want, excluded, noWrite && res.meta == prevMeta, prevStatus)
+			t.recordHashLocked(p, j.ino, res, noWrite && res.meta == prevMeta, prevStatus)
 		}
 		t.mu.Unlock()
 		return
@@ -243,7 +248,12 @@ var (
 )
 
 // recordHashLocked stores a finished hash at p if p still names the same inode.
-func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want digest.Digest, excluded, unchanged bool, prevStatus hashtree.Status) {
+func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, unchanged bool, prevStatus hashtree.Status) {
+	excluded := t.excl.Match(p)
+	var want digest.Digest
+	if t.blobDigest != nil && !excluded {
+		want, _ = t.blobDigest(p)
+	}
 	e, ok := t.tree.Get(p)
 	if !ok || e.Kind != hashtree.KindFile || (e.Meta.Ino != 0 && e.Meta.Ino != ino) {
 		return // p now names another file
@@ -252,8 +262,11 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want di
 	ne := e
 	ne.Meta = res.meta
 	switch {
-	case excluded || t.excl.Match(p):
+	case excluded:
 		ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
+	case !res.hashed && !unchanged:
+		// Only excluded names could be read: the content of this name is not known.
+		ne.Status = hashtree.StatusUnverified
 	case unchanged:
 		// Opened for writing but nothing was written: keep what we knew.
 		ne.Status = prevStatus
@@ -273,7 +286,9 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, want di
 			if want.Algorithm() != digest.SHA256 {
 				actual = res.other.String()
 			}
-			if actual != want.String() {
+			if want.Algorithm() != digest.SHA256 && res.other == "" {
+				ne.Status = hashtree.StatusUnverified // hashed through a name that did not ask for it
+			} else if actual != want.String() {
 				ne.Status = hashtree.StatusMismatch
 				t.addFindingLocked(Finding{Kind: FindingMismatch, Path: p, Expected: want.String(), Actual: actual,
 					Detail: "blob content does not match its name"})
@@ -317,7 +332,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	}
 	if stream != nil && (want == "" || want.Algorithm() == digest.SHA256) {
 		if sum, ok := stream.sum(before.Size); ok {
-			res.sum = sum
+			res.sum, res.hashed = sum, true
 			t.stats.filesHashed.Add(1)
 			return res, nil
 		}
@@ -337,7 +352,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	t.stats.bytesHashed.Add(n)
 	t.stats.filesHashed.Add(1)
 	t.stats.hashNanos.Add(int64(time.Since(start)))
-	res.sum, res.other = sum, other
+	res.sum, res.other, res.hashed = sum, other, true
 	return res, nil
 }
 
