@@ -129,6 +129,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.reserved(name) {
 		return syscall.EPERM
 	}
+	defer n.m.t.NameOp()()
 	errno := n.LoopbackNode.Unlink(ctx, name)
 	if errno == 0 {
 		n.m.t.Unlink(n.child(name))
@@ -145,6 +146,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.EPERM
 	}
 	from, to := n.child(name), np.child(newName)
+	defer n.m.t.NameOp()()
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
 	if errno == 0 {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)

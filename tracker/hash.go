@@ -175,6 +175,13 @@ func (t *Tracker) runJob(j job) {
 				t.mu.Unlock()
 				continue // renamed or linked while we opened it: try the new names
 			}
+			if t.renames.Load() > 0 {
+				// A rename or unlink has changed DATA and is about to tell the tracker: wait
+				// for it, then look again under the new names.
+				t.mu.Unlock()
+				t.waitRenames()
+				continue
+			}
 			delete(t.inflight, j.ino)
 			t.mu.Unlock()
 			return

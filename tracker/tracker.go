@@ -63,6 +63,7 @@ type Tracker struct {
 	ctx     context.Context    // cancelled by Close: stops verification runs
 	cancel  context.CancelFunc // cancels ctx
 	closed  atomic.Bool
+	renames atomic.Int64 // renames and unlinks between their syscall and their report (NameOp)
 
 	stats counters
 
@@ -233,6 +234,22 @@ func metaOf(st *unix.Stat_t) hashtree.Meta {
 var emptyDigest = hashtree.SumBytes(nil)
 
 // ---- operations reported by the mount -------------------------------------------------------
+
+// NameOp marks a rename or unlink in progress: call it before the syscall and call the returned
+// function after reporting the result. A hash that finds its file gone while one is in progress
+// waits for the report instead of giving the file up.
+func (t *Tracker) NameOp() func() {
+	t.renames.Add(1)
+	return func() { t.renames.Add(-1) }
+}
+
+// waitRenames waits (briefly) until no rename or unlink is between its syscall and its report.
+func (t *Tracker) waitRenames() {
+	deadline := time.Now().Add(2 * time.Second)
+	for t.renames.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Microsecond)
+	}
+}
 
 // Session is one open file handle with write access. Close it exactly once, when the handle is
 // released.
