@@ -207,6 +207,11 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 
 // Getxattr serves user.trowfs.digest and user.trowfs.status; everything else is the backing file's.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr != XattrDigest && attr != XattrStatus {
+		// The common case, and a hot one: the kernel asks for security.capability before
+		// every write. No path lookup for it.
+		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+	}
 	rel := n.rel()
 	if rel == "" && !n.isRoot() {
 		// Unlinked while open: it has no name, hence no entry in the tree.

@@ -24,6 +24,7 @@ type rehash struct {
 //
 // The stat calls (most of the time) run on a second goroutine, scanDir, which walks DATA in the
 // same pre-order the merge consumes: one dirScan per directory, through a bounded channel.
+// walkDisk (rescans, verification) reads the same scan.
 type reconciler struct {
 	t         *Tracker
 	tree      *hashtree.Tree
@@ -51,6 +52,7 @@ type scanEnt struct {
 	st     unix.Stat_t
 	target string // symlinks
 	gone   bool   // vanished between readdir and stat
+	err    error  // stat failed for another reason
 }
 
 func (t *Tracker) reconcile(ctx context.Context, tree *hashtree.Tree, racyAfter int64, report bool) (*reconciler, error) {
@@ -91,8 +93,10 @@ func scanDir(ctx context.Context, dirFd int, rel string, out chan<- dirScan) {
 			continue
 		}
 		e := scanEnt{name: name}
-		if err := unix.Fstatat(dirFd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstatat(dirFd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
 			e.gone = true
+		} else if err != nil {
+			e.err = fmt.Errorf("stat %q: %w", joinRel(rel, name), err)
 		} else if e.st.Mode&unix.S_IFMT == unix.S_IFLNK {
 			buf := make([]byte, 4096)
 			if n, err := unix.Readlinkat(dirFd, name, buf); err == nil {
@@ -110,7 +114,7 @@ func scanDir(ctx context.Context, dirFd int, rel string, out chan<- dirScan) {
 		return
 	}
 	for _, e := range ents {
-		if e.gone || e.st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if e.gone || e.err != nil || e.st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
 		child := joinRel(rel, e.name)
@@ -199,6 +203,9 @@ func (r *reconciler) gone(p string, k hashtree.Kind) {
 // disk reconciles one entry of DATA with the tree entry prev (nil when the tree lacks it).
 func (r *reconciler) disk(ctx context.Context, dir string, de *scanEnt, prev *hashtree.Entry, in <-chan dirScan) error {
 	p := joinRel(dir, de.name)
+	if de.err != nil {
+		return de.err
+	}
 	if de.gone {
 		if prev != nil {
 			r.gone(p, prev.Kind)

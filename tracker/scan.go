@@ -30,62 +30,44 @@ func walkDisk(ctx context.Context, rootFd int, fn func(d *diskEntry) error, skip
 	if err != nil {
 		return err
 	}
-	return walkDir(ctx, fd, "", fn, skip)
-}
-
-func walkDir(ctx context.Context, dirFd int, rel string, fn func(d *diskEntry) error, skip func(string, uint32)) error {
-	f := os.NewFile(uintptr(dirFd), rel)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return fmt.Errorf("read directory %q: %w", rel, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	for _, name := range names {
-		if rel == "" && name == StateDirName {
-			continue
+	ctx, cancel := context.WithCancel(ctx)
+	scans := make(chan dirScan, 256)
+	go func() {
+		defer close(scans)
+		scanDir(ctx, fd, "", scans)
+	}()
+	defer func() {
+		cancel()
+		for range scans { // let the scanner finish and close its descriptors
 		}
-		d := diskEntry{rel: joinRel(rel, name)}
-		if err := unix.Fstatat(dirFd, name, &d.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if errors.Is(err, unix.ENOENT) {
+	}()
+	for ds := range scans {
+		if ds.err != nil {
+			if errors.Is(ds.err, unix.ENOENT) && ds.rel != "" {
 				continue // removed while we walked
 			}
-			return fmt.Errorf("stat %q: %w", d.rel, err)
+			return ds.err
 		}
-		switch d.st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR:
-			if err := fn(&d); err != nil {
-				return err
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		for i := range ds.ents {
+			e := &ds.ents[i]
+			if e.err != nil {
+				return e.err
 			}
-			cfd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				if errors.Is(err, unix.ENOENT) {
-					continue
-				}
-				return fmt.Errorf("open directory %q: %w", d.rel, err)
-			}
-			if err := walkDir(ctx, cfd, d.rel, fn, skip); err != nil {
-				return err
-			}
-		case unix.S_IFREG:
-			if err := fn(&d); err != nil {
-				return err
-			}
-		case unix.S_IFLNK:
-			buf := make([]byte, 4096)
-			n, err := unix.Readlinkat(dirFd, name, buf)
-			if err != nil {
+			if e.gone {
 				continue
 			}
-			d.target = string(buf[:n])
+			d := diskEntry{rel: joinRel(ds.rel, e.name), st: e.st, target: e.target}
+			if kindOf(e.st.Mode) == 0 {
+				if skip != nil {
+					skip(d.rel, d.st.Mode)
+				}
+				continue
+			}
 			if err := fn(&d); err != nil {
 				return err
-			}
-		default:
-			if skip != nil {
-				skip(d.rel, d.st.Mode)
 			}
 		}
 	}
