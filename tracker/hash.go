@@ -105,7 +105,6 @@ type hashResult struct {
 	sum    hashtree.Digest
 	other  digest.Digest // the blob-name algorithm's digest when it is not sha256
 	meta   hashtree.Meta
-	nlink  uint64
 	stable bool // metadata did not change while hashing
 	hashed bool // sum is the content's digest (not only metadata was read)
 }
@@ -200,9 +199,6 @@ func (t *Tracker) runJob(j job) {
 		}
 		delete(t.inflight, j.ino)
 		paths := t.namesLocked(j.ino, fs)
-		if res.nlink <= 1 {
-			delete(t.links, j.ino)
-		}
 		for _, p := range paths {
 			t.recordHashLocked(p, j.ino, res, noWrite && res.meta == prevMeta, prevStatus)
 		}
@@ -268,6 +264,11 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, unchang
 	ts := now()
 	ne := e
 	ne.Meta = res.meta
+	if e.Meta.Size == res.meta.Size && e.Meta.Mtime == res.meta.Mtime && e.Meta.Ctime > res.meta.Ctime {
+		// A metadata-only operation (link, chmod, xattr) was recorded after our fstat: its
+		// ctime is the current one; the content (same size and mtime) is what we hashed.
+		ne.Meta.Ctime = e.Meta.Ctime
+	}
 	switch {
 	case excluded:
 		ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
@@ -333,7 +334,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	if before.Ino != ino || before.Mode&unix.S_IFMT != unix.S_IFREG {
 		return hashResult{}, errGone
 	}
-	res := hashResult{meta: metaOf(&before), nlink: uint64(before.Nlink), stable: true}
+	res := hashResult{meta: metaOf(&before), stable: true}
 	if excluded || (noWrite && res.meta == prevMeta) {
 		return res, nil
 	}
