@@ -1,0 +1,395 @@
+package api
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"unicode/utf8"
+)
+
+// Names on Linux are bytes, JSON strings are Unicode: encoding/json writes every byte that is not
+// valid UTF-8 as U+FFFD, so "\xfe" and "\xff" would both come out as "\ufffd". Every JSON document
+// trowfs produces (the endpoint's answers, .state, `trowfs verify --json`) is written by [Marshal]
+// or [MarshalIndent], which keep such strings exactly (docs/api.md, "Names that are not UTF-8"):
+//
+//   - a member "k" whose string value is not valid UTF-8 keeps its display form (what
+//     encoding/json writes) and is followed by "k_b64": the exact bytes in standard base64;
+//   - a member "k" whose value is a list holding such strings (or objects with such keys) is
+//     followed by "k_b64": a list of the same length, null where the element needed nothing, the
+//     base64 string, or the object of moved members (next rule);
+//   - a map entry whose key or value needs base64 is moved out of the map "k" into the sibling
+//     object "k_b64", under the base64 of its key, with its value (and that value's own "_b64"
+//     sibling, if any) as above; so no sibling can collide with a key of the map.
+//
+// The same applies to strings holding a NUL byte (never a name). Valid UTF-8 is written exactly
+// as encoding/json writes it, so documents without such names are byte-for-byte unchanged.
+
+// B64Suffix is appended to a JSON key for the sibling that carries exact bytes.
+const B64Suffix = "_b64"
+
+// needsB64 reports whether s cannot travel through a JSON string as is.
+func needsB64(s string) bool { return !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 }
+
+// sentinel marks a string replaced before encoding/json sees it; both NULs make it impossible
+// in an original string (every original string with a NUL is replaced too).
+const sentinelPrefix, sentinelSuffix = "\x00trowfs-b64:", "\x00"
+
+// Marshal is json.Marshal, keeping strings that are not valid UTF-8 exactly (see above).
+func Marshal(v any) ([]byte, error) {
+	nv, changed := substitute(reflect.ValueOf(v))
+	if !changed {
+		return json.Marshal(v)
+	}
+	raw, err := json.Marshal(nv.Interface())
+	if err != nil {
+		return nil, err
+	}
+	return rewrite(raw)
+}
+
+// MarshalIndent is [Marshal] with json.MarshalIndent's layout.
+func MarshalIndent(v any, prefix, indent string) ([]byte, error) {
+	b, err := Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, prefix, indent); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// DecodeString returns the exact string a JSON member stands for: the decoded b64 sibling when
+// there is one, the display value otherwise.
+func DecodeString(display, b64 string) (string, error) {
+	if b64 == "" {
+		return display, nil
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil {
+		return "", fmt.Errorf("bad %s value %q: %w", B64Suffix, b64, err)
+	}
+	return string(b), nil
+}
+
+var (
+	jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+	textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// opaque types encode themselves; their strings are not ours to look into.
+func opaque(t reflect.Type) bool {
+	return t.Implements(jsonMarshaler) || t.Implements(textMarshaler) ||
+		reflect.PointerTo(t).Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(textMarshaler)
+}
+
+// substitute returns a copy of v in which every string needing base64 is replaced by a sentinel,
+// and whether there was any. Nothing is allocated when there is none.
+func substitute(v reflect.Value) (reflect.Value, bool) {
+	if !v.IsValid() {
+		return v, false
+	}
+	t := v.Type()
+	if v.Kind() != reflect.Pointer && v.Kind() != reflect.Interface && opaque(t) {
+		return v, false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if !needsB64(v.String()) {
+			return v, false
+		}
+		return sentinelOf(v), true
+	case reflect.Pointer:
+		if v.IsNil() || opaque(t.Elem()) {
+			return v, false
+		}
+		e, ok := substitute(v.Elem())
+		if !ok {
+			return v, false
+		}
+		np := reflect.New(t.Elem())
+		np.Elem().Set(e)
+		return np, true
+	case reflect.Interface:
+		if v.IsNil() {
+			return v, false
+		}
+		e, ok := substitute(v.Elem())
+		if !ok {
+			return v, false
+		}
+		ni := reflect.New(t).Elem()
+		ni.Set(e)
+		return ni, true
+	case reflect.Struct:
+		var nv reflect.Value
+		for i := 0; i < t.NumField(); i++ {
+			if !t.Field(i).IsExported() {
+				continue
+			}
+			f, ok := substitute(v.Field(i))
+			if !ok {
+				continue
+			}
+			if !nv.IsValid() {
+				nv = reflect.New(t).Elem()
+				nv.Set(v)
+			}
+			nv.Field(i).Set(f)
+		}
+		if nv.IsValid() {
+			return nv, true
+		}
+		return v, false
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && (v.IsNil() || t.Elem().Kind() == reflect.Uint8) {
+			return v, false
+		}
+		var nv reflect.Value
+		for i := 0; i < v.Len(); i++ {
+			e, ok := substitute(v.Index(i))
+			if !ok {
+				continue
+			}
+			if !nv.IsValid() {
+				if v.Kind() == reflect.Slice {
+					nv = reflect.MakeSlice(t, v.Len(), v.Len())
+					reflect.Copy(nv, v)
+				} else {
+					nv = reflect.New(t).Elem()
+					nv.Set(v)
+				}
+			}
+			nv.Index(i).Set(e)
+		}
+		if nv.IsValid() {
+			return nv, true
+		}
+		return v, false
+	case reflect.Map:
+		if v.IsNil() {
+			return v, false
+		}
+		changed := false
+		type kv struct{ k, v reflect.Value }
+		var all []kv
+		for it := v.MapRange(); it.Next(); {
+			k, kc := it.Key(), false
+			e, ec := substitute(it.Value())
+			if k.Kind() == reflect.String && !opaque(k.Type()) && (ec || needsB64(k.String())) {
+				// The whole entry moves to the b64 sibling, so that no sibling key can
+				// collide with another key of the map.
+				k, kc = sentinelOf(k), true
+			}
+			changed = changed || kc || ec
+			all = append(all, kv{k, e})
+		}
+		if !changed {
+			return v, false
+		}
+		nm := reflect.MakeMapWithSize(t, len(all))
+		for _, p := range all {
+			nm.SetMapIndex(p.k, p.v)
+		}
+		return nm, true
+	}
+	return v, false
+}
+
+// sentinelOf returns a string value of v's type standing for v's bytes.
+func sentinelOf(v reflect.Value) reflect.Value {
+	nv := reflect.New(v.Type()).Elem()
+	nv.SetString(sentinelPrefix + base64.StdEncoding.EncodeToString([]byte(v.String())) + sentinelSuffix)
+	return nv
+}
+
+// node is a decoded JSON value in document order.
+type node struct {
+	kind byte // 'o' object, 'a' array, 's' string, 'r' raw (number, bool, null)
+	keys []string
+	vals []*node
+	str  string
+	raw  json.RawMessage
+}
+
+// rewrite turns the sentinels in raw into display values and b64 siblings.
+func rewrite(raw []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	n, err := parseNode(dec)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("api: trailing data after the JSON document")
+	}
+	n, _ = transform(n)
+	var out bytes.Buffer
+	if err := writeNode(&out, n); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+func parseNode(dec *json.Decoder) (*node, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok := tok.(type) {
+	case json.Delim:
+		switch tok {
+		case '{':
+			n := &node{kind: 'o'}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				v, err := parseNode(dec)
+				if err != nil {
+					return nil, err
+				}
+				n.keys = append(n.keys, kt.(string))
+				n.vals = append(n.vals, v)
+			}
+			_, err := dec.Token()
+			return n, err
+		case '[':
+			n := &node{kind: 'a'}
+			for dec.More() {
+				v, err := parseNode(dec)
+				if err != nil {
+					return nil, err
+				}
+				n.vals = append(n.vals, v)
+			}
+			_, err := dec.Token()
+			return n, err
+		}
+		return nil, fmt.Errorf("api: unexpected %v", tok)
+	case string:
+		return &node{kind: 's', str: tok}, nil
+	default:
+		b, err := json.Marshal(tok)
+		return &node{kind: 'r', raw: b}, err
+	}
+}
+
+// unsentinel returns the original bytes a sentinel stands for.
+func unsentinel(s string) (orig, b64 string, ok bool) {
+	rest, ok := strings.CutPrefix(s, sentinelPrefix)
+	if !ok {
+		return "", "", false
+	}
+	b64, ok = strings.CutSuffix(rest, sentinelSuffix)
+	if !ok {
+		return "", "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return "", "", false
+	}
+	return string(b), b64, true
+}
+
+// transform replaces sentinels inside n and returns what n's b64 sibling must hold (nil: none).
+func transform(n *node) (*node, *node) {
+	switch n.kind {
+	case 's':
+		orig, b64, ok := unsentinel(n.str)
+		if !ok {
+			return n, nil
+		}
+		return &node{kind: 's', str: orig}, &node{kind: 's', str: b64}
+	case 'a':
+		var side *node
+		for i, v := range n.vals {
+			nv, s := transform(v)
+			n.vals[i] = nv
+			if s != nil {
+				if side == nil {
+					side = &node{kind: 'a', vals: make([]*node, len(n.vals))}
+				}
+				side.vals[i] = s
+			}
+		}
+		if side != nil {
+			for i, v := range side.vals {
+				if v == nil {
+					side.vals[i] = &node{kind: 'r', raw: json.RawMessage("null")}
+				}
+			}
+		}
+		return n, side
+	case 'o':
+		out := &node{kind: 'o'}
+		var moved *node
+		for i, k := range n.keys {
+			v, s := transform(n.vals[i])
+			if _, b64, ok := unsentinel(k); ok {
+				if moved == nil {
+					moved = &node{kind: 'o'}
+				}
+				moved.keys = append(moved.keys, b64)
+				moved.vals = append(moved.vals, v)
+				if s != nil { // base64 has no "_": this key cannot collide
+					moved.keys = append(moved.keys, b64+B64Suffix)
+					moved.vals = append(moved.vals, s)
+				}
+				continue
+			}
+			out.keys = append(out.keys, k)
+			out.vals = append(out.vals, v)
+			if s != nil {
+				out.keys = append(out.keys, k+B64Suffix)
+				out.vals = append(out.vals, s)
+			}
+		}
+		return out, moved
+	}
+	return n, nil
+}
+
+func writeNode(w *bytes.Buffer, n *node) error {
+	switch n.kind {
+	case 'o':
+		w.WriteByte('{')
+		for i, k := range n.keys {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			kb, _ := json.Marshal(k)
+			w.Write(kb)
+			w.WriteByte(':')
+			if err := writeNode(w, n.vals[i]); err != nil {
+				return err
+			}
+		}
+		w.WriteByte('}')
+	case 'a':
+		w.WriteByte('[')
+		for i, v := range n.vals {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := writeNode(w, v); err != nil {
+				return err
+			}
+		}
+		w.WriteByte(']')
+	case 's':
+		b, _ := json.Marshal(n.str) // the display form: invalid bytes become U+FFFD
+		w.Write(b)
+	default:
+		w.Write(n.raw)
+	}
+	return nil
+}
