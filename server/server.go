@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -462,7 +461,7 @@ func (s *Server) stateDoc(rel string) ([]byte, time.Time, error) {
 			doc.Repository = &rr
 		}
 	}
-	b, err := json.MarshalIndent(doc, "", "  ")
+	b, err := api.MarshalIndent(doc, "", "  ") // keeps names that are not UTF-8 (docs/state.md)
 	var changed time.Time
 	if st.ChangedAt != nil {
 		changed = *st.ChangedAt

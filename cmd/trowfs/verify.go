@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/registry"
 	"github.com/trowfs/trowfs/tracker"
@@ -153,9 +153,11 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	res.ExitCode, res.Verdict = verdict(&res)
 	res.Took = time.Since(start).Round(time.Millisecond).String()
 	if v.JSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		b, err := api.MarshalIndent(res, "", "  ") // keeps paths that are not UTF-8 (docs/api.md)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stdout.Write(append(b, '\n')); err != nil {
 			return err
 		}
 	} else {
