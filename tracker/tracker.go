@@ -924,11 +924,24 @@ func (t *Tracker) internal(rel, what string, err error) {
 
 // counters are the tracker's monotonic statistics.
 type counters struct {
-	ops            sync.Map // op name -> *atomic.Int64
+	ops sync.Map // op name -> *atomic.Int64
+	// bytesHashed, filesHashed and hashNanos count the same hashing: every pass over a file's
+	// content, at commit (close, rescan, load) and in verification runs and the scrub, so that
+	// bytesHashed/hashNanos is the hashing throughput (docs/api.md).
 	bytesHashed    atomic.Int64
 	filesHashed    atomic.Int64
 	hashNanos      atomic.Int64
 	internalErrors atomic.Int64
+}
+
+// OpNames lists every operation counted in Stats.Ops; each is reported (at 0) from the start.
+var OpNames = []string{"open_write", "mknod", "truncate", "setattr", "mkdir", "symlink", "link", "unlink", "rmdir", "rename"}
+
+// countHash records one pass of hashing n bytes that took d.
+func (c *counters) countHash(n int64, d time.Duration) {
+	c.bytesHashed.Add(n)
+	c.filesHashed.Add(1)
+	c.hashNanos.Add(int64(d))
 }
 
 func (c *counters) op(name string) {
