@@ -82,7 +82,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
-	lastSnap time.Time // written by the checkpoint goroutine and Stop; read for metrics (approximate)
+	lastSnap atomic.Int64 // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
 }
 
 // Start validates cfg, loads and reconciles the tree, mounts, and starts the background work.
@@ -359,7 +359,7 @@ func (s *Server) checkpoints(ctx context.Context) {
 				s.log.Warn("checkpoint failed", "err", err)
 				continue
 			}
-			s.lastSnap = time.Now()
+			s.lastSnap.Store(time.Now().UnixNano())
 			s.log.Debug("checkpoint written", "took", time.Since(start))
 		}
 	}

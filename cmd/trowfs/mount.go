@@ -65,13 +65,8 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 	}
 	token := ""
 	if m.APITokenFile != "" {
-		b, err := os.ReadFile(m.APITokenFile)
-		if err != nil {
-			return &exitError{ExitUsage, "--api-token-file: " + err.Error()}
-		}
-		token = strings.TrimSpace(string(b))
-		if token == "" {
-			return &exitError{ExitUsage, "--api-token-file is empty"}
+		if token, err = readTokenFile(m.APITokenFile); err != nil {
+			return err
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -135,22 +130,5 @@ func (d *demoCmd) Run() error {
 		return err
 	}
 	fmt.Println("demo registry written to", d.Dir)
-	return nil
-}
-
-type stateCmd struct {
-	Path string `arg:"" help:"A directory of a trowfs mount (or its .state file)." type:"path"`
-}
-
-func (s *stateCmd) Run() error {
-	p := s.Path
-	if filepath.Base(p) != tracker.StateFileName {
-		p = filepath.Join(p, tracker.StateFileName)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return &exitError{ExitUsage, fmt.Sprintf("%s: %v (is %s inside a trowfs mount?)", p, err, s.Path)}
-	}
-	os.Stdout.Write(b)
 	return nil
 }
