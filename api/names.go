@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -42,9 +42,19 @@ const sentinelPrefix, sentinelSuffix = "\x00trowfs-b64:", "\x00"
 
 // Marshal is json.Marshal, keeping strings that are not valid UTF-8 exactly (see above).
 func Marshal(v any) ([]byte, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	// encoding/json writes an invalid byte as the escape \ufffd (a real U+FFFD as its UTF-8
+	// bytes) and NUL as \u0000: without either, nothing was lost. A literal backslash before
+	// "ufffd" is a false alarm that only costs the slow path below.
+	if !bytes.Contains(plain, []byte(`\ufffd`)) && !bytes.Contains(plain, []byte(`\u0000`)) {
+		return plain, nil
+	}
 	nv, changed := substitute(reflect.ValueOf(v))
 	if !changed {
-		return json.Marshal(v)
+		return plain, nil
 	}
 	raw, err := json.Marshal(nv.Interface())
 	if err != nil {
@@ -84,10 +94,18 @@ var (
 	textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
 )
 
+// opaqueTypes caches opaque by type (reflect.Type -> bool).
+var opaqueTypes sync.Map
+
 // opaque types encode themselves; their strings are not ours to look into.
 func opaque(t reflect.Type) bool {
-	return t.Implements(jsonMarshaler) || t.Implements(textMarshaler) ||
+	if v, ok := opaqueTypes.Load(t); ok {
+		return v.(bool)
+	}
+	o := t.Implements(jsonMarshaler) || t.Implements(textMarshaler) ||
 		reflect.PointerTo(t).Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(textMarshaler)
+	opaqueTypes.Store(t, o)
+	return o
 }
 
 // substitute returns a copy of v in which every string needing base64 is replaced by a sentinel,
@@ -210,105 +228,170 @@ func sentinelOf(v reflect.Value) reflect.Value {
 	return nv
 }
 
-// node is a decoded JSON value in document order.
+// node is a JSON value in document order; strings and scalars keep their raw JSON text.
 type node struct {
-	kind byte // 'o' object, 'a' array, 's' string, 'r' raw (number, bool, null)
-	keys []string
+	kind byte     // 'o' object, 'a' array, 'r' raw (a string, number, bool or null)
+	keys []string // raw JSON strings, quotes included
 	vals []*node
-	str  string
-	raw  json.RawMessage
+	raw  string
 }
 
-// rewrite turns the sentinels in raw into display values and b64 siblings.
+// rewrite turns the sentinels in raw, a document json.Marshal wrote, into display values and
+// b64 siblings.
 func rewrite(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	n, err := parseNode(dec)
+	p := jsonSplitter{b: raw}
+	n, err := p.value()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if p.skipSpace(); p.i != len(p.b) {
 		return nil, errors.New("api: trailing data after the JSON document")
 	}
 	n, _ = transform(n)
 	var out bytes.Buffer
-	if err := writeNode(&out, n); err != nil {
-		return nil, err
-	}
+	out.Grow(len(raw))
+	writeNode(&out, n)
 	return out.Bytes(), nil
 }
 
-func parseNode(dec *json.Decoder) (*node, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	switch tok := tok.(type) {
-	case json.Delim:
-		switch tok {
-		case '{':
-			n := &node{kind: 'o'}
-			for dec.More() {
-				kt, err := dec.Token()
-				if err != nil {
-					return nil, err
-				}
-				v, err := parseNode(dec)
-				if err != nil {
-					return nil, err
-				}
-				n.keys = append(n.keys, kt.(string))
-				n.vals = append(n.vals, v)
-			}
-			_, err := dec.Token()
-			return n, err
-		case '[':
-			n := &node{kind: 'a'}
-			for dec.More() {
-				v, err := parseNode(dec)
-				if err != nil {
-					return nil, err
-				}
-				n.vals = append(n.vals, v)
-			}
-			_, err := dec.Token()
-			return n, err
-		}
-		return nil, fmt.Errorf("api: unexpected %v", tok)
-	case string:
-		return &node{kind: 's', str: tok}, nil
-	default:
-		b, err := json.Marshal(tok)
-		return &node{kind: 'r', raw: b}, err
+// jsonSplitter splits valid JSON into nodes without decoding strings.
+type jsonSplitter struct {
+	b []byte
+	i int
+}
+
+var errSyntax = errors.New("api: malformed JSON from encoding/json")
+
+func (p *jsonSplitter) skipSpace() {
+	for p.i < len(p.b) && (p.b[p.i] == ' ' || p.b[p.i] == '\t' || p.b[p.i] == '\n' || p.b[p.i] == '\r') {
+		p.i++
 	}
 }
 
-// unsentinel returns the original bytes a sentinel stands for.
-func unsentinel(s string) (orig, b64 string, ok bool) {
-	rest, ok := strings.CutPrefix(s, sentinelPrefix)
+func (p *jsonSplitter) value() (*node, error) {
+	p.skipSpace()
+	if p.i >= len(p.b) {
+		return nil, errSyntax
+	}
+	switch p.b[p.i] {
+	case '{':
+		p.i++
+		n := &node{kind: 'o'}
+		for {
+			p.skipSpace()
+			if p.i < len(p.b) && p.b[p.i] == '}' {
+				p.i++
+				return n, nil
+			}
+			if len(n.keys) > 0 {
+				if p.b[p.i] != ',' {
+					return nil, errSyntax
+				}
+				p.i++
+				p.skipSpace()
+			}
+			k, err := p.str()
+			if err != nil {
+				return nil, err
+			}
+			p.skipSpace()
+			if p.i >= len(p.b) || p.b[p.i] != ':' {
+				return nil, errSyntax
+			}
+			p.i++
+			v, err := p.value()
+			if err != nil {
+				return nil, err
+			}
+			n.keys = append(n.keys, k)
+			n.vals = append(n.vals, v)
+		}
+	case '[':
+		p.i++
+		n := &node{kind: 'a'}
+		for {
+			p.skipSpace()
+			if p.i < len(p.b) && p.b[p.i] == ']' {
+				p.i++
+				return n, nil
+			}
+			if len(n.vals) > 0 {
+				if p.b[p.i] != ',' {
+					return nil, errSyntax
+				}
+				p.i++
+			}
+			v, err := p.value()
+			if err != nil {
+				return nil, err
+			}
+			n.vals = append(n.vals, v)
+		}
+	case '"':
+		s, err := p.str()
+		return &node{kind: 'r', raw: s}, err
+	}
+	start := p.i
+	for p.i < len(p.b) && !strings.ContainsRune(",}] \t\n\r", rune(p.b[p.i])) {
+		p.i++
+	}
+	if p.i == start {
+		return nil, errSyntax
+	}
+	return &node{kind: 'r', raw: string(p.b[start:p.i])}, nil
+}
+
+// str returns the raw JSON string at p.i, quotes included.
+func (p *jsonSplitter) str() (string, error) {
+	if p.i >= len(p.b) || p.b[p.i] != '"' {
+		return "", errSyntax
+	}
+	start := p.i
+	for p.i++; p.i < len(p.b); p.i++ {
+		switch p.b[p.i] {
+		case '\\':
+			p.i++
+		case '"':
+			p.i++
+			return string(p.b[start:p.i]), nil
+		}
+	}
+	return "", errSyntax
+}
+
+// rawSentinelPrefix and rawSentinelSuffix are the sentinel's delimiters as json.Marshal writes them.
+const rawSentinelPrefix, rawSentinelSuffix = `"\u0000trowfs-b64:`, `\u0000"`
+
+// unsentinel returns the display JSON and the raw JSON base64 string a raw sentinel stands for.
+func unsentinel(raw string) (display, b64 string, ok bool) {
+	rest, ok := strings.CutPrefix(raw, rawSentinelPrefix)
 	if !ok {
 		return "", "", false
 	}
-	b64, ok = strings.CutSuffix(rest, sentinelSuffix)
+	enc, ok := strings.CutSuffix(rest, rawSentinelSuffix)
 	if !ok {
 		return "", "", false
 	}
-	b, err := base64.StdEncoding.DecodeString(b64)
+	b, err := base64.StdEncoding.DecodeString(enc)
 	if err != nil {
 		return "", "", false
 	}
-	return string(b), b64, true
+	d, _ := json.Marshal(string(b)) // the display form: invalid bytes become U+FFFD
+	return string(d), `"` + enc + `"`, true
 }
+
+// withSuffix returns the raw JSON string k with B64Suffix appended to its content.
+func withSuffix(k string) string { return k[:len(k)-1] + B64Suffix + `"` }
 
 // transform replaces sentinels inside n and returns what n's b64 sibling must hold (nil: none).
 func transform(n *node) (*node, *node) {
 	switch n.kind {
-	case 's':
-		orig, b64, ok := unsentinel(n.str)
+	case 'r':
+		display, b64, ok := unsentinel(n.raw)
 		if !ok {
 			return n, nil
 		}
-		return &node{kind: 's', str: orig}, &node{kind: 's', str: b64}
+		return &node{kind: 'r', raw: display}, &node{kind: 'r', raw: b64}
 	case 'a':
 		var side *node
 		for i, v := range n.vals {
@@ -324,7 +407,7 @@ func transform(n *node) (*node, *node) {
 		if side != nil {
 			for i, v := range side.vals {
 				if v == nil {
-					side.vals[i] = &node{kind: 'r', raw: json.RawMessage("null")}
+					side.vals[i] = &node{kind: 'r', raw: "null"}
 				}
 			}
 		}
@@ -341,7 +424,7 @@ func transform(n *node) (*node, *node) {
 				moved.keys = append(moved.keys, b64)
 				moved.vals = append(moved.vals, v)
 				if s != nil { // base64 has no "_": this key cannot collide
-					moved.keys = append(moved.keys, b64+B64Suffix)
+					moved.keys = append(moved.keys, withSuffix(b64))
 					moved.vals = append(moved.vals, s)
 				}
 				continue
@@ -349,7 +432,7 @@ func transform(n *node) (*node, *node) {
 			out.keys = append(out.keys, k)
 			out.vals = append(out.vals, v)
 			if s != nil {
-				out.keys = append(out.keys, k+B64Suffix)
+				out.keys = append(out.keys, withSuffix(k))
 				out.vals = append(out.vals, s)
 			}
 		}
@@ -358,7 +441,7 @@ func transform(n *node) (*node, *node) {
 	return n, nil
 }
 
-func writeNode(w *bytes.Buffer, n *node) error {
+func writeNode(w *bytes.Buffer, n *node) {
 	switch n.kind {
 	case 'o':
 		w.WriteByte('{')
@@ -366,12 +449,9 @@ func writeNode(w *bytes.Buffer, n *node) error {
 			if i > 0 {
 				w.WriteByte(',')
 			}
-			kb, _ := json.Marshal(k)
-			w.Write(kb)
+			w.WriteString(k)
 			w.WriteByte(':')
-			if err := writeNode(w, n.vals[i]); err != nil {
-				return err
-			}
+			writeNode(w, n.vals[i])
 		}
 		w.WriteByte('}')
 	case 'a':
@@ -380,16 +460,10 @@ func writeNode(w *bytes.Buffer, n *node) error {
 			if i > 0 {
 				w.WriteByte(',')
 			}
-			if err := writeNode(w, v); err != nil {
-				return err
-			}
+			writeNode(w, v)
 		}
 		w.WriteByte(']')
-	case 's':
-		b, _ := json.Marshal(n.str) // the display form: invalid bytes become U+FFFD
-		w.Write(b)
 	default:
-		w.Write(n.raw)
+		w.WriteString(n.raw)
 	}
-	return nil
 }
