@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"syscall"
 
@@ -33,6 +34,7 @@ var (
 	_ = (gofs.NodeGetxattrer)((*Node)(nil))
 	_ = (gofs.NodeSetxattrer)((*Node)(nil))
 	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
+	_ = (gofs.NodeListxattrer)((*Node)(nil))
 	_ = (gofs.NodeOpendirHandler)((*Node)(nil))
 	_ = (gofs.NodeReaddirer)((*Node)(nil))
 )
@@ -205,25 +207,76 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	return 0
 }
 
-// Getxattr serves user.trowfs.digest and user.trowfs.status; everything else is the backing file's.
+// Getxattr serves the user.trowfs. namespace from the tree; everything else is the backing file's.
+// A name the tree does not have (added behind the mount, unlinked while open) has no trowfs
+// attributes: ENODATA, never the backing file's own copy, which anyone who can write DATA can forge.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if attr != XattrDigest && attr != XattrStatus {
+	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
 		return n.LoopbackNode.Getxattr(ctx, attr, dest)
 	}
+	v, ok := n.trowfsXattr(attr)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// trowfsXattr is the value of a user.trowfs. attribute of this node's name.
+func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
+	if attr != XattrDigest && attr != XattrStatus {
+		return nil, false
+	}
 	rel := n.rel()
 	if rel == "" && !n.isRoot() {
-		// Unlinked while open: it has no name, hence no entry in the tree.
-		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+		return nil, false // unlinked while open: no name, hence no entry in the tree
 	}
-	if v, ok := n.m.virtualXattr(rel, attr); ok {
-		if len(dest) < len(v) {
-			return uint32(len(v)), syscall.ERANGE
+	return n.m.xattrOf(rel, attr)
+}
+
+// Listxattr lists the backing file's extended attributes, leaving out any backing copy of the
+// user.trowfs. namespace (the served ones are not listed either: docs/state.md).
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	buf := make([]byte, 1024)
+	for {
+		sz, errno := n.LoopbackNode.Listxattr(ctx, buf)
+		if errno == syscall.ERANGE && len(buf) < xattrListMax {
+			buf = make([]byte, 2*len(buf))
+			continue
 		}
-		return uint32(copy(dest, v)), 0
+		if errno != 0 {
+			return 0, errno
+		}
+		list := withoutTrowfsXattrs(buf[:sz])
+		if len(dest) < len(list) {
+			return uint32(len(list)), syscall.ERANGE
+		}
+		return uint32(copy(dest, list)), 0
 	}
-	return n.LoopbackNode.Getxattr(ctx, attr, dest)
+}
+
+// xattrListMax is XATTR_LIST_MAX, the largest list listxattr(2) returns.
+const xattrListMax = 1 << 16
+
+// withoutTrowfsXattrs drops user.trowfs.* from a listxattr(2) list of NUL-terminated names.
+func withoutTrowfsXattrs(list []byte) []byte {
+	out := list[:0:0]
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, 0)
+		if i < 0 {
+			i = len(list) - 1
+		}
+		name := list[:i+1]
+		list = list[i+1:]
+		if !isTrowfsXattr(string(name[:len(name)-1])) {
+			out = append(out, name...)
+		}
+	}
+	return out
 }
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

@@ -116,16 +116,17 @@ const (
 
 func isTrowfsXattr(name string) bool { return strings.HasPrefix(name, "user.trowfs.") }
 
-func (m *mountState) virtualXattr(rel, attr string) ([]byte, bool) {
-	if attr != XattrDigest && attr != XattrStatus {
-		return nil, false
-	}
-	st, ok := m.t.State(rel)
+// xattrOf is the value of attr (XattrDigest or XattrStatus) for the name rel: from the tree only.
+func (m *mountState) xattrOf(rel, attr string) ([]byte, bool) {
+	d, st, ok := m.t.NameState(rel)
 	if !ok {
 		return nil, false
 	}
 	if attr == XattrDigest {
-		return []byte(st.Digest), true
+		if d == "" {
+			return nil, false
+		}
+		return []byte(d), true
 	}
-	return []byte(st.Status), true
+	return []byte(st), true
 }
