@@ -117,8 +117,14 @@ const (
 func isTrowfsXattr(name string) bool { return strings.HasPrefix(name, "user.trowfs.") }
 
 // xattrOf is the value of attr (XattrDigest or XattrStatus) for the name rel: from the tree only.
-func (m *mountState) xattrOf(rel, attr string) ([]byte, bool) {
-	d, st, ok := m.t.NameState(rel)
+// With perName the node has exactly one name, rel; without, the node is the inode and rel is one of
+// its names, so the answer is the inode's: its names' common state, or tracker.StatusAmbiguous.
+func (m *mountState) xattrOf(rel, attr string, perName bool) ([]byte, bool) {
+	query := m.t.InodeState
+	if perName {
+		query = m.t.NameState
+	}
+	d, st, ok := query(rel)
 	if !ok {
 		return nil, false
 	}

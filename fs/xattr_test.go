@@ -2,6 +2,7 @@ package fs_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,4 +171,189 @@ func TestXattrIgnoresForgedBackingCopy(t *testing.T) {
 		}
 	})
 	e.AssertMatchesRescan()
+}
+
+// hardLinkedBlob makes blob A (content matching its name) and, as a hard link to it, blob name B
+// (content not matching B): through the mount, or in DATA before the mount.
+func hardLinkedBlob(t *testing.T, mode string, behind bool) (e *fstest.Env, a, b string, content []byte) {
+	t.Helper()
+	content = []byte("layer bytes of A")
+	a = "blobs/" + sha(content)
+	b = "blobs/" + strings.Replace(forgedDigest, "sha256:0", "sha256:b", 1)
+	o := fstest.Options{WriteMode: mode, BlobDigest: registry.TrowSQLite.BlobDigest}
+	root := t.TempDir()
+	if behind {
+		o.Data = root
+		if err := os.Mkdir(filepath.Join(root, "blobs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, a), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(filepath.Join(root, a), filepath.Join(root, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e = fstest.Mount(t, o)
+	if !behind {
+		if err := os.Mkdir(filepath.Join(e.Mnt, "blobs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.Mnt, a), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(filepath.Join(e.Mnt, a), filepath.Join(e.Mnt, b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Settle()
+	return e, a, b, content
+}
+
+// With kernel passthrough each name has its own node and getxattr describes the name it was asked
+// through; without it the node is the inode, and names that disagree report "ambiguous".
+func TestXattrDescribesTheNameOfAHardLink(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		for _, behind := range []bool{false, true} {
+			name := "through the mount"
+			if behind {
+				name = "behind the mount"
+			}
+			t.Run(name, func(t *testing.T) {
+				e, a, b, content := hardLinkedBlob(t, mode, behind)
+				perName := e.Server.Passthrough()
+				wantA, wantB := "verified", "mismatch"
+				if !perName {
+					wantA, wantB = "ambiguous", "ambiguous"
+				}
+				check := func(when, rel, want string) {
+					t.Helper()
+					if st, ok := e.Tracker.Entry(rel); !ok {
+						t.Fatalf("%s: tree has no %s", when, rel)
+					} else if rel == b && st.Status.String() != "mismatch" {
+						t.Fatalf("%s: tree says %s for %s, want mismatch", when, st.Status, rel)
+					}
+					p := filepath.Join(e.Mnt, rel)
+					if v, err := getx(t, p, trowfs.XattrStatus); err != nil || v != want {
+						t.Errorf("%s: status via %s = %q, %v; want %s", when, rel, v, err, want)
+					}
+					if v, err := getx(t, p, trowfs.XattrDigest); err != nil || v != sha(content) {
+						t.Errorf("%s: digest via %s = %q, %v; want %s", when, rel, v, err, sha(content))
+					}
+				}
+				// Ask B first, then A, then B again: the answer must not follow the last lookup.
+				check("linked", b, wantB)
+				check("linked", a, wantA)
+				check("linked", b, wantB)
+				var sa, sb syscall.Stat_t
+				if err := syscall.Stat(filepath.Join(e.Mnt, a), &sa); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Stat(filepath.Join(e.Mnt, b), &sb); err != nil {
+					t.Fatal(err)
+				}
+				if sa.Ino != sb.Ino || sa.Nlink != 2 || sb.Nlink != 2 {
+					t.Errorf("st_ino %d/%d nlink %d/%d: want one inode with 2 links", sa.Ino, sb.Ino, sa.Nlink, sb.Nlink)
+				}
+				// Unlink B: A is the only name, and verified in every mode.
+				if err := os.Remove(filepath.Join(e.Mnt, b)); err != nil {
+					t.Fatal(err)
+				}
+				check("B unlinked", a, "verified")
+				if err := syscall.Stat(filepath.Join(e.Mnt, a), &sa); err != nil || sa.Nlink != 1 {
+					t.Errorf("nlink of A after unlinking B = %d, %v; want 1", sa.Nlink, err)
+				}
+				// Link B again and unlink A: B alone is a mismatch.
+				if err := os.Link(filepath.Join(e.Mnt, a), filepath.Join(e.Mnt, b)); err != nil {
+					t.Fatal(err)
+				}
+				e.Settle()
+				if err := os.Remove(filepath.Join(e.Mnt, a)); err != nil {
+					t.Fatal(err)
+				}
+				check("A unlinked", b, "mismatch")
+				e.AssertMatchesRescan()
+			})
+		}
+	})
+}
+
+// Per-name nodes must not split the kernel's caches: a change through one name is seen through
+// the other at once (size, content, mode, link count), and st_ino stays the same.
+func TestHardLinkCachesCoherentAcrossNames(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
+		if err := os.WriteFile(a, []byte("v1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(a, b); err != nil {
+			t.Fatal(err)
+		}
+		agree := func(when string, want []byte, wantMode os.FileMode) {
+			t.Helper()
+			for _, p := range []string{a, b} {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatalf("%s: %v", when, err)
+				}
+				if fi.Size() != int64(len(want)) || fi.Mode().Perm() != wantMode {
+					t.Errorf("%s: stat %s size %d mode %v, want %d %v", when, filepath.Base(p), fi.Size(), fi.Mode().Perm(), len(want), wantMode)
+				}
+				if got, err := os.ReadFile(p); err != nil || string(got) != string(want) {
+					t.Errorf("%s: read %s = %q, %v; want %q", when, filepath.Base(p), got, err, want)
+				}
+			}
+		}
+		agree("linked", []byte("v1"), 0o644)
+		for i, w := range []struct{ via, content string }{{a, "version two, longer"}, {b, "v3"}, {a, "and a fourth, longer again"}} {
+			if err := os.WriteFile(w.via, []byte(w.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			agree(fmt.Sprintf("write %d via %s", i, filepath.Base(w.via)), []byte(w.content), 0o644)
+		}
+		if err := os.Truncate(b, 3); err != nil {
+			t.Fatal(err)
+		}
+		agree("truncate via b", []byte("and"), 0o644)
+		f, err := os.OpenFile(a, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte(" more")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		agree("append+fsync via a, still open", []byte("and more"), 0o644)
+		f.Close()
+		if err := os.Chmod(a, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		agree("chmod via a", []byte("and more"), 0o600)
+		c := filepath.Join(e.Mnt, "c")
+		if err := os.Link(b, c); err != nil {
+			t.Fatal(err)
+		}
+		var sts [3]syscall.Stat_t
+		for i, p := range []string{a, b, c} {
+			if err := syscall.Stat(p, &sts[i]); err != nil {
+				t.Fatal(err)
+			}
+			if sts[i].Nlink != 3 || sts[i].Ino != sts[0].Ino {
+				t.Errorf("after linking c: %s ino %d nlink %d, want ino %d nlink 3", filepath.Base(p), sts[i].Ino, sts[i].Nlink, sts[0].Ino)
+			}
+		}
+		if err := os.Remove(c); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{a, b} {
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil || st.Nlink != 2 {
+				t.Errorf("after unlinking c: %s nlink %d, %v; want 2", filepath.Base(p), st.Nlink, err)
+			}
+		}
+		e.AssertMatchesRescan()
+	})
 }
