@@ -1,7 +1,11 @@
 package fs
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/fnv"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,6 +37,7 @@ var (
 	_ = (gofs.NodeGetxattrer)((*Node)(nil))
 	_ = (gofs.NodeSetxattrer)((*Node)(nil))
 	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
+	_ = (gofs.NodeListxattrer)((*Node)(nil))
 	_ = (gofs.NodeOpendirHandler)((*Node)(nil))
 	_ = (gofs.NodeReaddirer)((*Node)(nil))
 )
@@ -62,7 +67,70 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if name == tracker.StateDirName && n.isRoot() {
 		return nil, syscall.ENOENT
 	}
-	return n.LoopbackNode.Lookup(ctx, name, out)
+	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	if errno != 0 {
+		return ch, errno
+	}
+	return n.ownNode(ctx, name, ch, out.Attr.Nlink), 0
+}
+
+// ownNode gives each name of a multiply-linked regular file its own FUSE node, so that a node
+// always has exactly one name and getxattr, which carries only the node, can answer for the name
+// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: the name varies
+// Gen, Ino (hence st_ino) stays the backing one. Only with kernel passthrough (perName), where
+// every read, write and mmap goes to the backing file and the kernel keeps no page cache per node.
+func (n *Node) ownNode(ctx context.Context, name string, ch *gofs.Inode, nlink uint32) *gofs.Inode {
+	sa := ch.StableAttr()
+	if !n.m.perName.Load() || nlink < 2 || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return ch
+	}
+	sa.Gen = nameGen(n.StableAttr().Ino, name)
+	return n.NewInode(ctx, n.m.newNode(), sa)
+}
+
+// nameGen is the node generation of the name (parent, name): a hash with the top bit set, so it
+// never equals a birth-time generation (nanoseconds since 1970 stay below 1<<63).
+func nameGen(parentIno uint64, name string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], parentIno)
+	h.Write(b[:])
+	h.Write([]byte(name))
+	return h.Sum64() | 1<<63
+}
+
+// notifySiblings drops the kernel's cached attributes (and, with content, cached pages) of the
+// nodes of this file's other names, after an operation through this name changed them. Nothing to
+// do without per-name nodes: then all names share one node. Names are those the tracker knows.
+func (n *Node) notifySiblings(rel string, content bool) {
+	if !n.m.perName.Load() || rel == "" {
+		return
+	}
+	n.notifyNames(n.m.t.LinkNames(rel), content)
+}
+
+func (n *Node) notifyNames(names []string, content bool) {
+	off := int64(-1) // attributes only
+	if content {
+		off = 0 // and every page
+	}
+	self, ino := n.EmbeddedInode(), n.StableAttr().Ino
+	for _, p := range names {
+		if ch := n.knownNode(p); ch != nil && ch != self && ch.StableAttr().Ino == ino {
+			_ = ch.NotifyContent(off, 0) // ENOENT: the kernel already forgot it
+		}
+	}
+}
+
+// knownNode is the node go-fuse holds for rel, or nil when the kernel has not looked it up.
+func (n *Node) knownNode(rel string) *gofs.Inode {
+	in := n.Root()
+	for _, c := range strings.Split(rel, "/") {
+		if in = in.GetChild(c); in == nil {
+			return nil
+		}
+	}
+	return in
 }
 
 // Create creates and opens a file; it is pending until its last writer closes it.
@@ -74,7 +142,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return ch, fh, fl, errno
 	}
-	return ch, n.m.writeHandle(n.child(name), fh, true), fl, 0
+	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink) // O_CREAT of an existing hard-linked file
+	return ch, n.m.writeHandle(ch.Operations().(*Node), n.child(name), fh, true), fl, 0
 }
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
@@ -89,7 +158,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		return fh, fl, 0
 	}
-	return n.m.writeHandle(n.rel(), fh, false), fl, 0
+	return n.m.writeHandle(n, n.rel(), fh, false), fl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -130,9 +199,21 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	defer n.m.t.NameOp()()
+	rel := n.child(name)
+	var others []string // the names whose link count drops
+	var victim *Node
+	if ch := n.GetChild(name); ch != nil && n.m.perName.Load() {
+		victim, _ = ch.Operations().(*Node)
+	}
+	if victim != nil {
+		others = n.m.t.LinkNames(rel)
+	}
 	errno := n.LoopbackNode.Unlink(ctx, name)
 	if errno == 0 {
-		n.m.t.Unlink(n.child(name))
+		n.m.t.Unlink(rel)
+		if len(others) > 0 {
+			victim.notifyNames(others, false)
+		}
 	}
 	return errno
 }
@@ -147,11 +228,21 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	from, to := n.child(name), np.child(newName)
 	defer n.m.t.NameOp()()
+	// Two names of one file: rename(2) succeeds and does nothing. The kernel skips such a rename
+	// itself when both names share a node; with per-name nodes it reaches us and must change
+	// nothing in the tree either.
+	same := sameFile(n.GetChild(name), np.GetChild(newName))
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
-	if errno == 0 {
+	if errno == 0 && !same {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
 	}
 	return errno
+}
+
+// sameFile reports whether two known nodes are names of one regular file.
+func sameFile(a, b *gofs.Inode) bool {
+	return a != nil && b != nil && a.StableAttr().Ino == b.StableAttr().Ino &&
+		a.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG && b.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG
 }
 
 // renameExchange is RENAME_EXCHANGE from renameat2(2).
@@ -178,10 +269,18 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	oldRel := tn.rel()
 	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
-	if errno == 0 {
-		n.m.t.Link(oldRel, n.child(name))
+	if errno != 0 {
+		return ch, errno
 	}
-	return ch, errno
+	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink)
+	n.m.t.Link(oldRel, n.child(name))
+	if n.m.perName.Load() {
+		// The new name got a node of its own, and the kernel updates the link count only of
+		// the node LINK returns.
+		_ = tn.NotifyContent(-1, 0)
+		tn.notifySiblings(oldRel, false)
+	}
+	return ch, 0
 }
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
@@ -193,37 +292,91 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return 0
 	}
+	rel := n.rel()
 	if _, ok := in.GetSize(); ok {
 		if wh, ok := f.(*writeHandle); ok {
 			wh.sess.Truncated()
 		} else {
-			n.m.t.Truncated(n.rel())
+			n.m.t.Truncated(rel)
 		}
+		n.notifySiblings(rel, true)
 		return 0
 	}
-	n.m.t.Touched(n.rel())
+	n.m.t.Touched(rel)
+	n.notifySiblings(rel, false)
 	return 0
 }
 
-// Getxattr serves user.trowfs.digest and user.trowfs.status; everything else is the backing file's.
+// Getxattr serves the user.trowfs. namespace from the tree; everything else is the backing file's.
+// A name the tree does not have (added behind the mount, unlinked while open) has no trowfs
+// attributes: ENODATA, never the backing file's own copy, which anyone who can write DATA can forge.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if attr != XattrDigest && attr != XattrStatus {
+	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
 		return n.LoopbackNode.Getxattr(ctx, attr, dest)
 	}
+	v, ok := n.trowfsXattr(attr)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// trowfsXattr is the value of a user.trowfs. attribute of this node's name.
+func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
+	if attr != XattrDigest && attr != XattrStatus {
+		return nil, false
+	}
 	rel := n.rel()
 	if rel == "" && !n.isRoot() {
-		// Unlinked while open: it has no name, hence no entry in the tree.
-		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+		return nil, false // unlinked while open: no name, hence no entry in the tree
 	}
-	if v, ok := n.m.virtualXattr(rel, attr); ok {
-		if len(dest) < len(v) {
-			return uint32(len(v)), syscall.ERANGE
+	return n.m.xattrOf(rel, attr, n.m.perName.Load())
+}
+
+// Listxattr lists the backing file's extended attributes, leaving out any backing copy of the
+// user.trowfs. namespace (the served ones are not listed either: docs/state.md).
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	buf := make([]byte, 1024)
+	for {
+		sz, errno := n.LoopbackNode.Listxattr(ctx, buf)
+		if errno == syscall.ERANGE && len(buf) < xattrListMax {
+			buf = make([]byte, 2*len(buf))
+			continue
 		}
-		return uint32(copy(dest, v)), 0
+		if errno != 0 {
+			return 0, errno
+		}
+		list := withoutTrowfsXattrs(buf[:sz])
+		if len(dest) < len(list) {
+			return uint32(len(list)), syscall.ERANGE
+		}
+		return uint32(copy(dest, list)), 0
 	}
-	return n.LoopbackNode.Getxattr(ctx, attr, dest)
+}
+
+// xattrListMax is XATTR_LIST_MAX, the largest list listxattr(2) returns.
+const xattrListMax = 1 << 16
+
+// withoutTrowfsXattrs drops user.trowfs.* from a listxattr(2) list of NUL-terminated names.
+func withoutTrowfsXattrs(list []byte) []byte {
+	out := list[:0:0]
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, 0)
+		if i < 0 {
+			i = len(list) - 1
+		}
+		name := list[:i+1]
+		list = list[i+1:]
+		if !isTrowfsXattr(string(name[:len(name)-1])) {
+			out = append(out, name...)
+		}
+	}
+	return out
 }
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
@@ -232,7 +385,9 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags)
 	if errno == 0 {
-		n.m.t.Touched(n.rel()) // ctime changed
+		rel := n.rel()
+		n.m.t.Touched(rel) // ctime changed
+		n.notifySiblings(rel, false)
 	}
 	return errno
 }
@@ -243,7 +398,9 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	errno := n.LoopbackNode.Removexattr(ctx, attr)
 	if errno == 0 {
-		n.m.t.Touched(n.rel())
+		rel := n.rel()
+		n.m.t.Touched(rel)
+		n.notifySiblings(rel, false)
 	}
 	return errno
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	trowfs "github.com/trowfs/trowfs/fs"
@@ -59,6 +60,8 @@ type Options struct {
 	Data      string // reuse an existing data directory
 	Verify    tracker.VerifyMode
 	ListState bool
+	// BlobDigest names the digest a blob path must have (a layout's BlobDigest); nil: none.
+	BlobDigest func(rel string) (digest.Digest, bool)
 }
 
 // Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
@@ -89,7 +92,7 @@ func Mount(t testing.TB, o Options) *Env {
 func (e *Env) Start() {
 	t := e.t
 	t.Helper()
-	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, BlobDigest: e.opts.BlobDigest, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
