@@ -251,14 +251,16 @@ func clearDeadMount(mnt string, log *slog.Logger) error {
 	return &MountError{fmt.Errorf("mountpoint %s: dead FUSE mounts keep reappearing", mnt)}
 }
 
-// probe asks the server of the FUSE mount at mnt for its root's attributes. ENOTCONN (or
+// probe asks the server of the FUSE mount at mnt for its filesystem statistics. ENOTCONN (or
 // ECONNABORTED) means the server is gone. No answer within probeTimeout counts as alive: a
 // server that is slow or stopped still owns its mount.
 func probe(mnt string) (alive bool, why string) {
 	done := make(chan error, 1)
 	go func() {
-		var st unix.Stat_t
-		done <- unix.Stat(mnt, &st)
+		// statfs always reaches the server; stat may be answered from the kernel's attribute
+		// cache long after the server died.
+		var st unix.Statfs_t
+		done <- unix.Statfs(mnt, &st)
 	}()
 	select {
 	case err := <-done:
