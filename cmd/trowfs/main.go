@@ -53,7 +53,7 @@ counts, bytes and verification status; the root's adds the registry's consistenc
   cat /mnt/trow/.state
   trowfs verify /var/lib/trow/data              # offline, while unmounted
 
-Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory in use, 4 integrity problems
+Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory or mountpoint in use, 4 integrity problems
 (verify), 5 mount failed, 70 internal error. See docs/cli.md.`
 
 func main() {
