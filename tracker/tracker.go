@@ -18,11 +18,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/statedir"
 )
 
 // StateDirName is trowfs's own directory inside DATA. It is never part of the tree and is hidden by
 // the mount.
-const StateDirName = ".trowfs"
+const StateDirName = statedir.Name
 
 // Options configures a Tracker.
 type Options struct {
@@ -67,6 +68,10 @@ type Tracker struct {
 
 	stats counters
 
+	// sdMu guards sd, DATA/.trowfs opened on first use (StateDir).
+	sdMu sync.Mutex
+	sd   *statedir.Dir
+
 	// mu guards every field below it. Nothing that reads file content or blocks on I/O other than
 	// a single lstat/fstat runs while it is held.
 	mu       sync.Mutex
@@ -74,9 +79,9 @@ type Tracker struct {
 	inflight map[uint64]*fileState          // files with writers or a hash job pending, by inode
 	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
 	findings map[findingKey]Finding
-	dirty    bool // the tree changed since the last checkpoint
-	lockFd   int  // DATA/.trowfs/lock, held with flock while this tracker owns DATA (0: not locked)
-	busy     int  // hash jobs queued or running
+	dirty    bool     // the tree changed since the last checkpoint
+	lockFile *os.File // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
+	busy     int      // hash jobs queued or running
 	idle     *sync.Cond
 	load     LoadReport
 	runs     []*Run
@@ -153,11 +158,17 @@ func (t *Tracker) Close() {
 	t.notify.close()
 	unix.Close(t.rootFd)
 	t.mu.Lock()
-	if t.lockFd > 0 {
-		unix.Close(t.lockFd)
-		t.lockFd = 0
+	if t.lockFile != nil {
+		t.lockFile.Close()
+		t.lockFile = nil
 	}
 	t.mu.Unlock()
+	t.sdMu.Lock()
+	if t.sd != nil {
+		t.sd.Close()
+		t.sd = nil
+	}
+	t.sdMu.Unlock()
 }
 
 // StopRuns stops the scrub and every verification run and waits for them, so nothing changes the
