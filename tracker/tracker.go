@@ -262,6 +262,11 @@ type Session struct {
 // OpenWrite records that rel was opened for writing through descriptor fd (already open on the
 // backing file). created says the open created the file. The file is pending until its last
 // writer closes it; then it is hashed.
+//
+// rel is "" when the file has no name any more (unlinked between the open and the handler
+// asking for its name). A rel that no longer leads to the opened file (unlinked, or replaced,
+// and its unlink or rename not reported yet) is treated the same way: the writer is counted
+// for the inode, which keeps its other known names pending, but no name is recorded for it.
 func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -271,6 +276,23 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 	t.stats.op("open_write")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Checked under the lock: an unlink or rename of rel after this lstat reports after us and
+	// finds the entry we record; one before it has already changed what lstat sees.
+	if rel != "" {
+		if cur, err := t.lstat(rel); err != nil || cur.Ino != st.Ino {
+			rel = ""
+		}
+	}
+	if rel == "" {
+		fs := t.inflight[st.Ino]
+		if fs == nil {
+			fs = &fileState{}
+			t.inflight[st.Ino] = fs
+		}
+		fs.writers++
+		fs.gen++
+		return &Session{t: t, ino: st.Ino}
+	}
 	fs := t.fileStateLocked(rel, &st, created)
 	fs.writers++
 	fs.gen++
@@ -357,14 +379,23 @@ func (s *Session) Truncated() {
 
 // Created records a new empty regular file made by mknod(2).
 func (t *Tracker) Created(rel string) {
-	st, err := t.lstat(rel)
-	if err != nil {
-		t.internal(rel, "lstat after mknod", err)
+	if rel == "" {
 		return
 	}
 	t.stats.op("mknod")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	st, err := t.lstat(rel) // under the lock, for the reason OpenWrite gives
+	if errors.Is(err, unix.ENOENT) {
+		return // unlinked meanwhile
+	}
+	if err != nil {
+		t.internal(rel, "lstat after mknod", err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
 	t.rehashLocked(rel, &st, true)
 }
 
@@ -391,14 +422,24 @@ func (s *Session) Wrote(off int64, data []byte) {
 
 // Truncated records a truncate of rel that did not go through a write session (truncate(2) by path).
 func (t *Tracker) Truncated(rel string) {
-	st, err := t.lstat(rel)
-	if err != nil {
-		t.internal(rel, "lstat after truncate", err)
-		return
+	if rel == "" {
+		return // the root is a directory: nothing was truncated there
 	}
 	t.stats.op("truncate")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Under the lock, for the reason OpenWrite gives.
+	st, err := t.lstat(rel)
+	if errors.Is(err, unix.ENOENT) {
+		return // unlinked meanwhile: its unlink is reported (or was)
+	}
+	if err != nil {
+		t.internal(rel, "lstat after truncate", err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return // replaced meanwhile by something that is not a file: its own operation records it
+	}
 	fs := t.fileStateLocked(rel, &st, false)
 	fs.gen++
 	if fs.stream != nil {
