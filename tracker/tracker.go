@@ -210,14 +210,10 @@ func (t *Tracker) WithTree(fn func(tr *hashtree.Tree)) {
 
 func now() int64 { return time.Now().UnixNano() }
 
-// lstat reads metadata of rel relative to DATA without following a final symlink.
+// lstat reads metadata of rel relative to DATA without following a final symlink, at any depth.
 func (t *Tracker) lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
-	name := rel
-	if name == "" {
-		name = "."
-	}
-	err := unix.Fstatat(t.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	err := lstatBeneath(t.rootFd, rel, &st)
 	return st, err
 }
 
@@ -916,36 +912,16 @@ func (t *Tracker) readDirNames(rel string) ([]string, error) {
 
 func (t *Tracker) readlink(rel string) (string, error) {
 	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(t.rootFd, rel, buf)
+	n, err := readlinkBeneath(t.rootFd, rel, buf)
 	if err != nil {
 		return "", err
 	}
 	return string(buf[:n]), nil
 }
 
-// openBeneath opens rel relative to DATA, refusing to leave it (symlinks, "..").
+// openBeneath opens rel relative to DATA, refusing to leave it (symlinks, ".."), at any depth.
 func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
-	name := rel
-	if name == "" {
-		name = "."
-	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(t.rootFd, name, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		if err == unix.EPERM && flags&unix.O_NOATIME != 0 {
-			// O_NOATIME needs ownership (or CAP_FOWNER): read with atime updates instead.
-			flags &^= unix.O_NOATIME
-			how.Flags &^= uint64(unix.O_NOATIME)
-			continue
-		}
-		if err == unix.ENOSYS {
-			return unix.Openat(t.rootFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		}
-		return fd, err
-	}
+	return OpenBeneath(t.rootFd, rel, flags)
 }
 
 // internal logs a bookkeeping problem and records it as a finding. It never fails an operation.
