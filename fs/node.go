@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -42,14 +43,42 @@ var (
 	_ = (gofs.NodeReaddirer)((*Node)(nil))
 )
 
-// rel is the node's path relative to DATA ("" for the root).
-func (n *Node) rel() string { return n.Path(nil) }
-
-func (n *Node) child(name string) string {
-	if p := n.rel(); p != "" {
-		return p + "/" + name
+// relPath is the node's path relative to DATA ("" for the root), and false when the node has
+// no name any more: a file unlinked (or a directory removed) while the kernel still holds it,
+// open or in the middle of an operation. go-fuse's Inode.Path(nil) returns "" for such an
+// orphan as for the root, and the tracker would take it for a file at the root.
+func (n *Node) relPath() (string, bool) {
+	root := n.Root()
+	var segs []string
+	for p := n.EmbeddedInode(); p != root; {
+		name, parent := p.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		p = parent
 	}
-	return name
+	slices.Reverse(segs)
+	return strings.Join(segs, "/"), true
+}
+
+// rel is relPath without the flag: "" for the root and for an orphan (see relPath).
+func (n *Node) rel() string {
+	p, _ := n.relPath()
+	return p
+}
+
+// child is the path of name in this directory, and false when the directory has no name any
+// more (removed meanwhile: nothing in it can be recorded).
+func (n *Node) child(name string) (string, bool) {
+	p, ok := n.relPath()
+	if !ok {
+		return "", false
+	}
+	if p != "" {
+		return p + "/" + name, true
+	}
+	return name, true
 }
 
 func (n *Node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
@@ -143,7 +172,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return ch, fh, fl, errno
 	}
 	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink) // O_CREAT of an existing hard-linked file
-	return ch, n.m.writeHandle(ch.Operations().(*Node), n.child(name), fh, true), fl, 0
+	rel, _ := n.child(name)                       // "" if the directory went away: the file has no name to record
+	return ch, n.m.writeHandle(ch.Operations().(*Node), rel, fh, true), fl, 0
 }
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
@@ -158,7 +188,11 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		return fh, fl, 0
 	}
-	return n.m.writeHandle(n, n.rel(), fh, false), fl, 0
+	// The name is read after the open: an unlink may have orphaned the node meanwhile (then
+	// rel is "" and the session has no name), and the tracker checks that the name still
+	// leads to the opened file.
+	rel, _ := n.relPath()
+	return n.m.writeHandle(n, rel, fh, false), fl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -166,8 +200,8 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	if errno == 0 {
-		n.m.t.Mkdir(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Mkdir(p)
 	}
 	return ch, errno
 }
@@ -177,8 +211,8 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	if errno == 0 && mode&syscall.S_IFMT == syscall.S_IFREG {
-		n.m.t.Created(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok && mode&syscall.S_IFMT == syscall.S_IFREG {
+		n.m.t.Created(p)
 	}
 	return ch, errno
 }
@@ -188,8 +222,8 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	errno := n.LoopbackNode.Rmdir(ctx, name)
-	if errno == 0 {
-		n.m.t.Rmdir(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Rmdir(p)
 	}
 	return errno
 }
@@ -199,17 +233,17 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	defer n.m.t.NameOp()()
-	rel := n.child(name)
+	rel, rok := n.child(name)
 	var others []string // the names whose link count drops
 	var victim *Node
 	if ch := n.GetChild(name); ch != nil && n.m.perName.Load() {
 		victim, _ = ch.Operations().(*Node)
 	}
-	if victim != nil {
+	if victim != nil && rok {
 		others = n.m.t.LinkNames(rel)
 	}
 	errno := n.LoopbackNode.Unlink(ctx, name)
-	if errno == 0 {
+	if errno == 0 && rok {
 		n.m.t.Unlink(rel)
 		if len(others) > 0 {
 			victim.notifyNames(others, false)
@@ -226,14 +260,15 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if n.reserved(name) || np.reserved(newName) {
 		return syscall.EPERM
 	}
-	from, to := n.child(name), np.child(newName)
+	from, fok := n.child(name)
+	to, tok := np.child(newName)
 	defer n.m.t.NameOp()()
 	// Two names of one file: rename(2) succeeds and does nothing. The kernel skips such a rename
 	// itself when both names share a node; with per-name nodes it reaches us and must change
 	// nothing in the tree either.
 	same := sameFile(n.GetChild(name), np.GetChild(newName))
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
-	if errno == 0 && !same {
+	if errno == 0 && !same && fok && tok {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
 	}
 	return errno
@@ -253,8 +288,8 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
-	if errno == 0 {
-		n.m.t.Symlink(n.child(name), target)
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Symlink(p, target)
 	}
 	return ch, errno
 }
@@ -267,14 +302,20 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	oldRel := tn.rel()
+	oldRel, ook := tn.relPath()
 	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
 	if errno != 0 {
 		return ch, errno
 	}
 	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink)
-	n.m.t.Link(oldRel, n.child(name))
-	if n.m.perName.Load() {
+	if p, ok := n.child(name); ok {
+		if ook {
+			n.m.t.Link(oldRel, p)
+		} else {
+			n.m.t.Created(p) // the old name went away meanwhile: record the new one from disk
+		}
+	}
+	if n.m.perName.Load() && ook {
 		// The new name got a node of its own, and the kernel updates the link count only of
 		// the node LINK returns.
 		_ = tn.NotifyContent(-1, 0)
@@ -292,17 +333,19 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return 0
 	}
-	rel := n.rel()
+	rel, rok := n.relPath()
 	if _, ok := in.GetSize(); ok {
 		if wh, ok := f.(*writeHandle); ok {
 			wh.sess.Truncated()
-		} else {
+		} else if rok {
 			n.m.t.Truncated(rel)
 		}
 		n.notifySiblings(rel, true)
 		return 0
 	}
-	n.m.t.Touched(rel)
+	if rok {
+		n.m.t.Touched(rel)
+	}
 	n.notifySiblings(rel, false)
 	return 0
 }

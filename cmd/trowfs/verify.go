@@ -150,7 +150,7 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 		if want, ok := layout.BlobDigest(p); ok && e.Status != hashtree.StatusExcluded {
 			actual := e.Digest.String()
 			if want.Algorithm().String() != "sha256" {
-				actual = hashOther(filepath.Join(v.Data, p), want)
+				actual = hashOther(v.Data, p, want)
 			}
 			if actual != want.String() {
 				fi.Status = hashtree.StatusMismatch

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -62,6 +63,9 @@ type Options struct {
 	ListState bool
 	// BlobDigest names the digest a blob path must have (a layout's BlobDigest); nil: none.
 	BlobDigest func(rel string) (digest.Digest, bool)
+	// Log, if set, also receives the tracker's log lines (warnings and worse), for tests that
+	// assert on them.
+	Log io.Writer
 }
 
 // Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
@@ -92,7 +96,11 @@ func Mount(t testing.TB, o Options) *Env {
 func (e *Env) Start() {
 	t := e.t
 	t.Helper()
-	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, BlobDigest: e.opts.BlobDigest, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	var logw io.Writer = testWriter{t}
+	if e.opts.Log != nil {
+		logw = io.MultiWriter(logw, e.opts.Log)
+	}
+	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, BlobDigest: e.opts.BlobDigest, Logger: slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
