@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // tokenFileBadBits are the permission bits refused on --api-token-file, as ssh refuses a
@@ -15,7 +17,10 @@ const tokenFileBadBits = 0o026
 // group or others can write), an unreadable one and one holding only white space are refused
 // with exit 2: the endpoint never starts with a token that is not secret or not there.
 func readTokenFile(path string) (string, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and the mount
+	// would hang before it starts; the check below then refuses it. O_NOCTTY: a terminal given
+	// here must not become the controlling one. Neither changes how a regular file reads.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
 		return "", &exitError{ExitUsage, "--api-token-file: " + err.Error()}
 	}
