@@ -172,7 +172,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return ch, fh, fl, errno
 	}
 	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink) // O_CREAT of an existing hard-linked file
-	rel, _ := n.child(name)                       // "" if the directory went away: the file has no name to record
+	// rel is "" if the directory went away: the file has no name to record.
+	rel, _ := n.child(name)
 	return ch, n.m.writeHandle(ch.Operations().(*Node), rel, fh, true), fl, 0
 }
 
