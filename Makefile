@@ -39,7 +39,7 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: vet build
+test: setup vet
 	$(GO) test -race -count=1 -timeout 18m ./...
 
 test-short: build
