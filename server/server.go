@@ -45,6 +45,8 @@ type Config struct {
 	ListState          bool
 	Debug              bool
 	Logger             *slog.Logger
+	// Status, if set, is told what Start is doing (for a service manager's status line).
+	Status func(string)
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
 	DrainTimeout time.Duration
 }
@@ -92,6 +94,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	status := cfg.Status
+	if status == nil {
+		status = func(string) {}
+	}
+	status("checking the data directory and the mountpoint")
 	data, mnt, err := checkDirs(cfg.Data, cfg.Mnt, cfg.NonEmpty, log)
 	if err != nil {
 		return nil, err
@@ -140,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
+	status("loading the snapshot and reconciling " + cfg.Data)
 	log.Info("loading", "data", cfg.Data, "layout", layout, "exclude", exclude, "verify_on_start", cfg.VerifyOnStart)
 	if _, err := s.t.Load(ctx, cfg.VerifyOnStart); err != nil {
 		s.t.Close()
@@ -168,6 +176,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	opts.Debug = cfg.Debug
 	opts.ListState = cfg.ListState
 	opts.State = s.stateDoc
+	status("mounting " + cfg.Mnt)
 	s.fuse, err = trowfs.Mount(cfg.Data, cfg.Mnt, s.t, opts)
 	if err != nil {
 		s.reg.Load().Close()
@@ -233,6 +242,9 @@ func (s *Server) Settle(timeout time.Duration) bool {
 	s.reg.Load().Flush()
 	return true
 }
+
+// Serving reports whether the FUSE server loop still serves the mount.
+func (s *Server) Serving() bool { return s.mounted.Load() }
 
 // Wait blocks until the filesystem is unmounted (by Stop or from outside).
 func (s *Server) Wait() { <-s.gone }

@@ -39,12 +39,17 @@ type mountCmd struct {
 	NonEmpty           bool          `name:"nonempty" help:"Mount even if MNT is not empty (its contents are hidden while mounted); without it a non-empty MNT exits 2."`
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
+
+	execFlags
 }
 
 func (m *mountCmd) Run(log *slog.Logger) error {
 	demoMode := m.Data == "" && m.Mnt == ""
 	if !demoMode && (m.Data == "" || m.Mnt == "") {
 		return &exitError{ExitUsage, "mount needs both DATA and MNT (or neither, for the demo)"}
+	}
+	if err := m.execFlags.check(demoMode); err != nil {
+		return err
 	}
 	if demoMode {
 		dir, err := os.MkdirTemp("", "trowfs-demo-")
@@ -70,6 +75,15 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 			return err
 		}
 	}
+	sd := newNotifier(log)
+	sd.startup()
+	defer sd.endLoop()
+	var sigs <-chan os.Signal
+	releaseSigs := func() {}
+	if m.Exec {
+		sigs, releaseSigs = execSignals()
+		defer releaseSigs()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{
@@ -78,9 +92,15 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
 		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
+		Status: sd.status,
 	})
 	if err != nil {
+		sd.status("failed: " + err.Error())
 		return err
+	}
+	sd.ready(srv)
+	if m.Exec && ctx.Err() == nil {
+		return m.runExec(srv, sigs, sd.stopping, func() { stop(); releaseSigs() }, log)
 	}
 	if demoMode {
 		srv.Tracker().Drain(30 * time.Second)
@@ -98,6 +118,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 	case <-unmounted:
 		log.Info("unmounted from outside")
 	}
+	sd.stopping()
 	stop()
 	return srv.Stop()
 }

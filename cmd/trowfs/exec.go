@@ -1,0 +1,178 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/trowfs/trowfs/server"
+)
+
+// execFlags run the registry under the mount: `trowfs mount DATA MNT --exec -- CMD ARGS...`.
+// They are embedded in mountCmd.
+type execFlags struct {
+	Exec            bool          `help:"Run the command given after -- once the mount serves (when --ready-file is written), forward SIGTERM, SIGINT and SIGHUP to it, and when it exits unmount and exit with its status (128+N if signal N killed it)."`
+	ExecStopTimeout time.Duration `help:"With --exec: how long trowfs, asked to stop, waits for the command to exit after forwarding the signal before it sends SIGKILL (the mount stays up meanwhile)." default:"30s"`
+	Command         []string      `arg:"" optional:"" passthrough:"" help:"With --exec: the command and its arguments, after --." placeholder:"CMD"`
+}
+
+// check validates the flags before anything is mounted.
+func (e *execFlags) check(demo bool) error {
+	if len(e.Command) > 0 && e.Command[0] == "--" {
+		e.Command = e.Command[1:]
+	}
+	switch {
+	case !e.Exec && len(e.Command) > 0:
+		return &exitError{ExitUsage, fmt.Sprintf("unexpected argument %q (to run a command under the mount: --exec -- CMD ARGS...)", e.Command[0])}
+	case e.Exec && len(e.Command) == 0:
+		return &exitError{ExitUsage, "--exec needs a command after --: trowfs mount DATA MNT --exec -- CMD ARGS..."}
+	case e.Exec && demo:
+		return &exitError{ExitUsage, "--exec needs DATA and MNT"}
+	case e.ExecStopTimeout < 0:
+		return &exitError{ExitUsage, "--exec-stop-timeout must not be negative"}
+	}
+	return nil
+}
+
+// Exit codes of a command that could not be started, as shells report them.
+const (
+	exitCannotExec = 126
+	exitNotFound   = 127
+)
+
+// child is the command run under the mount.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once it has exited and been reaped
+	err  error         // Start's error, or nil
+}
+
+// startChild starts argv with the mountpoint in TROWFS_MOUNTPOINT, in its own process group
+// (so a terminal's ^C reaches it once, forwarded by trowfs, not twice), killed by the kernel if
+// trowfs dies first: it must never run on a dead mount. Pdeathsig is tied to the thread that
+// forks, so that thread stays locked until the child is reaped.
+func startChild(argv []string, mnt string) *child {
+	c := &child{done: make(chan struct{})}
+	c.cmd = exec.Command(argv[0], argv[1:]...)
+	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	c.cmd.Env = append(os.Environ(), "TROWFS_MOUNTPOINT="+mnt)
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	started := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		c.err = c.cmd.Start()
+		close(started)
+		if c.err == nil {
+			_ = c.cmd.Wait()
+		}
+		close(c.done)
+	}()
+	<-started
+	return c
+}
+
+// status is the child's exit status as trowfs passes it on: its exit code, or 128+N when
+// signal N killed it.
+func (c *child) status() int {
+	if c.err != nil {
+		if errors.Is(c.err, exec.ErrNotFound) || errors.Is(c.err, os.ErrNotExist) {
+			return exitNotFound
+		}
+		return exitCannotExec
+	}
+	ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return c.cmd.ProcessState.ExitCode()
+	}
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+func (c *child) signal(sig os.Signal, log *slog.Logger) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if err := c.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		log.Warn("could not signal the command", "signal", sig, "err", err)
+	}
+}
+
+// runExec runs the command while srv serves, then stops srv. sigs receives SIGINT, SIGTERM and
+// SIGHUP; stopping is called once trowfs starts shutting down (the command is told first);
+// release, once the command is gone, so that another signal during the unmount ends trowfs as
+// it does without --exec.
+// The result is the command's status, or srv's error when the command succeeded but the
+// shutdown did not.
+func (e *execFlags) runExec(srv *server.Server, sigs <-chan os.Signal, stopping, release func(), log *slog.Logger) error {
+	c := startChild(e.Command, srv.Mountpoint())
+	if c.err != nil {
+		log.Error("could not start the command; unmounting", "command", e.Command[0], "err", c.err)
+		stopping()
+		release()
+		if err := srv.Stop(); err != nil {
+			return err
+		}
+		return &exitError{c.status(), ""}
+	}
+	log.Info("command started under the mount", "pid", c.cmd.Process.Pid, "command", strings.Join(e.Command, " "))
+	unmounted := make(chan struct{})
+	go func() { srv.Wait(); close(unmounted) }()
+	var kill <-chan time.Time
+	shutdown := func(why string) {
+		if kill == nil {
+			log.Info(why+"; waiting for the command to exit before unmounting", "timeout", e.ExecStopTimeout)
+			stopping()
+			kill = time.After(e.ExecStopTimeout)
+		}
+	}
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			log.Info("forwarding signal to the command", "signal", sig)
+			c.signal(sig, log)
+			if sig != syscall.SIGHUP {
+				shutdown("signal received")
+			}
+		case <-unmounted:
+			unmounted = nil
+			log.Error("the mount went away while the command runs; stopping the command")
+			c.signal(syscall.SIGTERM, log)
+			shutdown("unmounted from outside")
+		case <-kill:
+			log.Warn("the command did not exit in time; killing it", "timeout", e.ExecStopTimeout)
+			c.signal(syscall.SIGKILL, log)
+			kill = make(chan time.Time) // never again
+		case <-c.done:
+			break wait
+		}
+	}
+	code := c.status()
+	log.Info("command exited; unmounting", "status", code)
+	stopping()
+	release()
+	if err := srv.Stop(); err != nil && code == 0 {
+		return err
+	}
+	return &exitError{code, ""}
+}
+
+// execSignals catches the signals forwarded to the command, before it starts: a signal between
+// the mount and the command's start is then seen by runExec.
+func execSignals() (<-chan os.Signal, func()) {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
+}
