@@ -7,12 +7,18 @@ GO       ?= go
 DATA     ?=
 MNT      ?=
 
-.PHONY: all build run setup setup-run apt tools vet test test-short fuzz bench clean
+.PHONY: all build install run setup setup-run apt tools vet test test-short fuzz bench clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/trowfs
+
+# The binary where mount(8)'s and systemd's clean PATH find it (deploy/systemd, docs/operating.md).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/trowfs
 
 # Packages the mount and the tests use. Missing apt is not fatal: trowfs mounts directly as root.
 apt:

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestNotifierWatchdogOnlyForThisPid(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, c := range []struct {
+		pid, usec string
+		want      time.Duration
+	}{
+		{"", "2000000", 2 * time.Second},
+		{fmt.Sprint(os.Getpid()), "500000", 500 * time.Millisecond},
+		{fmt.Sprint(os.Getpid() + 1), "500000", 0}, // meant for another process
+		{"", "soon", 0},
+		{"", "0", 0},
+	} {
+		t.Setenv("NOTIFY_SOCKET", "@trowfs-unit")
+		t.Setenv("WATCHDOG_PID", c.pid)
+		t.Setenv("WATCHDOG_USEC", c.usec)
+		n := newNotifier(log)
+		if n.watchdog != c.want {
+			t.Errorf("WATCHDOG_PID=%q WATCHDOG_USEC=%q: watchdog %v, want %v", c.pid, c.usec, n.watchdog, c.want)
+		}
+		for _, k := range []string{"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"} {
+			if v, ok := os.LookupEnv(k); ok {
+				t.Errorf("%s=%q left in the environment for child processes", k, v)
+			}
+		}
+	}
+}
+
+func TestNotifierIgnoresRelativeSocketAndSendsToAbstract(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	t.Setenv("NOTIFY_SOCKET", "relative/sock")
+	if n := newNotifier(log); n.addr != nil {
+		t.Fatalf("a relative NOTIFY_SOCKET was accepted: %v", n.addr)
+	}
+	name := fmt.Sprintf("@trowfs-unit-%d-%d", os.Getpid(), time.Now().UnixNano())
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	n := newNotifier(log)
+	n.status("loading")
+	n.stopping()
+	n.stopping() // sent once
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	var got []string
+	for range 2 {
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read after %q: %v", got, err)
+		}
+		got = append(got, string(buf[:k]))
+	}
+	if got[0] != "STATUS=loading" || got[1][:11] != "STOPPING=1\n" {
+		t.Fatalf("datagrams %q", got)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if k, err := conn.Read(buf); err == nil {
+		t.Fatalf("a second STOPPING was sent: %q", buf[:k])
+	}
+}
