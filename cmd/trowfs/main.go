@@ -57,6 +57,9 @@ Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory or mountpoin
 (verify), 5 mount failed, 70 internal error. See docs/cli.md.`
 
 func main() {
+	if isMountHelperCall(os.Args[0], os.Args[1:]) {
+		os.Exit(runMountHelper(os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

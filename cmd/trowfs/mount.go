@@ -99,6 +99,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		return err
 	}
 	sd.ready(srv)
+	daemonReady()
 	if m.Exec && ctx.Err() == nil {
 		return m.runExec(srv, sigs, sd.stopping, func() { stop(); releaseSigs() }, log)
 	}

@@ -163,7 +163,10 @@ func (n *notifier) serve(ctx context.Context, srv *server.Server) {
 				last = s
 			}
 		case <-dog:
-			if err := alive(srv, n.watchdog/2); err != nil {
+			if err := alive(ctx, srv, n.watchdog/2); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
 				n.log.Error("not pinging the systemd watchdog: the mount does not answer", "err", err)
 				continue
 			}
@@ -202,7 +205,7 @@ var probing atomic.Bool
 // read of MNT/.state (which goes through the kernel to the FUSE loop and takes the tracker's
 // lock) completes within timeout. At most one probe is in flight; a stuck one fails every check
 // until it returns.
-func alive(srv *server.Server, timeout time.Duration) error {
+func alive(ctx context.Context, srv *server.Server, timeout time.Duration) error {
 	if !srv.Serving() {
 		return errors.New("the FUSE server no longer serves")
 	}
@@ -220,5 +223,7 @@ func alive(srv *server.Server, timeout time.Duration) error {
 		return err
 	case <-time.After(timeout):
 		return fmt.Errorf("reading .state took more than %v", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
