@@ -14,11 +14,14 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/trowfs
 
-# The binary where mount(8)'s and systemd's clean PATH find it (deploy/systemd, docs/operating.md).
+# The binary where mount(8)'s clean PATH and the systemd unit find it, and mount.fuse.trowfs for
+# mount(8) without mount.fuse3 (it looks for helpers in /sbin only: link it there), see
+# docs/operating.md.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/trowfs
+	ln -sf trowfs $(DESTDIR)$(PREFIX)/sbin/mount.fuse.trowfs
 
 # Packages the mount and the tests use. Missing apt is not fatal: trowfs mounts directly as root.
 apt:
