@@ -236,3 +236,32 @@ func TestExecDistributionRegistryUnderMountKeepsPushedBlobs(t *testing.T) {
 		t.Fatalf("verify after the registry ran under --exec: exit %d, snapshot %s, %d files, differences %v; want 0, loaded, the blobs, none\n%s", code, v.Snapshot, v.Files, v.Differences, v.Raw)
 	}
 }
+
+func TestExecForwardsSIGHUPAndStopsCommandWhenUnmountedFromOutside(t *testing.T) {
+	data, mnt, tmp := t.TempDir(), filepath.Join(t.TempDir(), "mnt"), t.TempDir()
+	started, hup, term := filepath.Join(tmp, "started"), filepath.Join(tmp, "hup"), filepath.Join(tmp, "term")
+	script := `trap 'echo hup > "$2"' HUP
+trap 'echo term > "$3"; exit 5' TERM
+echo up > "$1"
+while :; do sleep 0.05; done`
+	p := trowfsbin.Start(t, data, mnt, "--exec", "--", "sh", "-c", script, "sh", started, hup, term)
+	waitFile(t, p, started, 10*time.Second)
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, p, hup, 10*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if p.Exited() || !trowfsbin.Mounted(mnt) {
+		t.Fatalf("SIGHUP stopped trowfs or its mount (it is only forwarded); stderr:\n%s", p.Stderr())
+	}
+	if _, err := os.Stat(term); err == nil {
+		t.Fatal("SIGHUP made trowfs stop the command")
+	}
+	if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v\n%s", err, out)
+	}
+	if code := exitOf(t, p); code != 5 {
+		t.Fatalf("trowfs exited %d after an outside umount, want the command's 5 (it gets SIGTERM); stderr:\n%s", code, p.Stderr())
+	}
+	waitFile(t, p, term, time.Second)
+}
