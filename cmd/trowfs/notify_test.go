@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trowfs/trowfs/fs/fstest"
+	"github.com/trowfs/trowfs/server"
 )
 
 func TestNotifierWatchdogOnlyForThisPid(t *testing.T) {
@@ -69,5 +76,52 @@ func TestNotifierIgnoresRelativeSocketAndSendsToAbstract(t *testing.T) {
 	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if k, err := conn.Read(buf); err == nil {
 		t.Fatalf("a second STOPPING was sent: %q", buf[:k])
+	}
+}
+
+func TestWatchdogStopsPingingWhenTheFUSELoopIsGone(t *testing.T) {
+	fstest.Require(t)
+	log := slog.New(slog.DiscardHandler)
+	data, mnt := t.TempDir(), filepath.Join(t.TempDir(), "mnt")
+	srv, err := server.Start(context.Background(), server.Config{Data: data, Mnt: mnt, Layout: "plain", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	name := fmt.Sprintf("@trowfs-unit-dog-%d-%d", os.Getpid(), time.Now().UnixNano())
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	t.Setenv("WATCHDOG_USEC", "200000")
+	n := newNotifier(log)
+	n.ready(srv)
+	defer n.stopping()
+	pings := func(d time.Duration) (count int) {
+		buf := make([]byte, 4096)
+		end := time.Now().Add(d)
+		for {
+			_ = conn.SetReadDeadline(end)
+			k, err := conn.Read(buf)
+			if err != nil {
+				return count
+			}
+			if strings.Contains(string(buf[:k]), "WATCHDOG=1") {
+				count++
+			}
+		}
+	}
+	if c := pings(time.Second); c < 3 {
+		t.Fatalf("%d watchdog pings in 1 s with WATCHDOG_USEC=200ms while the mount serves, want about 10", c)
+	}
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	srv.Wait()
+	pings(150 * time.Millisecond) // one may have been on its way
+	if c := pings(time.Second); c != 0 {
+		t.Fatalf("%d watchdog pings after the FUSE server stopped serving, want none", c)
 	}
 }
