@@ -265,3 +265,23 @@ while :; do sleep 0.05; done`
 	}
 	waitFile(t, p, term, time.Second)
 }
+
+func TestExecCommandDiesWithTrowfs(t *testing.T) {
+	data, mnt, tmp := t.TempDir(), filepath.Join(t.TempDir(), "mnt"), t.TempDir()
+	pidFile := filepath.Join(tmp, "pid")
+	p := trowfsbin.Start(t, data, mnt, "--exec", "--", "sh", "-c", `echo $$ > "$1"; while :; do sleep 0.05; done`, "sh", pidFile)
+	pid := strings.TrimSpace(waitFile(t, p, pidFile, 10*time.Second))
+	p.Kill9(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		// Gone, or a zombie waiting for its new parent to reap it: either way not running.
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command (pid %s) still runs 5 s after trowfs was killed: it would run on a dead mount", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
