@@ -25,9 +25,13 @@ install: build
 
 # Packages the mount and the tests use. Missing apt is not fatal: trowfs mounts directly as root.
 apt:
-	@if command -v apt-get >/dev/null 2>&1 && { ! command -v fusermount3 >/dev/null || ! command -v sqlite3 >/dev/null; }; then \
-	  echo "== installing fuse3 sqlite3 (apt)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 sqlite3 >/dev/null) \
+	@pkgs=""; \
+	command -v fusermount3 >/dev/null && [ -e /sbin/mount.fuse3 ] || pkgs="$$pkgs fuse3"; \
+	command -v sqlite3 >/dev/null || pkgs="$$pkgs sqlite3"; \
+	command -v systemd-analyze >/dev/null || pkgs="$$pkgs systemd"; \
+	if [ -n "$$pkgs" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "== installing$$pkgs (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null) \
 	    || echo "warning: apt-get failed; continuing (trowfs mounts with DirectMount as root)"; \
 	fi
 	@[ -e /dev/fuse ] || { echo "error: /dev/fuse is missing"; exit 1; }
