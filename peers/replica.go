@@ -64,7 +64,7 @@ func (r *crdtReplica) Summaries(p []crdt.Path) []crdt.Summary   { return r.s.Sum
 func (r *crdtReplica) Entries(k []crdt.Digest) []crdt.Entry     { return r.s.Entries(k) }
 func (r *crdtReplica) NewSync(root crdt.Digest) Syncer          { return crdt.NewSync(r.s, root) }
 func (r *crdtReplica) Clock() crdt.Stamp                        { return r.c.Last() }
-func (r *crdtReplica) ObserveClock(s crdt.Stamp) { r.c.Observe(s) }
+func (r *crdtReplica) ObserveClock(s crdt.Stamp)                { r.c.Observe(s) }
 func (r *crdtReplica) Now() crdt.Stamp                          { return r.c.Now() }
 func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int       { return r.s.PurgeTombstones(cut) }
 func (r *crdtReplica) Forget(cut crdt.Stamp) int                { return r.s.Forget(cut) }
