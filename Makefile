@@ -47,6 +47,7 @@ test-short: build
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadSnapshot -fuzztime 30s ./hashtree/
+	$(GO) test -run '^$$' -fuzz FuzzNameRoundTrip -fuzztime 30s ./api/
 
 bench: build
 	$(GO) run ./bench/cmd/trowfs-bench $(BENCHFLAGS)

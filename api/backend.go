@@ -82,7 +82,9 @@ type TreePage struct {
 	Path    string      `json:"path"`
 	Digest  string      `json:"digest"`
 	Entries []TreeEntry `json:"entries"`
-	// Next is the value of "after" for the next page, "" at the end.
+	// Next is the value of "after" for the next page, "" at the end. The
+	// backend sets the raw name of the last entry; the endpoint sends it
+	// through [EncodeAfter], so "next" is always usable as "after".
 	Next string `json:"next,omitempty"`
 }
 

@@ -11,7 +11,7 @@
 //
 // # Routes
 //
-//	GET  /v1/state?path=P                 the .state JSON of P, verbatim
+//	GET  /v1/state?path=P                 the .state JSON of P, verbatim (path_b64=B: P's bytes in base64)
 //	GET  /v1/tree?path=P&after=N&limit=L  children of directory P, paginated
 //	GET  /v1/registry                     the consistency report (404 for the plain layout)
 //	POST /v1/verify?kind=full|quick       start a verification run (202, Location header)
@@ -31,6 +31,12 @@
 // defeats DNS rebinding from a browser. POST requests need the bearer token
 // when [Options.Token] is set (compared in constant time) and are refused when
 // a browser marks them as cross-origin.
+//
+// # Names
+//
+// Names are bytes. Every answer is written by [Marshal], which adds a "k_b64"
+// sibling with the exact bytes to any string that is not valid UTF-8, and
+// "next" in /v1/tree is [EncodeAfter] of the last name, which "after" accepts.
 //
 // # Errors
 //

@@ -39,8 +39,9 @@ var ErrNotLoopback = errors.New("not a loopback address")
 type ListenConfig struct {
 	// AllowNonLoopback permits TCP addresses other than loopback ones (the
 	// endpoint is then reachable from the network: set a token, put TLS in
-	// front, and list the served host names in Options.AllowedHosts). The
-	// command line exposes it as --listen-allow-remote. Default: refuse.
+	// front, and list the served host names in Options.AllowedHosts). It is
+	// for programs embedding this package: trowfs itself never sets it, and
+	// no command line flag does. Default: refuse.
 	AllowNonLoopback bool
 }
 
@@ -84,12 +85,12 @@ func (c ListenConfig) Listen(addr string) (net.Listener, error) {
 			if host == "" {
 				reason = "an empty host listens on every interface"
 			}
-			return nil, &ListenError{Addr: addr, Reason: reason + " (use 127.0.0.1, [::1], localhost or unix:/path; " +
-				"--listen-allow-remote permits others)", Err: ErrNotLoopback}
+			return nil, &ListenError{Addr: addr, Reason: reason + " (the endpoint listens only on 127.0.0.1, [::1], localhost or unix:/path)",
+				Err: ErrNotLoopback}
 		}
 		if !ip.Unmap().IsLoopback() {
 			return nil, &ListenError{Addr: addr, Reason: fmt.Sprintf("%s is reachable from the network "+
-				"(use 127.0.0.1, [::1], localhost or unix:/path; --listen-allow-remote permits others)", ip),
+				"(the endpoint listens only on 127.0.0.1, [::1], localhost or unix:/path)", ip),
 				Err: ErrNotLoopback}
 		}
 	}

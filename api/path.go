@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"fmt"
 	"path"
 	"strings"
@@ -57,6 +58,50 @@ func CleanPath(raw string) (string, error) {
 		return bad("escapes the data root")
 	}
 	return p, nil
+}
+
+// EncodeAfter returns the form of an entry name that the "after" parameter of
+// /v1/tree accepts and that "next" carries: the name itself when it is valid
+// UTF-8, otherwise "/" followed by the standard base64 of its bytes (a name
+// never contains "/", so the two forms cannot be confused).
+func EncodeAfter(name string) string {
+	if name == "" || !needsB64(name) {
+		return name
+	}
+	return "/" + base64.StdEncoding.EncodeToString([]byte(name))
+}
+
+// DecodeAfter is the inverse of [EncodeAfter]: it validates an "after" value
+// and returns the entry name it stands for.
+func DecodeAfter(raw string) (string, error) {
+	name := raw
+	if b64, ok := strings.CutPrefix(raw, "/"); ok {
+		b, err := base64.StdEncoding.Strict().DecodeString(b64)
+		if err != nil || len(b) == 0 {
+			return "", &PathError{Param: "after", Value: raw, Reason: `a value starting with "/" must be "/" and the base64 of a name`}
+		}
+		name = string(b)
+	}
+	if err := checkName("after", name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// pathFromQuery returns the raw "path" parameter, or the bytes of "path_b64"
+// (standard base64) when that is given instead; both at once is an error.
+func pathFromQuery(get func(string) string, has func(string) bool) (string, error) {
+	if !has("path_b64") {
+		return get("path"), nil
+	}
+	if has("path") {
+		return "", &PathError{Param: "path_b64", Value: get("path_b64"), Reason: "give path or path_b64, not both"}
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(get("path_b64"))
+	if err != nil {
+		return "", &PathError{Param: "path_b64", Value: get("path_b64"), Reason: "not standard base64"}
+	}
+	return string(b), nil
 }
 
 // checkName validates the "after" parameter of /v1/tree: a single directory

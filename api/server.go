@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -185,9 +184,14 @@ func query(r *http.Request) (url.Values, error) {
 	return q, nil
 }
 
-// pathParam returns the validated "path" parameter ("" when absent: the root).
+// pathParam returns the validated "path" (or "path_b64") parameter ("" when
+// absent: the root).
 func pathParam(q url.Values) (string, error) {
-	return CleanPath(q.Get("path"))
+	raw, err := pathFromQuery(q.Get, q.Has)
+	if err != nil {
+		return "", err
+	}
+	return CleanPath(raw)
 }
 
 func (s *Server) getState(w http.ResponseWriter, r *http.Request) {
@@ -223,8 +227,8 @@ func (s *Server) getTree(w http.ResponseWriter, r *http.Request) {
 		s.backendError(w, r, err)
 		return
 	}
-	after := q.Get("after")
-	if err := checkName("after", after); err != nil {
+	after, err := DecodeAfter(q.Get("after"))
+	if err != nil {
 		s.backendError(w, r, err)
 		return
 	}
@@ -246,6 +250,7 @@ func (s *Server) getTree(w http.ResponseWriter, r *http.Request) {
 		page.Entries = []TreeEntry{}
 	}
 	if page.Next != "" {
+		page.Next = EncodeAfter(page.Next)
 		next := url.Values{"path": {p}, "after": {page.Next}, "limit": {strconv.Itoa(limit)}}
 		w.Header().Set("Link", fmt.Sprintf("</v1/tree?%s>; rel=\"next\"", next.Encode()))
 	}
@@ -406,7 +411,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, code int, ms
 }
 
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) {
-	body, err := json.Marshal(v)
+	body, err := Marshal(v)
 	if err != nil {
 		s.log.Error("api: cannot encode response", "path", r.URL.Path, "err", err)
 		code = http.StatusInternalServerError

@@ -16,6 +16,14 @@
 // real file of that name in DATA is left alone and reported. ".trowfs" at the root is trowfs's own
 // directory in DATA; it is invisible through the mount.
 //
+// # Extended attributes and hard links
+//
+// The user.trowfs. namespace is served from the tree only (never the backing file's copy), is not
+// listed, and cannot be set or removed. getxattr carries only the node, so with kernel passthrough
+// every name of a multiply-linked regular file gets its own node (Node.ownNode) and the other
+// names' cached attributes are invalidated after a change through one; without passthrough one
+// node serves the inode and answers for all its names (docs/state.md).
+//
 // # Locking
 //
 // The fs package holds no locks of its own: go-fuse serialises what it must per inode, and the

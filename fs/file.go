@@ -14,6 +14,7 @@ import (
 // that makes the file pending until its last writer is released.
 type writeHandle struct {
 	*gofs.LoopbackFile
+	node        *Node // the name it was opened through
 	sess        *tracker.Session
 	passthrough bool
 }
@@ -23,12 +24,28 @@ var (
 	_ = (gofs.FileReleaser)((*writeHandle)(nil))
 	_ = (gofs.FilePassthroughFder)((*writeHandle)(nil))
 	_ = (gofs.FileAllocater)((*writeHandle)(nil))
+	_ = (gofs.FileFlusher)((*writeHandle)(nil))
+	_ = (gofs.FileFsyncer)((*writeHandle)(nil))
 )
 
-func (m *mountState) writeHandle(rel string, fh gofs.FileHandle, created bool) gofs.FileHandle {
+func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, created bool) gofs.FileHandle {
 	lf := fh.(*gofs.LoopbackFile)
 	fd, _ := lf.PassthroughFd()
-	return &writeHandle{LoopbackFile: lf, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
+	return &writeHandle{LoopbackFile: lf, node: n, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
+}
+
+// Flush runs at every close(2), synchronously: passthrough writes never reach the daemon, so this
+// is where the other names' nodes learn that size and times changed.
+func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
+	errno := h.LoopbackFile.Flush(ctx)
+	h.node.notifySiblings(h.node.rel(), true)
+	return errno
+}
+
+func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	errno := h.LoopbackFile.Fsync(ctx, flags)
+	h.node.notifySiblings(h.node.rel(), true)
+	return errno
 }
 
 // PassthroughFd offers the backing descriptor to the kernel only in passthrough write mode: then
@@ -55,6 +72,7 @@ func (h *writeHandle) Allocate(ctx context.Context, off uint64, size uint64, mod
 	errno := h.LoopbackFile.Allocate(ctx, off, size, mode)
 	if errno == 0 {
 		h.sess.Truncated()
+		h.node.notifySiblings(h.node.rel(), true)
 	}
 	return errno
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,10 +45,18 @@ func DefaultOptions() Options {
 
 // mountState is shared by every node of one mount.
 type mountState struct {
-	t           *tracker.Tracker
+	t    *tracker.Tracker
+	root *gofs.LoopbackRoot
+	// perName gives each name of a multiply-linked file its own node (Node.ownNode). Set once
+	// the kernel accepted passthrough, right after the mount; atomic because lookups may race it.
+	perName     atomic.Bool
 	state       StateFunc
 	passthrough bool
 	listState   bool
+}
+
+func (m *mountState) newNode() *Node {
+	return &Node{LoopbackNode: gofs.LoopbackNode{RootData: m.root}, m: m}
 }
 
 // Server is a running mount.
@@ -75,8 +84,9 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	}
 	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
+	ms.root = lr
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
-		return &Node{LoopbackNode: gofs.LoopbackNode{RootData: r}, m: ms}
+		return ms.newNode()
 	}
 	root := lr.NewNode(lr, nil, "", &st)
 	lr.RootNode = root
@@ -127,5 +137,6 @@ func Mount(data, mnt string, t *tracker.Tracker, opts Options) (*Server, error) 
 	}
 	s := &Server{Server: srv, mnt: mnt}
 	s.passthrough = opts.WriteMode != WriteDaemon && srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
+	root.(*Node).m.perName.Store(s.passthrough)
 	return s, nil
 }

@@ -1,7 +1,12 @@
 package fs
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/fnv"
+	"slices"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,18 +38,47 @@ var (
 	_ = (gofs.NodeGetxattrer)((*Node)(nil))
 	_ = (gofs.NodeSetxattrer)((*Node)(nil))
 	_ = (gofs.NodeRemovexattrer)((*Node)(nil))
+	_ = (gofs.NodeListxattrer)((*Node)(nil))
 	_ = (gofs.NodeOpendirHandler)((*Node)(nil))
 	_ = (gofs.NodeReaddirer)((*Node)(nil))
 )
 
-// rel is the node's path relative to DATA ("" for the root).
-func (n *Node) rel() string { return n.Path(nil) }
-
-func (n *Node) child(name string) string {
-	if p := n.rel(); p != "" {
-		return p + "/" + name
+// relPath is the node's path relative to DATA ("" for the root), and false when the node has
+// no name any more: a file unlinked (or a directory removed) while the kernel still holds it,
+// open or in the middle of an operation. go-fuse's Inode.Path(nil) returns "" for such an
+// orphan as for the root, and the tracker would take it for a file at the root.
+func (n *Node) relPath() (string, bool) {
+	root := n.Root()
+	var segs []string
+	for p := n.EmbeddedInode(); p != root; {
+		name, parent := p.Parent()
+		if parent == nil {
+			return "", false
+		}
+		segs = append(segs, name)
+		p = parent
 	}
-	return name
+	slices.Reverse(segs)
+	return strings.Join(segs, "/"), true
+}
+
+// rel is relPath without the flag: "" for the root and for an orphan (see relPath).
+func (n *Node) rel() string {
+	p, _ := n.relPath()
+	return p
+}
+
+// child is the path of name in this directory, and false when the directory has no name any
+// more (removed meanwhile: nothing in it can be recorded).
+func (n *Node) child(name string) (string, bool) {
+	p, ok := n.relPath()
+	if !ok {
+		return "", false
+	}
+	if p != "" {
+		return p + "/" + name, true
+	}
+	return name, true
 }
 
 func (n *Node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
@@ -62,7 +96,70 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if name == tracker.StateDirName && n.isRoot() {
 		return nil, syscall.ENOENT
 	}
-	return n.LoopbackNode.Lookup(ctx, name, out)
+	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	if errno != 0 {
+		return ch, errno
+	}
+	return n.ownNode(ctx, name, ch, out.Attr.Nlink), 0
+}
+
+// ownNode gives each name of a multiply-linked regular file its own FUSE node, so that a node
+// always has exactly one name and getxattr, which carries only the node, can answer for the name
+// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: the name varies
+// Gen, Ino (hence st_ino) stays the backing one. Only with kernel passthrough (perName), where
+// every read, write and mmap goes to the backing file and the kernel keeps no page cache per node.
+func (n *Node) ownNode(ctx context.Context, name string, ch *gofs.Inode, nlink uint32) *gofs.Inode {
+	sa := ch.StableAttr()
+	if !n.m.perName.Load() || nlink < 2 || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return ch
+	}
+	sa.Gen = nameGen(n.StableAttr().Ino, name)
+	return n.NewInode(ctx, n.m.newNode(), sa)
+}
+
+// nameGen is the node generation of the name (parent, name): a hash with the top bit set, so it
+// never equals a birth-time generation (nanoseconds since 1970 stay below 1<<63).
+func nameGen(parentIno uint64, name string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], parentIno)
+	h.Write(b[:])
+	h.Write([]byte(name))
+	return h.Sum64() | 1<<63
+}
+
+// notifySiblings drops the kernel's cached attributes (and, with content, cached pages) of the
+// nodes of this file's other names, after an operation through this name changed them. Nothing to
+// do without per-name nodes: then all names share one node. Names are those the tracker knows.
+func (n *Node) notifySiblings(rel string, content bool) {
+	if !n.m.perName.Load() || rel == "" {
+		return
+	}
+	n.notifyNames(n.m.t.LinkNames(rel), content)
+}
+
+func (n *Node) notifyNames(names []string, content bool) {
+	off := int64(-1) // attributes only
+	if content {
+		off = 0 // and every page
+	}
+	self, ino := n.EmbeddedInode(), n.StableAttr().Ino
+	for _, p := range names {
+		if ch := n.knownNode(p); ch != nil && ch != self && ch.StableAttr().Ino == ino {
+			_ = ch.NotifyContent(off, 0) // ENOENT: the kernel already forgot it
+		}
+	}
+}
+
+// knownNode is the node go-fuse holds for rel, or nil when the kernel has not looked it up.
+func (n *Node) knownNode(rel string) *gofs.Inode {
+	in := n.Root()
+	for _, c := range strings.Split(rel, "/") {
+		if in = in.GetChild(c); in == nil {
+			return nil
+		}
+	}
+	return in
 }
 
 // Create creates and opens a file; it is pending until its last writer closes it.
@@ -74,7 +171,10 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return ch, fh, fl, errno
 	}
-	return ch, n.m.writeHandle(n.child(name), fh, true), fl, 0
+	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink) // O_CREAT of an existing hard-linked file
+	// rel is "" if the directory went away: the file has no name to record.
+	rel, _ := n.child(name)
+	return ch, n.m.writeHandle(ch.Operations().(*Node), rel, fh, true), fl, 0
 }
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
@@ -89,7 +189,11 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 		return fh, fl, 0
 	}
-	return n.m.writeHandle(n.rel(), fh, false), fl, 0
+	// The name is read after the open: an unlink may have orphaned the node meanwhile (then
+	// rel is "" and the session has no name), and the tracker checks that the name still
+	// leads to the opened file.
+	rel, _ := n.relPath()
+	return n.m.writeHandle(n, rel, fh, false), fl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -97,8 +201,8 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	if errno == 0 {
-		n.m.t.Mkdir(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Mkdir(p)
 	}
 	return ch, errno
 }
@@ -108,8 +212,8 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	if errno == 0 && mode&syscall.S_IFMT == syscall.S_IFREG {
-		n.m.t.Created(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok && mode&syscall.S_IFMT == syscall.S_IFREG {
+		n.m.t.Created(p)
 	}
 	return ch, errno
 }
@@ -119,8 +223,8 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	errno := n.LoopbackNode.Rmdir(ctx, name)
-	if errno == 0 {
-		n.m.t.Rmdir(n.child(name))
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Rmdir(p)
 	}
 	return errno
 }
@@ -130,9 +234,21 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	defer n.m.t.NameOp()()
+	rel, rok := n.child(name)
+	var others []string // the names whose link count drops
+	var victim *Node
+	if ch := n.GetChild(name); ch != nil && n.m.perName.Load() {
+		victim, _ = ch.Operations().(*Node)
+	}
+	if victim != nil && rok {
+		others = n.m.t.LinkNames(rel)
+	}
 	errno := n.LoopbackNode.Unlink(ctx, name)
-	if errno == 0 {
-		n.m.t.Unlink(n.child(name))
+	if errno == 0 && rok {
+		n.m.t.Unlink(rel)
+		if len(others) > 0 {
+			victim.notifyNames(others, false)
+		}
 	}
 	return errno
 }
@@ -145,13 +261,24 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if n.reserved(name) || np.reserved(newName) {
 		return syscall.EPERM
 	}
-	from, to := n.child(name), np.child(newName)
+	from, fok := n.child(name)
+	to, tok := np.child(newName)
 	defer n.m.t.NameOp()()
+	// Two names of one file: rename(2) succeeds and does nothing. The kernel skips such a rename
+	// itself when both names share a node; with per-name nodes it reaches us and must change
+	// nothing in the tree either.
+	same := sameFile(n.GetChild(name), np.GetChild(newName))
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
-	if errno == 0 {
+	if errno == 0 && !same && fok && tok {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
 	}
 	return errno
+}
+
+// sameFile reports whether two known nodes are names of one regular file.
+func sameFile(a, b *gofs.Inode) bool {
+	return a != nil && b != nil && a.StableAttr().Ino == b.StableAttr().Ino &&
+		a.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG && b.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG
 }
 
 // renameExchange is RENAME_EXCHANGE from renameat2(2).
@@ -162,8 +289,8 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, syscall.EPERM
 	}
 	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
-	if errno == 0 {
-		n.m.t.Symlink(n.child(name), target)
+	if p, ok := n.child(name); errno == 0 && ok {
+		n.m.t.Symlink(p, target)
 	}
 	return ch, errno
 }
@@ -176,12 +303,26 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	oldRel := tn.rel()
+	oldRel, ook := tn.relPath()
 	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
-	if errno == 0 {
-		n.m.t.Link(oldRel, n.child(name))
+	if errno != 0 {
+		return ch, errno
 	}
-	return ch, errno
+	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink)
+	if p, ok := n.child(name); ok {
+		if ook {
+			n.m.t.Link(oldRel, p)
+		} else {
+			n.m.t.Created(p) // the old name went away meanwhile: record the new one from disk
+		}
+	}
+	if n.m.perName.Load() && ook {
+		// The new name got a node of its own, and the kernel updates the link count only of
+		// the node LINK returns.
+		_ = tn.NotifyContent(-1, 0)
+		tn.notifySiblings(oldRel, false)
+	}
+	return ch, 0
 }
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
@@ -193,37 +334,93 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return 0
 	}
+	rel, rok := n.relPath()
 	if _, ok := in.GetSize(); ok {
 		if wh, ok := f.(*writeHandle); ok {
 			wh.sess.Truncated()
-		} else {
-			n.m.t.Truncated(n.rel())
+		} else if rok {
+			n.m.t.Truncated(rel)
 		}
+		n.notifySiblings(rel, true)
 		return 0
 	}
-	n.m.t.Touched(n.rel())
+	if rok {
+		n.m.t.Touched(rel)
+	}
+	n.notifySiblings(rel, false)
 	return 0
 }
 
-// Getxattr serves user.trowfs.digest and user.trowfs.status; everything else is the backing file's.
+// Getxattr serves the user.trowfs. namespace from the tree; everything else is the backing file's.
+// A name the tree does not have (added behind the mount, unlinked while open) has no trowfs
+// attributes: ENODATA, never the backing file's own copy, which anyone who can write DATA can forge.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if attr != XattrDigest && attr != XattrStatus {
+	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
 		return n.LoopbackNode.Getxattr(ctx, attr, dest)
 	}
+	v, ok := n.trowfsXattr(attr)
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// trowfsXattr is the value of a user.trowfs. attribute of this node's name.
+func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
+	if attr != XattrDigest && attr != XattrStatus {
+		return nil, false
+	}
 	rel := n.rel()
 	if rel == "" && !n.isRoot() {
-		// Unlinked while open: it has no name, hence no entry in the tree.
-		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+		return nil, false // unlinked while open: no name, hence no entry in the tree
 	}
-	if v, ok := n.m.virtualXattr(rel, attr); ok {
-		if len(dest) < len(v) {
-			return uint32(len(v)), syscall.ERANGE
+	return n.m.xattrOf(rel, attr, n.m.perName.Load())
+}
+
+// Listxattr lists the backing file's extended attributes, leaving out any backing copy of the
+// user.trowfs. namespace (the served ones are not listed either: docs/state.md).
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	buf := make([]byte, 1024)
+	for {
+		sz, errno := n.LoopbackNode.Listxattr(ctx, buf)
+		if errno == syscall.ERANGE && len(buf) < xattrListMax {
+			buf = make([]byte, 2*len(buf))
+			continue
 		}
-		return uint32(copy(dest, v)), 0
+		if errno != 0 {
+			return 0, errno
+		}
+		list := withoutTrowfsXattrs(buf[:sz])
+		if len(dest) < len(list) {
+			return uint32(len(list)), syscall.ERANGE
+		}
+		return uint32(copy(dest, list)), 0
 	}
-	return n.LoopbackNode.Getxattr(ctx, attr, dest)
+}
+
+// xattrListMax is XATTR_LIST_MAX, the largest list listxattr(2) returns.
+const xattrListMax = 1 << 16
+
+// withoutTrowfsXattrs drops user.trowfs.* from a listxattr(2) list of NUL-terminated names.
+func withoutTrowfsXattrs(list []byte) []byte {
+	out := list[:0:0]
+	for len(list) > 0 {
+		i := bytes.IndexByte(list, 0)
+		if i < 0 {
+			i = len(list) - 1
+		}
+		name := list[:i+1]
+		list = list[i+1:]
+		if !isTrowfsXattr(string(name[:len(name)-1])) {
+			out = append(out, name...)
+		}
+	}
+	return out
 }
 
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
@@ -232,7 +429,9 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}
 	errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags)
 	if errno == 0 {
-		n.m.t.Touched(n.rel()) // ctime changed
+		rel := n.rel()
+		n.m.t.Touched(rel) // ctime changed
+		n.notifySiblings(rel, false)
 	}
 	return errno
 }
@@ -243,7 +442,9 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}
 	errno := n.LoopbackNode.Removexattr(ctx, attr)
 	if errno == 0 {
-		n.m.t.Touched(n.rel())
+		rel := n.rel()
+		n.m.t.Touched(rel)
+		n.notifySiblings(rel, false)
 	}
 	return errno
 }

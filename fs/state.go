@@ -116,16 +116,23 @@ const (
 
 func isTrowfsXattr(name string) bool { return strings.HasPrefix(name, "user.trowfs.") }
 
-func (m *mountState) virtualXattr(rel, attr string) ([]byte, bool) {
-	if attr != XattrDigest && attr != XattrStatus {
-		return nil, false
+// xattrOf is the value of attr (XattrDigest or XattrStatus) for the name rel: from the tree only.
+// With perName the node has exactly one name, rel; without, the node is the inode and rel is one of
+// its names, so the answer is the inode's: its names' common state, or tracker.StatusAmbiguous.
+func (m *mountState) xattrOf(rel, attr string, perName bool) ([]byte, bool) {
+	query := m.t.InodeState
+	if perName {
+		query = m.t.NameState
 	}
-	st, ok := m.t.State(rel)
+	d, st, ok := query(rel)
 	if !ok {
 		return nil, false
 	}
 	if attr == XattrDigest {
-		return []byte(st.Digest), true
+		if d == "" {
+			return nil, false
+		}
+		return []byte(d), true
 	}
-	return []byte(st.Status), true
+	return []byte(st), true
 }

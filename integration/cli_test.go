@@ -107,7 +107,7 @@ func TestCLIHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"--help"}, []string{"mount", "verify", "state", "demo", "version", "Exit codes", "docs/cli.md"}},
-		{[]string{"mount", "--help"}, []string{"--ready-file", "--checkpoint-interval", "--verify-on-start", "--exclude", "--listen", "--write-mode", "--layout"}},
+		{[]string{"mount", "--help"}, []string{"--ready-file", "--checkpoint-interval", "--verify-on-start", "--exclude", "--listen", "--write-mode", "--layout", "--nonempty"}},
 		{[]string{"verify", "--help"}, []string{"--json", "--progress", "--layout", "--exclude", "--delete-untagged"}},
 		{[]string{"state", "--help"}, []string{"<path>"}},
 		{[]string{"demo", "--help"}, []string{"<dir>"}},

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"time"
 
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
@@ -173,10 +172,36 @@ func (b backend) Metrics() []api.Metric {
 	add("trowfs_scrub_files_done_total", "Files checked by the scrub.", "counter", float64(st.Scrub.FilesDone))
 	add("trowfs_scrub_bytes_done_total", "Bytes checked by the scrub.", "counter", float64(st.Scrub.BytesDone))
 	add("trowfs_scrub_passes_total", "Completed scrub passes.", "counter", float64(st.Scrub.Passes))
-	if !s.lastSnap.IsZero() {
-		add("trowfs_snapshot_last_write_timestamp_seconds", "When the last checkpoint was written.", "gauge", float64(s.lastSnap.UnixNano())/1e9)
+	add("trowfs_scrub_progress_ratio", "Progress of the current or last scrub pass, by bytes.", "gauge", scrubProgress(s.t.Runs()))
+	snap := s.lastSnap.Load()
+	if snap == 0 {
+		// No checkpoint yet: the snapshot this mount loaded is the last one written.
+		if at := s.t.LoadReport().SnapshotWrittenAt; !at.IsZero() {
+			snap = at.UnixNano()
+		}
 	}
+	add("trowfs_snapshot_last_write_timestamp_seconds", "When the last snapshot of the tree was written (0: never).", "gauge", float64(snap)/1e9)
 	add("trowfs_mounted_since_timestamp_seconds", "When the mount started.", "gauge", float64(s.started.UnixNano())/1e9)
-	_ = time.Now
 	return ms
+}
+
+// scrubProgress is the fraction of the newest scrub run done, by bytes (by files when it has no
+// bytes): 0 before the first run, 1 once a run finished.
+func scrubProgress(runs []*tracker.Run) float64 {
+	for i := len(runs) - 1; i >= 0; i-- {
+		if runs[i].Kind != tracker.RunScrub {
+			continue
+		}
+		v := runs[i].View()
+		switch {
+		case v.State == api.RunDone:
+			return 1
+		case v.BytesTotal > 0:
+			return min(1, float64(v.BytesDone)/float64(v.BytesTotal))
+		case v.FilesTotal > 0:
+			return min(1, float64(v.FilesDone)/float64(v.FilesTotal))
+		}
+		return 0
+	}
+	return 0
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,12 +18,14 @@ import (
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/registry"
+	"github.com/trowfs/trowfs/statedir"
 	"github.com/trowfs/trowfs/tracker"
 )
 
 // Config is everything `trowfs mount` can be told.
 type Config struct {
 	Data, Mnt          string
+	NonEmpty           bool   // mount even if MNT holds entries (they are hidden while mounted)
 	Layout             string // "auto" or a registry.Layout
 	Exclude            []string
 	NoDefaultExcludes  bool
@@ -83,7 +83,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
-	lastSnap time.Time // written by the checkpoint goroutine and Stop; read for metrics (approximate)
+	lastSnap atomic.Int64 // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
 }
 
 // Start validates cfg, loads and reconciles the tree, mounts, and starts the background work.
@@ -92,12 +92,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	data, err := checkDirs(cfg.Data, cfg.Mnt)
+	data, mnt, err := checkDirs(cfg.Data, cfg.Mnt, cfg.NonEmpty, log)
 	if err != nil {
 		return nil, err
 	}
-	cfg.Data = data
-	cfg.Mnt, _ = filepath.Abs(cfg.Mnt)
+	cfg.Data, cfg.Mnt = data, mnt
 	layout := registry.Layout("")
 	if cfg.Layout == "" || cfg.Layout == "auto" {
 		layout = registry.Detect(cfg.Data)
@@ -135,6 +134,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if err := s.t.Lock(); err != nil {
 		s.t.Close()
+		var ue *statedir.UnsafeError
+		if errors.As(err, &ue) {
+			return nil, &ConfigError{err}
+		}
 		return nil, err
 	}
 	log.Info("loading", "data", cfg.Data, "layout", layout, "exclude", exclude, "verify_on_start", cfg.VerifyOnStart)
@@ -202,39 +205,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
-}
-
-// checkDirs validates the data directory and the mountpoint.
-func checkDirs(data, mnt string) (string, error) {
-	if data == "" || mnt == "" {
-		return "", &ConfigError{errors.New("both DATA and MNT are required")}
-	}
-	abs, err := filepath.Abs(data)
-	if err != nil {
-		return "", &ConfigError{err}
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return "", &ConfigError{fmt.Errorf("data directory %s: %w", data, err)}
-	}
-	if !st.IsDir() {
-		return "", &ConfigError{fmt.Errorf("data directory %s is not a directory", data)}
-	}
-	mabs, _ := filepath.Abs(mnt)
-	if mabs == abs || strings.HasPrefix(mabs, abs+"/") || strings.HasPrefix(abs, mabs+"/") {
-		return "", &ConfigError{fmt.Errorf("mountpoint %s and data directory %s must not contain each other", mnt, data)}
-	}
-	mst, err := os.Stat(mabs)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(mabs, 0o755); err != nil {
-			return "", &ConfigError{fmt.Errorf("create mountpoint: %w", err)}
-		}
-	} else if err != nil {
-		return "", &ConfigError{fmt.Errorf("mountpoint %s: %w", mnt, err)}
-	} else if !mst.IsDir() {
-		return "", &ConfigError{fmt.Errorf("mountpoint %s is not a directory", mnt)}
-	}
-	return abs, nil
 }
 
 // Tracker returns the tree keeper.
@@ -360,7 +330,7 @@ func (s *Server) checkpoints(ctx context.Context) {
 				s.log.Warn("checkpoint failed", "err", err)
 				continue
 			}
-			s.lastSnap = time.Now()
+			s.lastSnap.Store(time.Now().UnixNano())
 			s.log.Debug("checkpoint written", "took", time.Since(start))
 		}
 	}
@@ -462,7 +432,7 @@ func (s *Server) stateDoc(rel string) ([]byte, time.Time, error) {
 			doc.Repository = &rr
 		}
 	}
-	b, err := json.MarshalIndent(doc, "", "  ")
+	b, err := api.MarshalIndent(doc, "", "  ") // keeps names that are not UTF-8 (docs/state.md)
 	var changed time.Time
 	if st.ChangedAt != nil {
 		changed = *st.ChangedAt

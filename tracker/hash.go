@@ -341,7 +341,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	if stream != nil && (want == "" || want.Algorithm() == digest.SHA256) {
 		if sum, ok := stream.sum(before.Size); ok {
 			res.sum, res.hashed = sum, true
-			t.stats.filesHashed.Add(1)
+			t.stats.countHash(before.Size, stream.took())
 			return res, nil
 		}
 	}
@@ -357,9 +357,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	if metaOf(&after) != res.meta {
 		return hashResult{}, errRetry
 	}
-	t.stats.bytesHashed.Add(n)
-	t.stats.filesHashed.Add(1)
-	t.stats.hashNanos.Add(int64(time.Since(start)))
+	t.stats.countHash(n, time.Since(start))
 	res.sum, res.other, res.hashed = sum, other, true
 	return res, nil
 }
@@ -403,6 +401,7 @@ type streamHash struct {
 	h     hash.Hash
 	next  int64
 	valid bool
+	spent time.Duration // time spent in h.Write, for the hash_seconds metric
 }
 
 func newStreamHash() *streamHash { return &streamHash{h: sha256.New(), valid: true} }
@@ -414,8 +413,17 @@ func (s *streamHash) write(off int64, data []byte) {
 		s.valid = false
 		return
 	}
+	start := time.Now()
 	s.h.Write(data)
+	s.spent += time.Since(start)
 	s.next += int64(len(data))
+}
+
+// took returns the time spent hashing the stream.
+func (s *streamHash) took() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.spent
 }
 
 func (s *streamHash) invalidate() {
@@ -448,10 +456,11 @@ func (t *Tracker) hashPath(rel string, want digest.Digest) (hashtree.Digest, dig
 	if err := unix.Fstat(fd, &st); err != nil {
 		return hashtree.Digest{}, "", hashtree.Meta{}, err
 	}
+	start := time.Now()
 	d, od, n, err := sumContent(f, want)
 	if err != nil {
 		return hashtree.Digest{}, "", hashtree.Meta{}, err
 	}
-	t.stats.bytesHashed.Add(n)
+	t.stats.countHash(n, time.Since(start))
 	return d, od, metaOf(&st), nil
 }

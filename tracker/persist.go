@@ -15,12 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/statedir"
 )
 
 // Files in DATA/.trowfs.
 const (
 	SnapshotFile = "tree.snap"
-	lockFile     = "lock"
+	LockFile     = "lock"
 	mountedFile  = "mounted" // present while a mount runs; left behind by a crash
 )
 
@@ -37,7 +38,7 @@ const (
 type InUseError struct{ Dir string }
 
 func (e *InUseError) Error() string {
-	return fmt.Sprintf("data directory %s is in use by another trowfs (lock %s)", e.Dir, filepath.Join(e.Dir, StateDirName, lockFile))
+	return fmt.Sprintf("data directory %s is in use by another trowfs (lock %s)", e.Dir, filepath.Join(e.Dir, StateDirName, LockFile))
 }
 
 // Change is one difference between the snapshot and the directory found at mount.
@@ -66,28 +67,50 @@ type LoadReport struct {
 const maxChanges = 1000
 
 // Lock takes the data directory for this process (DATA/.trowfs/lock, flock). It fails with
-// *InUseError when another trowfs has it.
+// *InUseError when another trowfs has it, and with *statedir.UnsafeError when DATA/.trowfs is a
+// symbolic link, not a directory or another user's.
 func (t *Tracker) Lock() error {
-	dir := filepath.Join(t.root, StateDirName)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
+	sd, err := t.StateDir()
+	if err != nil {
+		return err
 	}
-	fd, err := unix.Open(filepath.Join(dir, lockFile), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	f, err := sd.OpenOwned(LockFile)
 	if err != nil {
 		return fmt.Errorf("open lock file: %w", err)
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return &InUseError{Dir: t.root}
 		}
-		return fmt.Errorf("lock %s: %w", dir, err)
+		return fmt.Errorf("lock %s: %w", sd.Path(), err)
 	}
-	// The descriptor stays open until Close: closing it releases the lock.
+	// Temporary snapshots of a process that died while writing one: nobody else writes them now.
+	if n, err := sd.RemoveTemps(SnapshotFile); n > 0 || err != nil {
+		t.log.Info("removed temporary snapshot files left by an earlier mount", "count", n, "err", err)
+	}
+	// The file stays open until Close: closing it releases the lock.
 	t.mu.Lock()
-	t.lockFd = fd
+	t.lockFile = f
 	t.mu.Unlock()
 	return nil
+}
+
+// StateDir returns DATA/.trowfs, opened (and created, mode 0700) on first use without following
+// links; see package statedir. Everything trowfs keeps in DATA/.trowfs goes through it. It fails
+// with *statedir.UnsafeError when the name is a symbolic link, not a directory or another user's.
+// The Dir stays open until Close.
+func (t *Tracker) StateDir() (*statedir.Dir, error) {
+	t.sdMu.Lock()
+	defer t.sdMu.Unlock()
+	if t.sd == nil {
+		sd, err := statedir.OpenAt(t.rootFd, t.root)
+		if err != nil {
+			return nil, err
+		}
+		t.sd = sd
+	}
+	return t.sd, nil
 }
 
 // Load fills the tree from the snapshot in DATA/.trowfs (if any) reconciled with the directory
@@ -96,12 +119,15 @@ func (t *Tracker) Lock() error {
 func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error) {
 	start := time.Now()
 	rep := LoadReport{Mode: string(mode)}
-	dir := filepath.Join(t.root, StateDirName)
-	if _, err := os.Stat(filepath.Join(dir, mountedFile)); err == nil {
+	sd, err := t.StateDir()
+	if err != nil {
+		return rep, err
+	}
+	if sd.Exists(mountedFile) {
 		rep.PreviousCrashed = true
 		t.log.Warn("the previous mount of this data directory did not shut down cleanly; reconciling with the last checkpoint")
 	}
-	old, meta, err := t.readSnapshot()
+	old, meta, err := readSnapshot(sd)
 	switch {
 	case err == nil:
 		rep.Snapshot = "loaded"
@@ -232,12 +258,17 @@ func (t *Tracker) LoadReport() LoadReport {
 }
 
 func (t *Tracker) markMounted() {
-	p := filepath.Join(t.root, StateDirName, mountedFile)
-	_ = os.WriteFile(p, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	sd, err := t.StateDir()
+	if err == nil {
+		err = sd.WriteFile(mountedFile, []byte(strconv.Itoa(os.Getpid())+"\n"))
+	}
+	if err != nil {
+		t.log.Warn("could not write the mounted marker; a crash of this mount will not be noticed at the next one", "err", err)
+	}
 }
 
-func (t *Tracker) readSnapshot() (*hashtree.Tree, map[string]string, error) {
-	f, err := os.Open(filepath.Join(t.root, StateDirName, SnapshotFile))
+func readSnapshot(sd *statedir.Dir) (*hashtree.Tree, map[string]string, error) {
+	f, err := sd.OpenRead(SnapshotFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -248,46 +279,29 @@ func (t *Tracker) readSnapshot() (*hashtree.Tree, map[string]string, error) {
 // WriteSnapshot writes the tree atomically to DATA/.trowfs/tree.snap. final marks a clean
 // shutdown (and removes the mounted marker).
 func (t *Tracker) WriteSnapshot(final bool) error {
-	dir := filepath.Join(t.root, StateDirName)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, SnapshotFile+".*.tmp")
+	sd, err := t.StateDir()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	t.mu.Lock()
-	meta := map[string]string{
-		"written_at": strconv.FormatInt(time.Now().UnixNano(), 10),
-		"clean":      strconv.FormatBool(final),
-		"root":       t.root,
-	}
-	t.saveScrubCursorLocked(meta)
-	err = hashtree.WriteSnapshot(w, t.tree, meta)
-	if err == nil {
-		t.dirty = false
-	}
-	t.mu.Unlock()
-	if err == nil {
-		err = w.Flush()
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, SnapshotFile))
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			_ = d.Sync()
-			d.Close()
+	err = sd.WriteAtomic(SnapshotFile, func(f io.Writer) error {
+		w := bufio.NewWriterSize(f, 1<<20)
+		t.mu.Lock()
+		meta := map[string]string{
+			"written_at": strconv.FormatInt(time.Now().UnixNano(), 10),
+			"clean":      strconv.FormatBool(final),
+			"root":       t.root,
 		}
-	}
+		t.saveScrubCursorLocked(meta)
+		err := hashtree.WriteSnapshot(w, t.tree, meta)
+		if err == nil {
+			t.dirty = false
+		}
+		t.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		return w.Flush()
+	})
 	if err != nil {
 		t.mu.Lock()
 		t.dirty = true
@@ -295,7 +309,9 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	if final {
-		_ = os.Remove(filepath.Join(dir, mountedFile))
+		if err := sd.Remove(mountedFile); err != nil {
+			t.log.Warn("could not remove the mounted marker", "err", err)
+		}
 	}
 	return nil
 }
@@ -307,12 +323,19 @@ func (t *Tracker) Dirty() bool {
 	return t.dirty
 }
 
-// ReadSnapshotFile reads the snapshot of a data directory without mounting (trowfs verify).
+// ReadSnapshotFile reads the snapshot of a data directory without mounting and without changing
+// anything in it (trowfs verify). A missing snapshot (or DATA/.trowfs) satisfies
+// errors.Is(err, os.ErrNotExist); an unsafe DATA/.trowfs is *statedir.UnsafeError.
 func ReadSnapshotFile(root string) (*hashtree.Tree, map[string]string, error) {
-	f, err := os.Open(filepath.Join(root, StateDirName, SnapshotFile))
+	sd, err := statedir.OpenReadOnly(root)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
-	return hashtree.ReadSnapshot(bufio.NewReaderSize(io.Reader(f), 1<<20))
+	defer sd.Close()
+	return readSnapshot(sd)
+}
+
+// ReadSnapshotFrom reads the snapshot in an open DATA/.trowfs.
+func ReadSnapshotFrom(sd *statedir.Dir) (*hashtree.Tree, map[string]string, error) {
+	return readSnapshot(sd)
 }

@@ -171,11 +171,10 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 	return tr, nil
 }
 
-// hashAt hashes rel below the directory rootFd.
+// hashAt hashes rel below the directory rootFd, at any depth.
 func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
 	var d hashtree.Digest
-	how := unix.OpenHow{Flags: uint64(unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: unix.RESOLVE_BENEATH}
-	fd, err := unix.Openat2(rootFd, rel, &how)
+	fd, err := OpenBeneath(rootFd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return d, err
 	}

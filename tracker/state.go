@@ -140,6 +140,9 @@ type Stats struct {
 // Stats returns the current statistics.
 func (t *Tracker) Stats() Stats {
 	s := Stats{Ops: map[string]int64{}, Findings: map[string]int{}}
+	for _, op := range OpNames {
+		s.Ops[op] = 0
+	}
 	t.stats.ops.Range(func(k, v any) bool {
 		s.Ops[k.(string)] = v.(interface{ Load() int64 }).Load()
 		return true

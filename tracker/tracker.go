@@ -18,11 +18,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/statedir"
 )
 
 // StateDirName is trowfs's own directory inside DATA. It is never part of the tree and is hidden by
 // the mount.
-const StateDirName = ".trowfs"
+const StateDirName = statedir.Name
 
 // Options configures a Tracker.
 type Options struct {
@@ -67,6 +68,10 @@ type Tracker struct {
 
 	stats counters
 
+	// sdMu guards sd, DATA/.trowfs opened on first use (StateDir).
+	sdMu sync.Mutex
+	sd   *statedir.Dir
+
 	// mu guards every field below it. Nothing that reads file content or blocks on I/O other than
 	// a single lstat/fstat runs while it is held.
 	mu       sync.Mutex
@@ -74,9 +79,9 @@ type Tracker struct {
 	inflight map[uint64]*fileState          // files with writers or a hash job pending, by inode
 	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
 	findings map[findingKey]Finding
-	dirty    bool // the tree changed since the last checkpoint
-	lockFd   int  // DATA/.trowfs/lock, held with flock while this tracker owns DATA (0: not locked)
-	busy     int  // hash jobs queued or running
+	dirty    bool     // the tree changed since the last checkpoint
+	lockFile *os.File // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
+	busy     int      // hash jobs queued or running
 	idle     *sync.Cond
 	load     LoadReport
 	runs     []*Run
@@ -153,11 +158,17 @@ func (t *Tracker) Close() {
 	t.notify.close()
 	unix.Close(t.rootFd)
 	t.mu.Lock()
-	if t.lockFd > 0 {
-		unix.Close(t.lockFd)
-		t.lockFd = 0
+	if t.lockFile != nil {
+		t.lockFile.Close()
+		t.lockFile = nil
 	}
 	t.mu.Unlock()
+	t.sdMu.Lock()
+	if t.sd != nil {
+		t.sd.Close()
+		t.sd = nil
+	}
+	t.sdMu.Unlock()
 }
 
 // StopRuns stops the scrub and every verification run and waits for them, so nothing changes the
@@ -210,14 +221,10 @@ func (t *Tracker) WithTree(fn func(tr *hashtree.Tree)) {
 
 func now() int64 { return time.Now().UnixNano() }
 
-// lstat reads metadata of rel relative to DATA without following a final symlink.
+// lstat reads metadata of rel relative to DATA without following a final symlink, at any depth.
 func (t *Tracker) lstat(rel string) (unix.Stat_t, error) {
 	var st unix.Stat_t
-	name := rel
-	if name == "" {
-		name = "."
-	}
-	err := unix.Fstatat(t.rootFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	err := lstatBeneath(t.rootFd, rel, &st)
 	return st, err
 }
 
@@ -262,6 +269,11 @@ type Session struct {
 // OpenWrite records that rel was opened for writing through descriptor fd (already open on the
 // backing file). created says the open created the file. The file is pending until its last
 // writer closes it; then it is hashed.
+//
+// rel is "" when the file has no name any more (unlinked between the open and the handler
+// asking for its name). A rel that no longer leads to the opened file (unlinked, or replaced,
+// and its unlink or rename not reported yet) is treated the same way: the writer is counted
+// for the inode, which keeps its other known names pending, but no name is recorded for it.
 func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -271,6 +283,23 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 	t.stats.op("open_write")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Checked under the lock: an unlink or rename of rel after this lstat reports after us and
+	// finds the entry we record; one before it has already changed what lstat sees.
+	if rel != "" {
+		if cur, err := t.lstat(rel); err != nil || cur.Ino != st.Ino {
+			rel = ""
+		}
+	}
+	if rel == "" {
+		fs := t.inflight[st.Ino]
+		if fs == nil {
+			fs = &fileState{}
+			t.inflight[st.Ino] = fs
+		}
+		fs.writers++
+		fs.gen++
+		return &Session{t: t, ino: st.Ino}
+	}
 	fs := t.fileStateLocked(rel, &st, created)
 	fs.writers++
 	fs.gen++
@@ -357,14 +386,23 @@ func (s *Session) Truncated() {
 
 // Created records a new empty regular file made by mknod(2).
 func (t *Tracker) Created(rel string) {
-	st, err := t.lstat(rel)
-	if err != nil {
-		t.internal(rel, "lstat after mknod", err)
+	if rel == "" {
 		return
 	}
 	t.stats.op("mknod")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	st, err := t.lstat(rel) // under the lock, for the reason OpenWrite gives
+	if errors.Is(err, unix.ENOENT) {
+		return // unlinked meanwhile
+	}
+	if err != nil {
+		t.internal(rel, "lstat after mknod", err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
 	t.rehashLocked(rel, &st, true)
 }
 
@@ -391,14 +429,24 @@ func (s *Session) Wrote(off int64, data []byte) {
 
 // Truncated records a truncate of rel that did not go through a write session (truncate(2) by path).
 func (t *Tracker) Truncated(rel string) {
-	st, err := t.lstat(rel)
-	if err != nil {
-		t.internal(rel, "lstat after truncate", err)
-		return
+	if rel == "" {
+		return // the root is a directory: nothing was truncated there
 	}
 	t.stats.op("truncate")
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Under the lock, for the reason OpenWrite gives.
+	st, err := t.lstat(rel)
+	if errors.Is(err, unix.ENOENT) {
+		return // unlinked meanwhile: its unlink is reported (or was)
+	}
+	if err != nil {
+		t.internal(rel, "lstat after truncate", err)
+		return
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return // replaced meanwhile by something that is not a file: its own operation records it
+	}
 	fs := t.fileStateLocked(rel, &st, false)
 	fs.gen++
 	if fs.stream != nil {
@@ -875,36 +923,16 @@ func (t *Tracker) readDirNames(rel string) ([]string, error) {
 
 func (t *Tracker) readlink(rel string) (string, error) {
 	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(t.rootFd, rel, buf)
+	n, err := readlinkBeneath(t.rootFd, rel, buf)
 	if err != nil {
 		return "", err
 	}
 	return string(buf[:n]), nil
 }
 
-// openBeneath opens rel relative to DATA, refusing to leave it (symlinks, "..").
+// openBeneath opens rel relative to DATA, refusing to leave it (symlinks, ".."), at any depth.
 func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
-	name := rel
-	if name == "" {
-		name = "."
-	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(t.rootFd, name, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		if err == unix.EPERM && flags&unix.O_NOATIME != 0 {
-			// O_NOATIME needs ownership (or CAP_FOWNER): read with atime updates instead.
-			flags &^= unix.O_NOATIME
-			how.Flags &^= uint64(unix.O_NOATIME)
-			continue
-		}
-		if err == unix.ENOSYS {
-			return unix.Openat(t.rootFd, name, flags|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
-		}
-		return fd, err
-	}
+	return OpenBeneath(t.rootFd, rel, flags)
 }
 
 // internal logs a bookkeeping problem and records it as a finding. It never fails an operation.
@@ -924,11 +952,24 @@ func (t *Tracker) internal(rel, what string, err error) {
 
 // counters are the tracker's monotonic statistics.
 type counters struct {
-	ops            sync.Map // op name -> *atomic.Int64
+	ops sync.Map // op name -> *atomic.Int64
+	// bytesHashed, filesHashed and hashNanos count the same hashing: every pass over a file's
+	// content, at commit (close, rescan, load) and in verification runs and the scrub, so that
+	// bytesHashed/hashNanos is the hashing throughput (docs/api.md).
 	bytesHashed    atomic.Int64
 	filesHashed    atomic.Int64
 	hashNanos      atomic.Int64
 	internalErrors atomic.Int64
+}
+
+// OpNames lists every operation counted in Stats.Ops; each is reported (at 0) from the start.
+var OpNames = []string{"open_write", "mknod", "truncate", "setattr", "mkdir", "symlink", "link", "unlink", "rmdir", "rename"}
+
+// countHash records one pass of hashing n bytes that took d.
+func (c *counters) countHash(n int64, d time.Duration) {
+	c.bytesHashed.Add(n)
+	c.filesHashed.Add(1)
+	c.hashNanos.Add(int64(d))
 }
 
 func (c *counters) op(name string) {

@@ -19,7 +19,7 @@ const (
 	ExitOK          = 0  // success; for verify: the directory matches the snapshot and the registry is consistent
 	ExitDifferences = 1  // verify: the directory differs from the snapshot (changed while unmounted)
 	ExitUsage       = 2  // bad command line or configuration
-	ExitInUse       = 3  // the data directory is held by a running trowfs
+	ExitInUse       = 3  // the data directory is held by a running trowfs, or MNT is a live FUSE mount
 	ExitIntegrity   = 4  // verify: corruption or registry inconsistency (mismatched, missing, bit rot, unparsable)
 	ExitMount       = 5  // the mount itself failed
 	ExitInternal    = 70 // anything else
@@ -53,7 +53,7 @@ counts, bytes and verification status; the root's adds the registry's consistenc
   cat /mnt/trow/.state
   trowfs verify /var/lib/trow/data              # offline, while unmounted
 
-Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory in use, 4 integrity problems
+Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory or mountpoint in use, 4 integrity problems
 (verify), 5 mount failed, 70 internal error. See docs/cli.md.`
 
 func main() {
@@ -117,10 +117,11 @@ func exitFor(err error) int {
 	var ce *server.ConfigError
 	var me *server.MountError
 	var iu *tracker.InUseError
+	var mu *server.MountpointInUseError
 	switch {
 	case errors.As(err, &ce):
 		return ExitUsage
-	case errors.As(err, &iu):
+	case errors.As(err, &iu), errors.As(err, &mu):
 		return ExitInUse
 	case errors.As(err, &me):
 		return ExitMount

@@ -36,6 +36,7 @@ type mountCmd struct {
 	AttrTimeout        time.Duration `help:"How long the kernel may cache attributes." default:"60s"`
 	NegativeTimeout    time.Duration `help:"How long the kernel may cache a missing name." default:"5s"`
 	ReadyFile          string        `help:"Write this file once the mount serves (for scripts and service managers)." type:"path" placeholder:"FILE"`
+	NonEmpty           bool          `name:"nonempty" help:"Mount even if MNT is not empty (its contents are hidden while mounted); without it a non-empty MNT exits 2."`
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
 }
@@ -65,19 +66,14 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 	}
 	token := ""
 	if m.APITokenFile != "" {
-		b, err := os.ReadFile(m.APITokenFile)
-		if err != nil {
-			return &exitError{ExitUsage, "--api-token-file: " + err.Error()}
-		}
-		token = strings.TrimSpace(string(b))
-		if token == "" {
-			return &exitError{ExitUsage, "--api-token-file is empty"}
+		if token, err = readTokenFile(m.APITokenFile); err != nil {
+			return err
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{
-		Data: m.Data, Mnt: m.Mnt, Layout: m.Layout, Exclude: m.Exclude, NoDefaultExcludes: m.NoDefaultExcludes,
+		Data: m.Data, Mnt: m.Mnt, NonEmpty: m.NonEmpty, Layout: m.Layout, Exclude: m.Exclude, NoDefaultExcludes: m.NoDefaultExcludes,
 		DeleteUntagged: m.DeleteUntagged, VerifyOnStart: tracker.VerifyMode(m.VerifyOnStart),
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
@@ -135,22 +131,5 @@ func (d *demoCmd) Run() error {
 		return err
 	}
 	fmt.Println("demo registry written to", d.Dir)
-	return nil
-}
-
-type stateCmd struct {
-	Path string `arg:"" help:"A directory of a trowfs mount (or its .state file)." type:"path"`
-}
-
-func (s *stateCmd) Run() error {
-	p := s.Path
-	if filepath.Base(p) != tracker.StateFileName {
-		p = filepath.Join(p, tracker.StateFileName)
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return &exitError{ExitUsage, fmt.Sprintf("%s: %v (is %s inside a trowfs mount?)", p, err, s.Path)}
-	}
-	os.Stdout.Write(b)
 	return nil
 }

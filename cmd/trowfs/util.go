@@ -9,20 +9,31 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/tracker"
 )
 
-// readBeneath reads rel below root without following symlinks out of it.
-func readBeneath(root, rel string, limit int64) ([]byte, error) {
+// openBeneath opens rel below root for reading, without following symlinks out of it, at any
+// depth (paths longer than PATH_MAX included).
+func openBeneath(root, rel string) (*os.File, error) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(rfd)
-	fd, err := unix.Openat2(rfd, rel, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH})
+	fd, err := tracker.OpenBeneath(rfd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), rel)
+	return os.NewFile(uintptr(fd), rel), nil
+}
+
+// readBeneath reads rel below root without following symlinks out of it.
+func readBeneath(root, rel string, limit int64) ([]byte, error) {
+	f, err := openBeneath(root, rel)
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err == nil && int64(len(b)) > limit {
@@ -31,9 +42,9 @@ func readBeneath(root, rel string, limit int64) ([]byte, error) {
 	return b, err
 }
 
-// hashOther computes a non-sha256 digest (sha512 blob names) of a file.
-func hashOther(path string, want digest.Digest) string {
-	f, err := os.Open(path)
+// hashOther computes a non-sha256 digest (sha512 blob names) of rel below root.
+func hashOther(root, rel string, want digest.Digest) string {
+	f, err := openBeneath(root, rel)
 	if err != nil {
 		return "unreadable: " + err.Error()
 	}

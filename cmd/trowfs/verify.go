@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/registry"
+	"github.com/trowfs/trowfs/statedir"
 	"github.com/trowfs/trowfs/tracker"
 )
 
@@ -60,7 +61,21 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	if err != nil || !st.IsDir() {
 		return &exitError{ExitUsage, fmt.Sprintf("data directory %s: not a readable directory (%v)", v.Data, err)}
 	}
-	if inUse(v.Data) {
+	// DATA/.trowfs is read through one descriptor opened without following links; verify
+	// changes nothing there.
+	sd, err := statedir.OpenReadOnly(v.Data)
+	var ue *statedir.UnsafeError
+	switch {
+	case errors.As(err, &ue):
+		return &exitError{ExitUsage, ue.Error()}
+	case err == nil:
+		defer sd.Close()
+	case errors.Is(err, os.ErrNotExist):
+		sd = nil
+	default:
+		return &exitError{ExitUsage, err.Error()}
+	}
+	if sd != nil && inUse(sd) {
 		return &exitError{ExitInUse, fmt.Sprintf("%s is mounted by a running trowfs: read its .state, or POST /v1/verify to its endpoint", v.Data)}
 	}
 	layout := registry.Detect(v.Data)
@@ -72,7 +87,12 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	exclude := append(layout.Excludes(), v.Exclude...)
 	res := verifyResult{Data: v.Data, Layout: string(layout), Differences: []difference{}, Findings: []tracker.Finding{}}
 
-	snap, meta, serr := tracker.ReadSnapshotFile(v.Data)
+	var snap *hashtree.Tree
+	var meta map[string]string
+	serr := error(os.ErrNotExist) // no DATA/.trowfs: no snapshot
+	if sd != nil {
+		snap, meta, serr = tracker.ReadSnapshotFrom(sd)
+	}
 	switch {
 	case serr == nil:
 		res.Snapshot = "loaded"
@@ -130,7 +150,7 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 		if want, ok := layout.BlobDigest(p); ok && e.Status != hashtree.StatusExcluded {
 			actual := e.Digest.String()
 			if want.Algorithm().String() != "sha256" {
-				actual = hashOther(filepath.Join(v.Data, p), want)
+				actual = hashOther(v.Data, p, want)
 			}
 			if actual != want.String() {
 				fi.Status = hashtree.StatusMismatch
@@ -153,9 +173,11 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	res.ExitCode, res.Verdict = verdict(&res)
 	res.Took = time.Since(start).Round(time.Millisecond).String()
 	if v.JSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
+		b, err := api.MarshalIndent(res, "", "  ") // keeps paths that are not UTF-8 (docs/api.md)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stdout.Write(append(b, '\n')); err != nil {
 			return err
 		}
 	} else {
@@ -210,12 +232,13 @@ func printHuman(w io.Writer, r *verifyResult) {
 }
 
 // inUse reports whether a running trowfs holds DATA's lock (without creating anything in DATA).
-func inUse(data string) bool {
-	fd, err := unix.Open(filepath.Join(data, tracker.StateDirName, "lock"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func inUse(sd *statedir.Dir) bool {
+	f, err := sd.OpenRead(tracker.LockFile)
 	if err != nil {
 		return false
 	}
-	defer unix.Close(fd)
+	defer f.Close()
+	fd := int(f.Fd())
 	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		return errors.Is(err, unix.EWOULDBLOCK)
 	}

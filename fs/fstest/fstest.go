@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	trowfs "github.com/trowfs/trowfs/fs"
@@ -59,6 +61,11 @@ type Options struct {
 	Data      string // reuse an existing data directory
 	Verify    tracker.VerifyMode
 	ListState bool
+	// BlobDigest names the digest a blob path must have (a layout's BlobDigest); nil: none.
+	BlobDigest func(rel string) (digest.Digest, bool)
+	// Log, if set, also receives the tracker's log lines (warnings and worse), for tests that
+	// assert on them.
+	Log io.Writer
 }
 
 // Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
@@ -89,7 +96,11 @@ func Mount(t testing.TB, o Options) *Env {
 func (e *Env) Start() {
 	t := e.t
 	t.Helper()
-	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	var logw io.Writer = testWriter{t}
+	if e.opts.Log != nil {
+		logw = io.MultiWriter(logw, e.opts.Log)
+	}
+	tr, err := tracker.New(tracker.Options{Root: e.Data, Exclude: e.Exclude, BlobDigest: e.opts.BlobDigest, Logger: slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}
