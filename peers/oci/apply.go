@@ -87,6 +87,7 @@ type Stats struct {
 	DeletedManifests uint64                 `json:"manifests_deleted"`
 	DeletedTags      uint64                 `json:"tags_deleted"`
 	RefusedDeletes   uint64                 `json:"deletes_refused"`
+	Healed           uint64                 `json:"blobs_healed"`
 	Refused          []string               `json:"refused,omitempty"` // deletes currently refused, with the reason
 	Sources          map[string]SourceStats `json:"sources"`
 	Last             Result                 `json:"-"`
@@ -213,7 +214,6 @@ type round struct {
 	mu      sync.Mutex
 	res     Result
 	flights map[string]*flight
-	pushed  map[string]struct{} // repo@digest known present locally after this round
 }
 
 type flight struct {
@@ -235,7 +235,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	if err != nil {
 		return Result{}, err
 	}
-	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}, pushed: map[string]struct{}{}}
+	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
 		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
