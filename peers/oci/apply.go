@@ -66,6 +66,7 @@ type Result struct {
 	RefusedDeletes   int              // deletes the local registry refused (reported, retried later)
 	Rejected         map[string]int64 // source name -> bytes refused because they did not match
 	Failed           []string         // repo@digest or repo:tag that could not be applied this round
+	Skipped          []string         // names the OCI API cannot carry (invalid repository, tag or digest)
 }
 
 // SourceStats is what is known of one source.
@@ -246,6 +247,11 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 		r.sources = append(r.sources, ep)
 	}
 
+	// Names the OCI API cannot carry (an OCI layout at the root of DATA is repository ".") are
+	// reported and left alone, never retried as failures.
+	live = r.valid(live, "live")
+	localView = r.valid(localView, "local")
+
 	// 1. Manifests (and everything they reference) that live has and the local registry lacks.
 	type job struct{ repo, d string }
 	var jobs []job
@@ -362,6 +368,40 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 		return res, fmt.Errorf("oci: %d of the replicated manifests and tags could not be applied; first %s: %w", len(failed), k, failed[k])
 	}
 	return res, ctx.Err()
+}
+
+// valid returns v without the repositories, tags and manifests whose names the OCI API cannot
+// carry, recording them in the result.
+func (r *round) valid(v crdt.View, which string) crdt.View {
+	out := crdt.View{}
+	skip := func(what string) {
+		r.res.Skipped = append(r.res.Skipped, which+" "+what)
+	}
+	for _, repo := range sortedKeys(v) {
+		rp := v[repo]
+		if _, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...); err != nil || strings.HasPrefix(repo, ".") {
+			skip("repository " + repo)
+			continue
+		}
+		c := crdt.Repo{Manifests: map[string]struct{}{}, Tags: map[string]string{}}
+		for d := range rp.Manifests {
+			if _, err := digest.Parse(d); err != nil {
+				skip("manifest " + repo + "@" + d)
+				continue
+			}
+			c.Manifests[d] = struct{}{}
+		}
+		for t, d := range rp.Tags {
+			_, terr := name.NewTag(r.local.repoRef(repo)+":"+t, r.local.nameOpts()...)
+			if _, derr := digest.Parse(d); terr != nil || derr != nil {
+				skip("tag " + repo + ":" + t)
+				continue
+			}
+			c.Tags[t] = d
+		}
+		out[repo] = c
+	}
+	return out
 }
 
 // once runs f once per key in a round; concurrent callers wait for the first.

@@ -514,3 +514,34 @@ func TestApplyRefusingRegistryLeavesNothingPartial(t *testing.T) {
 		t.Fatalf("refusal not reported: %v", s.Refused)
 	}
 }
+
+// emptyView is a local registry holding nothing.
+type emptyView struct{}
+
+func (emptyView) View() (crdt.View, error) { return crdt.View{}, nil }
+
+// TestApplySkipsNamesTheAPICannotCarry: an OCI layout at the root of DATA (repository "."), an
+// invalid tag or digest is reported as skipped, sends no request and is not an error (which the
+// node would retry forever).
+func TestApplySkipsNamesTheAPICannotCarry(t *testing.T) {
+	rt := &counter{rt: http.DefaultTransport, n: map[string]int{}}
+	ap, err := oci.New(oci.Options{LocalURL: "http://127.0.0.1:1", Local: emptyView{}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := crdt.View{
+		".":       {Manifests: map[string]struct{}{"sha256:" + strings.Repeat("a", 64): {}}, Tags: map[string]string{}},
+		"Upper":   {Manifests: map[string]struct{}{}, Tags: map[string]string{}},
+		"org/app": {Manifests: map[string]struct{}{"md5:zz": {}}, Tags: map[string]string{"bad tag": "sha256:" + strings.Repeat("b", 64)}},
+	}
+	res, err := ap.ApplyResult(context.Background(), live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Skipped) != 4 {
+		t.Fatalf("skipped %v", res.Skipped)
+	}
+	if n := rt.reset(); len(n) != 0 {
+		t.Fatalf("requests sent: %v", n)
+	}
+}
