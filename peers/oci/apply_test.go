@@ -545,3 +545,48 @@ func TestApplySkipsNamesTheAPICannotCarry(t *testing.T) {
 		t.Fatalf("requests sent: %v", n)
 	}
 }
+
+// dropper is a proxy that, for blob GETs, sends half of the body and then closes the connection
+// (a peer killed in the middle of a transfer).
+func dropper(t *testing.T, target *regtest.Registry) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			p.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, r)
+		b := rec.Body.Bytes()
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.WriteHeader(rec.Code)
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestApplySurvivesSourceDyingMidTransfer: a source whose connection drops in the middle of a blob
+// is a failure (backed off, not counted as lying) and the content comes from the next source.
+func TestApplySurvivesSourceDyingMidTransfer(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 2)
+	live := viewOf(t, f.a.Dir)
+	d := dropper(t, f.a)
+	srcs := []peers.Source{{Name: "dying", RegistryURL: d.URL}, {Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+	assertBlobFilesMatchNames(t, f.b.Dir)
+	st := f.ap.Stats().Sources["dying"]
+	if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) {
+		t.Fatalf("dying source: %+v", st)
+	}
+}
