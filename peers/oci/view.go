@@ -11,14 +11,34 @@ type catalogSource interface {
 	Catalog() registry.Catalog
 }
 
-type viewSource struct{ r catalogSource }
+type viewSource struct{ r func() catalogSource }
 
 // NewViewSource returns the local registry's content, read from trowfs's registry model (no disk
 // scan, no registry request), as the replicated View.
-func NewViewSource(r *registry.Registry) peers.ViewSource { return viewSource{r} }
+func NewViewSource(r *registry.Registry) peers.ViewSource {
+	return viewSource{func() catalogSource { return r }}
+}
 
-// View converts the model's Catalog. Repositories without manifests are left out.
-func (v viewSource) View() (crdt.View, error) { return ToView(v.r.Catalog()), nil }
+// NewViewSourceFunc is NewViewSource over whichever model model returns at each View (the server
+// replaces its model when it detects the layout: pass Server.RegistryModel). A nil model is an
+// empty registry.
+func NewViewSourceFunc(model func() *registry.Registry) peers.ViewSource {
+	return viewSource{func() catalogSource {
+		if m := model(); m != nil {
+			return m
+		}
+		return nil
+	}}
+}
+
+// View converts the model's Catalog. Repositories without manifests or tags are left out.
+func (v viewSource) View() (crdt.View, error) {
+	c := v.r()
+	if c == nil {
+		return crdt.View{}, nil
+	}
+	return ToView(c.Catalog()), nil
+}
 
 // ToView converts a registry Catalog to a crdt.View.
 func ToView(c registry.Catalog) crdt.View {
