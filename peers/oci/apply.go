@@ -215,6 +215,7 @@ type round struct {
 	mu      sync.Mutex
 	res     Result
 	flights map[string]*flight
+	blobSem chan struct{} // bounds concurrent blob transfers
 }
 
 type flight struct {
@@ -236,7 +237,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	if err != nil {
 		return Result{}, err
 	}
-	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}}
+	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}, blobSem: make(chan struct{}, a.o.Jobs)}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
 		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
@@ -452,12 +453,8 @@ func (r *round) ensureManifest(repo, d string) ([]byte, error) {
 					return fmt.Errorf("child %s: %w", c.Digest, err)
 				}
 			}
-		} else {
-			for _, b := range m.References() {
-				if err := r.ensureBlob(repo, b, src); err != nil {
-					return err
-				}
-			}
+		} else if err := r.ensureBlobs(repo, m.References(), src); err != nil {
+			return err
 		}
 		if m.Subject != nil {
 			// Best effort: a registry may accept a referrer whose subject is absent.
@@ -497,6 +494,29 @@ func (r *round) fetchManifest(repo, d string) ([]byte, *endpoint, error) {
 		r.failed(src, err)
 	}
 	return nil, nil, fmt.Errorf("manifest %s@%s: no source served it (%s)", repo, d, orNone(errs))
+}
+
+// ensureBlobs makes the local repo hold every blob of descs, at most Jobs transfers at once in the
+// round (blobs reference nothing, so the bound cannot deadlock).
+func (r *round) ensureBlobs(repo string, descs []registry.Descriptor, first *endpoint) error {
+	errs := make([]error, len(descs))
+	var wg sync.WaitGroup
+	for i, d := range descs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case r.blobSem <- struct{}{}:
+			case <-r.ctx.Done():
+				errs[i] = r.ctx.Err()
+				return
+			}
+			defer func() { <-r.blobSem }()
+			errs[i] = r.ensureBlob(repo, d, first)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ensureBlob makes the local repo hold blob desc, preferring source first.

@@ -13,6 +13,17 @@
 // it: a tag never becomes visible before everything it needs. Deletes are OCI DELETEs, applied only
 // to what this Applier saw replicated before and the replicated state no longer holds.
 //
+// Wiring (server side):
+//
+//	ap, err := oci.New(oci.Options{
+//		LocalURL: cfg.RegistryURL,                         // --registry-url
+//		Local:    oci.NewViewSourceFunc(srv.RegistryModel), // what the local registry holds
+//		Store:    peers.FileStore{Path: ".../.trowfs/peers/applied"},
+//	})
+//	node, err := peers.Start(peers.Options{View: oci.NewViewSourceFunc(srv.RegistryModel), Applier: ap, ...})
+//
+// ap.Stats() is the status for .state and metrics; ap.Heal repairs a mismatched blob file.
+//
 // The package never writes into DATA except through Heal, which replaces one file beneath DATA
 // without following symbolic links.
 package oci
