@@ -72,18 +72,47 @@ func (m modelView) View() (crdt.View, error) {
 	return oci.NewViewSource(r).View()
 }
 
-// counter counts requests by method.
+// counter counts requests by method and path, and the most blob GETs in flight at once.
 type counter struct {
 	rt http.RoundTripper
 	mu sync.Mutex
 	n  map[string]int
+	// inflight and maxInflight count blob GETs (guarded by mu).
+	inflight, maxInflight int
 }
 
 func (c *counter) RoundTrip(req *http.Request) (*http.Response, error) {
+	blobGet := req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:")
 	c.mu.Lock()
 	c.n[req.Method+" "+req.URL.Path]++
+	if blobGet {
+		c.inflight++
+		c.maxInflight = max(c.maxInflight, c.inflight)
+	}
 	c.mu.Unlock()
-	return c.rt.RoundTrip(req)
+	resp, err := c.rt.RoundTrip(req)
+	if blobGet {
+		if err == nil {
+			// Hold the slot until the body is read, so the count covers the transfer.
+			resp.Body = &doneBody{ReadCloser: resp.Body, done: func() { c.mu.Lock(); c.inflight--; c.mu.Unlock() }}
+		} else {
+			c.mu.Lock()
+			c.inflight--
+			c.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	b.once.Do(b.done)
+	return b.ReadCloser.Close()
 }
 
 func (c *counter) reset() map[string]int {
@@ -279,6 +308,12 @@ func TestApplyCopiesImagesByteIdenticalAndIsIdempotent(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	assertBlobFilesMatchNames(t, f.b.Dir)
+	f.rt.mu.Lock()
+	peak := f.rt.maxInflight
+	f.rt.mu.Unlock()
+	if peak > 4 {
+		t.Errorf("%d blob transfers at once, want at most Jobs (4)", peak)
+	}
 	f.rt.reset()
 	if err := f.ap.Apply(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}); err != nil {
 		t.Fatal(err)
