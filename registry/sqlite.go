@@ -110,8 +110,10 @@ type dbModel struct {
 	badRows   []Unparsable // rows whose digest column is not a digest
 	tags      []dbTag
 	repos     map[string]struct{}
-	digest    hashtree.Digest
-	loadedAt  time.Time
+	// repoManifests maps repo → the manifests repo_blob_assoc associates with it.
+	repoManifests map[string]map[digest.Digest]struct{}
+	digest        hashtree.Digest
+	loadedAt      time.Time
 }
 
 // fileStamp is what a stat says about one file.
@@ -203,7 +205,8 @@ func readModel(ctx context.Context, tx *sql.Tx) (*dbModel, error) {
 			return nil, fmt.Errorf("%w: no table %q", ErrNotTrowDB, t)
 		}
 	}
-	m := &dbModel{manifests: map[digest.Digest]dbManifest{}, repos: map[string]struct{}{}}
+	m := &dbModel{manifests: map[digest.Digest]dbManifest{}, repos: map[string]struct{}{},
+		repoManifests: map[string]map[digest.Digest]struct{}{}}
 	var lines []string
 
 	err = query(ctx, tx, `SELECT digest, json, blob FROM manifest`, func(v []any) {
@@ -236,7 +239,14 @@ func readModel(ctx context.Context, tx *sql.Tx) (*dbModel, error) {
 	if have["repo_blob_assoc"] {
 		err = query(ctx, tx, `SELECT repo_name, blob_digest, manifest_digest FROM repo_blob_assoc`, func(v []any) {
 			lines = append(lines, serialiseRow("repo_blob_assoc", v[0], v[1], v[2]))
-			m.repos[fieldText(v[0])] = struct{}{}
+			repo := fieldText(v[0])
+			m.repos[repo] = struct{}{}
+			if d, ok := parseDigest(fieldText(v[2])); ok {
+				if m.repoManifests[repo] == nil {
+					m.repoManifests[repo] = map[digest.Digest]struct{}{}
+				}
+				m.repoManifests[repo][d] = struct{}{}
+			}
 		})
 		if err != nil {
 			return nil, err

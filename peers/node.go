@@ -1,0 +1,691 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/trowfs/trowfs/peers/crdt"
+)
+
+// ViewSource reads what the local registry holds (package registry's model in production).
+type ViewSource interface {
+	View() (crdt.View, error)
+}
+
+// Source is a peer's registry that content can be fetched from.
+type Source struct {
+	Name        string
+	RegistryURL string
+}
+
+// Applier makes the local registry hold live, fetching from sources (package peers/oci).
+type Applier interface {
+	Apply(ctx context.Context, live crdt.View, sources []Source) error
+}
+
+// Options are the node's seams and timings; zero values take the defaults.
+type Options struct {
+	Settings Settings
+	View     ViewSource
+	Applier  Applier
+	Store    Store   // nil: no persistence
+	Replica  Replica // nil: NewReplica(Settings.Name, Now)
+	Logger   *slog.Logger
+	Now      func() time.Time
+	// Transport carries gossip (nil: memberlist's UDP/TCP transport on Settings' bind address).
+	Transport memberlist.Transport
+	// HTTP carries the data plane (nil: a client with timeouts); tests wrap it to inject faults.
+	HTTP *http.Client
+	// Listener serves the data plane (nil: listen on Settings.DataBind; in-memory tests pass one).
+	Listener net.Listener
+	// Intervals.
+	ObserveInterval  time.Duration // default 10s
+	SyncInterval     time.Duration // default 10s: re-check roots even without gossip
+	Debounce         time.Duration // default 200ms
+	MaxSyncs         int           // concurrent syncs, default 4
+	GossipConfig     func(*memberlist.Config)
+	ApplyMaxBackoff  time.Duration // default 30s
+	JoinMaxBackoff   time.Duration // default 30s
+	PersistDebounce  time.Duration // default 2s
+	PeerBackoffStart time.Duration // default 1s, doubled per failure up to 1 min
+}
+
+// Node is one running peer.
+type Node struct {
+	set     Settings
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	macKey  []byte
+	verify  *verifier
+	http    *http.Client
+	ml      *memberlist.Memberlist
+	srv     *http.Server
+	lis     net.Listener
+	dataAdv string
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // wakes the sync dispatcher
+	obs    chan struct{} // wakes the observer
+	apply  chan struct{} // wakes the applier
+	save   chan struct{} // wakes the persister
+	sem    chan struct{} // bounds concurrent syncs
+
+	// mu guards everything below.
+	mu          sync.Mutex
+	rep         Replica
+	members     map[string]*member
+	rejected    uint64
+	authFail    uint64
+	syncs       uint64
+	bytesIn     map[string]int64
+	bytesOut    map[string]int64
+	waitingFor  string
+	lastFull    time.Time // every live member's root equalled ours
+	resyncing   bool      // Forget ran: no apply until a sync with every live member
+	appliedRoot crdt.Digest
+	applied     bool
+	dirty       bool
+	purged      int
+}
+
+type member struct {
+	name, addr   string
+	meta         Meta
+	metaErr      string
+	alive        bool
+	syncing      bool
+	lastExchange time.Time
+	lastErr      string
+	backoff      time.Duration
+	notBefore    time.Time
+}
+
+// Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
+func Start(opts Options) (*Node, error) {
+	s := opts.Settings
+	n := &Node{set: s, opts: opts, log: opts.Logger, now: opts.Now, members: map[string]*member{},
+		bytesIn: map[string]int64{}, bytesOut: map[string]int64{},
+		kick: make(chan struct{}, 1), obs: make(chan struct{}, 1), apply: make(chan struct{}, 1), save: make(chan struct{}, 1)}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	n.log = n.log.With("component", "peers", "node", s.Name)
+	if n.now == nil {
+		n.now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&n.opts.ObserveInterval, 10*time.Second)
+	def(&n.opts.SyncInterval, 10*time.Second)
+	def(&n.opts.Debounce, 200*time.Millisecond)
+	def(&n.opts.ApplyMaxBackoff, 30*time.Second)
+	def(&n.opts.JoinMaxBackoff, 30*time.Second)
+	def(&n.opts.PersistDebounce, 2*time.Second)
+	def(&n.opts.PeerBackoffStart, time.Second)
+	if n.opts.MaxSyncs <= 0 {
+		n.opts.MaxSyncs = 4
+	}
+	n.sem = make(chan struct{}, n.opts.MaxSyncs)
+	key := s.Key
+	if key == nil {
+		// Loopback without a key: the data plane still authenticates, with a per-name key that only
+		// stops accidents, not attackers (none can reach a loopback address from outside).
+		key = make([]byte, KeySize)
+	}
+	n.macKey = authKey(key)
+	n.verify = newVerifier(n.macKey, n.now)
+	n.http = opts.HTTP
+	if n.http == nil {
+		n.http = &http.Client{Timeout: requestTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: requestTimeout}}
+	}
+	n.rep = opts.Replica
+	if n.rep == nil {
+		n.rep = NewReplica(s.Name, n.now)
+	}
+	if err := n.load(); err != nil {
+		return nil, err
+	}
+
+	var err error
+	n.lis = opts.Listener
+	if n.lis == nil {
+		if n.lis, err = net.Listen("tcp", s.DataBind); err != nil {
+			return nil, fmt.Errorf("peer data plane: %w", err)
+		}
+	}
+	n.dataAdv = s.DataAdvertise
+	if n.dataAdv == "" {
+		n.dataAdv = n.lis.Addr().String()
+	}
+	n.srv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: requestTimeout, WriteTimeout: requestTimeout, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 8 << 10,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = n.srv.Serve(n.lis) }()
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = s.Name
+	mc.BindAddr, mc.BindPort = s.BindHost, s.BindPort
+	if s.AdvertiseHost != "" {
+		mc.AdvertiseAddr, mc.AdvertisePort = s.AdvertiseHost, s.AdvertisePort
+	}
+	mc.SecretKey = s.Key
+	mc.DeadNodeReclaimTime = 30 * time.Second // a pod that comes back under its name with a new IP is accepted
+	mc.Delegate = delegate{n}
+	mc.Events = events{n}
+	mc.Logger = log.New(slogWriter{n.log}, "", 0)
+	mc.Transport = opts.Transport
+	if opts.GossipConfig != nil {
+		opts.GossipConfig(mc)
+	}
+	if n.ml, err = memberlist.Create(mc); err != nil {
+		_ = n.srv.Close()
+		return nil, fmt.Errorf("peer gossip on %s: %w", net.JoinHostPort(s.BindHost, strconv.Itoa(s.BindPort)), err)
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop} {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); f() }()
+	}
+	n.log.Info("peers started", "gossip", n.ml.LocalNode().Address(), "data_plane", n.dataAdv, "registry", s.RegistryURL, "advertise", s.RegistryAdvertise, "seeds", s.Join)
+	return n, nil
+}
+
+// GossipAddr is where this node's gossip listens (host:port).
+func (n *Node) GossipAddr() string { return n.ml.LocalNode().Address() }
+
+// Notify tells the node that the registry model changed (debounced into one Observe).
+func (n *Node) Notify() { poke(n.obs) }
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Stop leaves the cluster, stops the loops and writes the state a last time.
+func (n *Node) Stop() error {
+	if err := n.ml.Leave(5 * time.Second); err != nil {
+		n.log.Warn("leaving the cluster", "err", err)
+	}
+	n.cancel()
+	n.wg.Wait()
+	_ = n.ml.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = n.srv.Shutdown(ctx)
+	cancel()
+	return n.persist()
+}
+
+// sleep waits d or until the node stops; false when it stopped.
+func (n *Node) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-n.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func backoff(d, max time.Duration) time.Duration {
+	if d *= 2; d > max {
+		d = max
+	}
+	return d
+}
+
+// joinLoop joins the seeds, retrying with backoff until one answers (seeds may not be up yet).
+func (n *Node) joinLoop() {
+	if len(n.set.Join) == 0 {
+		return
+	}
+	wait := 500 * time.Millisecond
+	for {
+		addrs, rerr := ResolveSeeds(n.ctx, net.DefaultResolver, n.set.Join)
+		var self = n.GossipAddr()
+		var others []string
+		for _, a := range addrs {
+			if a != self {
+				others = append(others, a)
+			}
+		}
+		joined := 0
+		var err error
+		if len(others) > 0 {
+			joined, err = n.ml.Join(others)
+		}
+		if joined > 0 {
+			n.log.Info("joined the cluster", "via", joined, "members", n.ml.NumMembers())
+			n.setWaiting("")
+			return
+		}
+		if n.ml.NumMembers() > 1 {
+			return // someone joined us
+		}
+		n.setWaiting(fmt.Sprintf("seeds %v (resolve: %v; join: %v)", n.set.Join, rerr, err))
+		n.log.Debug("no seed answered yet; retrying", "in", wait, "resolve_err", rerr, "join_err", err)
+		if !n.sleep(wait) {
+			return
+		}
+		wait = backoff(wait, n.opts.JoinMaxBackoff)
+	}
+}
+
+func (n *Node) setWaiting(s string) {
+	n.mu.Lock()
+	n.waitingFor = s
+	n.mu.Unlock()
+}
+
+// observeLoop stamps local registry changes, on notification (debounced) and at an interval.
+func (n *Node) observeLoop() {
+	tick := time.NewTicker(n.opts.ObserveInterval)
+	defer tick.Stop()
+	n.observe()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.obs:
+			if !n.sleep(n.opts.Debounce) {
+				return
+			}
+			select { // fold the notifications that came while debouncing
+			case <-n.obs:
+			default:
+			}
+		}
+		n.observe()
+	}
+}
+
+func (n *Node) observe() {
+	if n.opts.View == nil {
+		return
+	}
+	v, err := n.opts.View.View()
+	if err != nil {
+		n.log.Debug("registry view not available", "err", err)
+		return
+	}
+	n.mu.Lock()
+	es := n.rep.Observe(v)
+	if len(es) > 0 {
+		n.changedLocked()
+	}
+	n.mu.Unlock()
+	if len(es) > 0 {
+		n.log.Debug("local registry changes stamped", "entries", len(es))
+		n.gossipRoot()
+	}
+}
+
+// changedLocked records that the state changed: persist, apply, re-check peers.
+func (n *Node) changedLocked() {
+	n.dirty = true
+	poke(n.save)
+	poke(n.apply)
+	poke(n.kick)
+}
+
+// gossipRoot publishes the current root in node meta.
+func (n *Node) gossipRoot() {
+	if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+		n.log.Debug("gossiping the new root", "err", err)
+	}
+	poke(n.kick)
+}
+
+// syncLoop starts a sync with every live member whose root differs from ours, one per peer.
+func (n *Node) syncLoop() {
+	tick := time.NewTicker(n.opts.SyncInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.kick:
+		}
+		n.dispatch()
+	}
+}
+
+func (n *Node) dispatch() {
+	n.mu.Lock()
+	root := n.rep.Root()
+	now := n.now()
+	var todo []*member
+	allEqual, live := true, 0
+	for _, m := range n.members {
+		if !m.alive || m.metaErr != "" {
+			continue
+		}
+		live++
+		if m.meta.Root == root {
+			continue
+		}
+		allEqual = false
+		if m.syncing || now.Before(m.notBefore) {
+			continue
+		}
+		m.syncing = true
+		todo = append(todo, m)
+	}
+	if allEqual {
+		n.lastFull = now
+		if n.resyncing && live > 0 {
+			n.resyncing = false
+			poke(n.apply)
+		}
+		n.purgeLocked(now)
+	}
+	n.mu.Unlock()
+	for _, m := range todo {
+		select {
+		case n.sem <- struct{}{}:
+		case <-n.ctx.Done():
+			return
+		}
+		n.wg.Add(1)
+		go func(m *member) {
+			defer n.wg.Done()
+			defer func() { <-n.sem }()
+			n.syncWith(m)
+		}(m)
+	}
+}
+
+// purgeLocked forgets tombstones every member has had for longer than the grace period: all live
+// roots equal ours now, so every register stamped before our clock is on every live member.
+func (n *Node) purgeLocked(now time.Time) {
+	cut := n.rep.Clock()
+	if limit := now.Add(-n.set.TombstoneGrace).UnixMilli(); cut.Wall > limit {
+		cut = crdt.Stamp{Wall: limit}
+	}
+	if cut.Wall <= 0 {
+		return
+	}
+	if k := n.rep.PurgeTombstones(cut); k > 0 {
+		n.purged += k
+		n.dirty = true
+		poke(n.save)
+		n.log.Info("purged tombstones every member has had past the grace period", "count", k)
+	}
+}
+
+// errLying is a peer answering with entries its own tree does not commit to.
+var errLying = errors.New("peer sent entries that do not match its tree")
+
+func (n *Node) syncWith(m *member) {
+	n.mu.Lock()
+	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
+	n.mu.Unlock()
+	err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
+	n.mu.Lock()
+	m.syncing = false
+	m.lastExchange = n.now()
+	n.syncs++
+	if err != nil {
+		if errors.Is(err, errLying) {
+			n.rejected++
+		}
+		if m.backoff == 0 {
+			m.backoff = n.opts.PeerBackoffStart
+		} else {
+			m.backoff = backoff(m.backoff, time.Minute)
+		}
+		m.notBefore = n.now().Add(m.backoff)
+		m.lastErr = err.Error()
+	} else {
+		m.backoff, m.lastErr = 0, ""
+	}
+	n.mu.Unlock()
+	if err != nil {
+		n.log.Warn("sync failed; backing off", "peer", name, "err", err, "backoff", m.backoff)
+	}
+	n.gossipRoot()
+}
+
+// runSync is one comparison: descend the index level by level in batches, fetch what we lack,
+// check it against the peer's own leaves, merge it, and offer what the peer lacks.
+func (n *Node) runSync(c client, remote crdt.Digest) error {
+	n.mu.Lock()
+	y := n.rep.NewSync(remote)
+	paths := y.Next()
+	n.mu.Unlock()
+	expect := map[[32]byte]bool{} // entry hashes the peer's summaries committed to
+	for len(paths) > 0 {
+		var got []crdt.Summary
+		for i := 0; i < len(paths); i += maxPaths {
+			batch := paths[i:min(i+maxPaths, len(paths))]
+			b, err := c.call(n.ctx, routeSummaries, encodePaths(batch))
+			if err != nil {
+				return err
+			}
+			ss, err := decodeSummaries(b)
+			if err != nil {
+				return fmt.Errorf("%w: summaries: %v", errLying, err)
+			}
+			got = append(got, ss...)
+		}
+		for _, s := range got {
+			for _, l := range s.Leaves {
+				expect[l.EntryHash] = true
+			}
+		}
+		n.mu.Lock()
+		y.Receive(got)
+		paths = y.Next()
+		n.mu.Unlock()
+	}
+	n.mu.Lock()
+	want, offer := y.Want(), y.Offer()
+	raws := make([][]byte, len(offer))
+	for i, e := range offer {
+		raws[i] = n.rep.EncodeEntry(e)
+	}
+	n.mu.Unlock()
+	for i := 0; i < len(want); i += maxKeys {
+		b, err := c.call(n.ctx, routeEntries, encodeDigests(want[i:min(i+maxKeys, len(want))]))
+		if err != nil {
+			return err
+		}
+		got, err := decodeRaw(b)
+		if err != nil {
+			return fmt.Errorf("%w: entries: %v", errLying, err)
+		}
+		// Check every entry before merging any: a peer that lies gets nothing accepted.
+		es := make([]crdt.Entry, 0, len(got))
+		for _, raw := range got {
+			if !expect[entryHash(raw)] {
+				return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
+			}
+			e, err := n.rep.DecodeEntry(raw)
+			if err != nil {
+				return fmt.Errorf("%w: %v", errLying, err)
+			}
+			es = append(es, e)
+		}
+		n.mu.Lock()
+		changed := false
+		for _, e := range es {
+			changed = n.rep.Merge(e) || changed
+		}
+		if changed {
+			n.changedLocked()
+		}
+		n.mu.Unlock()
+	}
+	for i := 0; i < len(raws); i += maxKeys {
+		if _, err := c.call(n.ctx, routeOffer, encodeRaw(raws[i:min(i+maxKeys, len(raws))])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyLoop hands Live to the Applier whenever the state changed, retrying with backoff while the
+// local registry is not there.
+func (n *Node) applyLoop() {
+	wait := time.Second
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.apply:
+		}
+		if n.opts.Applier == nil {
+			continue
+		}
+		for {
+			n.mu.Lock()
+			root := n.rep.Root()
+			if n.resyncing || (n.applied && root == n.appliedRoot) {
+				n.mu.Unlock()
+				break
+			}
+			live := n.rep.Live()
+			var srcs []Source
+			for _, m := range n.members {
+				if m.alive && m.metaErr == "" {
+					srcs = append(srcs, Source{Name: m.name, RegistryURL: m.meta.RegistryURL})
+				}
+			}
+			n.mu.Unlock()
+			sort.Slice(srcs, func(i, j int) bool { return srcs[i].Name < srcs[j].Name })
+			err := n.opts.Applier.Apply(n.ctx, live, srcs)
+			if err == nil {
+				n.mu.Lock()
+				n.applied, n.appliedRoot = true, root
+				if n.waitingFor != "" && len(n.waitingFor) > 8 && n.waitingFor[:8] == "registry" {
+					n.waitingFor = ""
+				}
+				n.mu.Unlock()
+				wait = time.Second
+				poke(n.obs) // what was pushed shows up in the registry model
+				continue
+			}
+			n.setWaiting(fmt.Sprintf("registry %s: %v", n.set.RegistryURL, err))
+			n.log.Warn("applying the peers' state to the local registry failed; retrying", "registry", n.set.RegistryURL, "err", err, "in", wait)
+			if !n.sleep(wait) {
+				return
+			}
+			wait = backoff(wait, n.opts.ApplyMaxBackoff)
+		}
+	}
+}
+
+func (n *Node) persistLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.save:
+		}
+		if !n.sleep(n.opts.PersistDebounce) {
+			return
+		}
+		if err := n.persist(); err != nil {
+			n.log.Warn("writing the peer state failed; retrying at the next change", "err", err)
+		}
+	}
+}
+
+func (n *Node) countBytes(peer string, in, out int64) {
+	n.mu.Lock()
+	n.bytesIn[peer] += in
+	n.bytesOut[peer] += out
+	n.mu.Unlock()
+}
+
+func (n *Node) countAuthFailure() {
+	n.mu.Lock()
+	n.authFail++
+	n.mu.Unlock()
+}
+
+// member table, kept from memberlist's events.
+func (n *Node) upsert(node *memberlist.Node, alive bool) {
+	if node.Name == n.set.Name {
+		return
+	}
+	n.mu.Lock()
+	m := n.members[node.Name]
+	if m == nil {
+		m = &member{name: node.Name}
+		n.members[node.Name] = m
+	}
+	m.addr, m.alive = node.Address(), alive
+	if alive {
+		meta, err := DecodeMeta(node.Meta)
+		if err != nil {
+			m.metaErr = err.Error()
+		} else {
+			m.meta, m.metaErr = meta, ""
+			n.rep.ObserveClock(crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic})
+		}
+	}
+	n.mu.Unlock()
+	poke(n.kick)
+}
+
+type events struct{ n *Node }
+
+func (e events) NotifyJoin(node *memberlist.Node)   { e.n.upsert(node, true) }
+func (e events) NotifyUpdate(node *memberlist.Node) { e.n.upsert(node, true) }
+func (e events) NotifyLeave(node *memberlist.Node)  { e.n.upsert(node, false) }
+
+type delegate struct{ n *Node }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	d.n.mu.Lock()
+	c := d.n.rep.Clock()
+	m := Meta{Root: d.n.rep.Root(), ClockWall: c.Wall, ClockLogic: c.Logical, DataAddr: d.n.dataAdv, RegistryURL: d.n.set.RegistryAdvertise}
+	d.n.mu.Unlock()
+	b, err := m.Encode()
+	if err != nil || len(b) > limit {
+		d.n.log.Error("node meta does not fit", "err", err, "limit", limit)
+		return nil
+	}
+	return b
+}
+func (delegate) NotifyMsg([]byte)                           {}
+func (delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (delegate) LocalState(join bool) []byte                { return nil }
+func (delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// slogWriter sends memberlist's log lines to slog at debug level.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Debug("memberlist", "msg", string(trimNL(p)))
+	return len(p), nil
+}
+
+func trimNL(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}

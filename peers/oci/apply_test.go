@@ -1,0 +1,627 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/trowfs/trowfs/integration/regtest"
+	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/peers/crdt"
+	"github.com/trowfs/trowfs/peers/oci"
+	"github.com/trowfs/trowfs/registry"
+)
+
+// dirSource reads a registry's storage directory for the registry model.
+type dirSource struct{ root string }
+
+func (s dirSource) ReadFile(rel string) ([]byte, error) {
+	if !fs.ValidPath(rel) {
+		return nil, fmt.Errorf("bad path %q", rel)
+	}
+	return os.ReadFile(filepath.Join(s.root, filepath.FromSlash(rel)))
+}
+func (s dirSource) DBPath() string { return filepath.Join(s.root, "trow.db") }
+
+// modelView is the registry model over a distribution root, rebuilt at each View (in production the
+// mount keeps the model current; here the registry writes behind our back).
+type modelView struct {
+	t    testing.TB
+	root string
+}
+
+func (m modelView) View() (crdt.View, error) {
+	r := registry.New(registry.Distribution, dirSource{m.root}, registry.Options{})
+	defer r.Close()
+	var files []registry.FileInfo
+	err := filepath.WalkDir(m.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(m.root, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files = append(files, registry.FileInfo{Path: filepath.ToSlash(rel), Size: fi.Size()})
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	r.Reset(files)
+	return oci.NewViewSource(r).View()
+}
+
+// counter counts requests by method and path, and the most blob GETs in flight at once.
+type counter struct {
+	rt http.RoundTripper
+	mu sync.Mutex
+	n  map[string]int
+	// inflight and maxInflight count blob GETs (guarded by mu).
+	inflight, maxInflight int
+}
+
+func (c *counter) RoundTrip(req *http.Request) (*http.Response, error) {
+	blobGet := req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:")
+	c.mu.Lock()
+	c.n[req.Method+" "+req.URL.Path]++
+	if blobGet {
+		c.inflight++
+		c.maxInflight = max(c.maxInflight, c.inflight)
+	}
+	c.mu.Unlock()
+	resp, err := c.rt.RoundTrip(req)
+	if blobGet {
+		if err == nil {
+			// Hold the slot until the body is read, so the count covers the transfer.
+			resp.Body = &doneBody{ReadCloser: resp.Body, done: func() { c.mu.Lock(); c.inflight--; c.mu.Unlock() }}
+		} else {
+			c.mu.Lock()
+			c.inflight--
+			c.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	b.once.Do(b.done)
+	return b.ReadCloser.Close()
+}
+
+func (c *counter) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n
+	c.n = map[string]int{}
+	return n
+}
+
+type fixture struct {
+	a, b  *regtest.Registry
+	rt    *counter
+	ap    *oci.Applier
+	store *memStore
+}
+
+type memStore struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memStore) Load() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.b == nil {
+		return nil, os.ErrNotExist
+	}
+	return m.b, nil
+}
+func (m *memStore) Save(b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.b = append([]byte(nil), b...)
+	return nil
+}
+
+func newFixture(t *testing.T, localURL string) *fixture {
+	t.Helper()
+	f := &fixture{a: regtest.StartDistribution(t, t.TempDir()), rt: &counter{rt: http.DefaultTransport, n: map[string]int{}}, store: &memStore{}}
+	f.b = regtest.StartDistribution(t, t.TempDir())
+	if localURL == "" {
+		localURL = f.b.URL()
+	}
+	f.ap = f.applier(t, localURL)
+	return f
+}
+
+func (f *fixture) applier(t *testing.T, localURL string) *oci.Applier {
+	ap, err := oci.New(oci.Options{LocalURL: localURL, Local: modelView{t, f.b.Dir}, Store: f.store, Transport: f.rt,
+		TempDir: t.TempDir(), MemLimit: 2048, BackoffStart: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
+
+// pushRandom pushes n random images tagged t0..t(n-1) and one random index tagged "multi" to
+// repo on reg, and returns the pushed digests by tag.
+func pushRandom(t *testing.T, reg *regtest.Registry, repo string, n int) map[string]v1.Hash {
+	t.Helper()
+	out := map[string]v1.Hash{}
+	for i := range n {
+		img, err := random.Image(3000, 2) // above MemLimit: spooled to a temp file
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := name.NewTag(fmt.Sprintf("%s/%s:t%d", reg.Addr, repo, i), name.Insecure)
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		out[ref.TagStr()], _ = img.Digest()
+	}
+	idx, err := random.Index(500, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.NewTag(reg.Addr+"/"+repo+":multi", name.Insecure)
+	if err := remote.WriteIndex(ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	out["multi"], _ = idx.Digest()
+	return out
+}
+
+func viewOf(t *testing.T, root string) crdt.View {
+	t.Helper()
+	v, err := modelView{t, root}.View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// rawManifest GETs a manifest's bytes.
+func rawManifest(t *testing.T, reg *regtest.Registry, repo, ref string) ([]byte, int) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, reg.URL()+"/v2/"+repo+"/manifests/"+ref, nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b, resp.StatusCode
+}
+
+// assertServesSame checks that b serves every manifest and tag of want byte-identical to a, and
+// every blob of every image.
+func assertServesSame(t *testing.T, a, b *regtest.Registry, want crdt.View) {
+	t.Helper()
+	for repo, rp := range want {
+		for d := range rp.Manifests {
+			x, _ := rawManifest(t, a, repo, d)
+			y, code := rawManifest(t, b, repo, d)
+			if code != http.StatusOK || !bytes.Equal(x, y) {
+				t.Fatalf("%s@%s: B answers %d, bytes equal %v", repo, d, code, bytes.Equal(x, y))
+			}
+		}
+		for tag, d := range rp.Tags {
+			ref, _ := name.NewTag(b.Addr+"/"+repo+":"+tag, name.Insecure)
+			desc, err := remote.Head(ref)
+			if err != nil || desc.Digest.String() != d {
+				t.Fatalf("B %s:%s = %v, %v; want %s", repo, tag, desc, err, d)
+			}
+			if !desc.MediaType.IsImage() {
+				continue
+			}
+			img, err := remote.Image(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layers, _ := img.Layers()
+			for _, l := range layers {
+				rc, err := l.Compressed()
+				if err != nil {
+					t.Fatalf("B %s:%s layer: %v", repo, tag, err)
+				}
+				_, err = io.Copy(io.Discard, rc) // ggcr verifies the digest at EOF
+				rc.Close()
+				if err != nil {
+					t.Fatalf("B %s:%s layer: %v", repo, tag, err)
+				}
+			}
+		}
+	}
+}
+
+// assertBlobFilesMatchNames hashes every blob file of a distribution root.
+func assertBlobFilesMatchNames(t *testing.T, root string) int {
+	t.Helper()
+	n := 0
+	dir := filepath.Join(root, "docker/registry/v2/blobs/sha256")
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "data" {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		if want := filepath.Base(filepath.Dir(p)); hex.EncodeToString(sum[:]) != want {
+			t.Errorf("blob file %s holds %x", want, sum)
+		}
+		n++
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestApplyCopiesImagesByteIdenticalAndIsIdempotent applies A's view into an empty B: B serves every
+// manifest, tag and blob byte-identical; a second Apply sends no request at all.
+func TestApplyCopiesImagesByteIdenticalAndIsIdempotent(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 3)
+	pushRandom(t, f.a, "lib/other", 1)
+	live := viewOf(t, f.a.Dir)
+	res, err := f.ap.ApplyResult(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+	if got := viewOf(t, f.b.Dir); fmt.Sprint(got) != fmt.Sprint(live) {
+		t.Fatalf("B's view %v\nwant %v", got, live)
+	}
+	// Per repo: n images of a config and 2 layers, and an index of 2 images of a config and 1 layer.
+	if res.Manifests != (3+1+2)+(1+1+2) || res.Tags != 4+2 || res.Blobs != (3*3+2*2)+(1*3+2*2) {
+		t.Errorf("result %+v", res)
+	}
+	assertBlobFilesMatchNames(t, f.b.Dir)
+	f.rt.mu.Lock()
+	peak := f.rt.maxInflight
+	f.rt.mu.Unlock()
+	if peak > 4 {
+		t.Errorf("%d blob transfers at once, want at most Jobs (4)", peak)
+	}
+	f.rt.reset()
+	if err := f.ap.Apply(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.rt.reset(); len(n) != 0 {
+		t.Fatalf("second Apply sent requests: %v", n)
+	}
+	if s := f.ap.Stats(); s.Applies != 2 || s.Manifests != uint64(res.Manifests) {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// liar is a reverse proxy in front of a registry that corrupts blob (and optionally manifest)
+// bodies.
+func liar(t *testing.T, target *regtest.Registry, mode string, other []byte) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method != http.MethodGet || resp.StatusCode != http.StatusOK {
+			return nil
+		}
+		isBlob := strings.Contains(resp.Request.URL.Path, "/blobs/")
+		isManifest := strings.Contains(resp.Request.URL.Path, "/manifests/")
+		if !(isBlob || isManifest && mode == "manifest") {
+			return nil
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		switch mode {
+		case "flip", "manifest":
+			b[len(b)/2] ^= 0x01
+		case "truncate":
+			b = b[:len(b)-1]
+		case "other":
+			b = other
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
+		return nil
+	}
+	s := httptest.NewServer(p)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestApplyRejectsLyingSource: a source that flips a byte, truncates, serves another valid blob or a
+// wrong manifest gets nothing accepted; the content comes from the honest second source and every
+// blob file of B matches its name.
+func TestApplyRejectsLyingSource(t *testing.T) {
+	for _, mode := range []string{"flip", "truncate", "other", "manifest"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, "")
+			pushRandom(t, f.a, "org/app", 2)
+			live := viewOf(t, f.a.Dir)
+			other := []byte("a valid blob of another digest")
+			bad := liar(t, f.a, mode, other)
+			srcs := []peers.Source{{Name: "liar", RegistryURL: bad.URL}, {Name: "honest", RegistryURL: f.a.URL()}}
+			res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertServesSame(t, f.a, f.b, live)
+			assertBlobFilesMatchNames(t, f.b.Dir)
+			st := f.ap.Stats().Sources["liar"]
+			if st.Rejected == 0 || st.RejectedBytes == 0 || res.Rejected["liar"] == 0 || !st.BackoffUntil.After(time.Now()) {
+				t.Fatalf("liar not counted or not backed off: %+v, result %+v", st, res)
+			}
+			if st.Rejected > 4 { // at most one per concurrent job (Jobs = 4) before the back-off is seen
+				t.Errorf("liar was asked again while backed off: %d rejections", st.Rejected)
+			}
+			if hs := f.ap.Stats().Sources["honest"]; hs.Rejected != 0 || hs.Failures != 0 {
+				t.Errorf("honest source counted: %+v", hs)
+			}
+		})
+	}
+}
+
+// TestApplyOnlyLiarAcceptsNothing: with the lying source alone, Apply fails and B holds nothing.
+func TestApplyOnlyLiarAcceptsNothing(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 1)
+	live := viewOf(t, f.a.Dir)
+	bad := liar(t, f.a, "flip", nil)
+	if err := f.ap.Apply(context.Background(), live, []peers.Source{{Name: "liar", RegistryURL: bad.URL}}); err == nil {
+		t.Fatal("Apply from a lying source succeeded")
+	}
+	if n := assertBlobFilesMatchNames(t, f.b.Dir); n != 0 {
+		t.Fatalf("B holds %d blobs from a liar", n)
+	}
+	if v := viewOf(t, f.b.Dir); len(v) != 0 {
+		t.Fatalf("B's view %v", v)
+	}
+}
+
+// TestApplyPropagatesDeletesButNotUnobservedPushes: a tag and a manifest gone from live are
+// deleted from B; a manifest pushed to B that live has never held is left alone.
+func TestApplyPropagatesDeletesButNotUnobservedPushes(t *testing.T) {
+	f := newFixture(t, "")
+	tags := pushRandom(t, f.a, "org/app", 3)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	// A local push the node has not observed yet.
+	img, _ := random.Image(100, 1)
+	fresh, _ := name.NewTag(f.b.Addr+"/org/app:fresh", name.Insecure)
+	if err := remote.Write(fresh, img); err != nil {
+		t.Fatal(err)
+	}
+	freshD, _ := img.Digest()
+
+	// Elsewhere: tag t0 deleted; manifest of t1 and its tag deleted.
+	rp := live["org/app"]
+	delete(rp.Tags, "t0")
+	delete(rp.Tags, "t1")
+	delete(rp.Manifests, tags["t1"].String())
+	res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DeletedTags != 2 || res.DeletedManifests != 1 || res.RefusedDeletes != 0 {
+		t.Fatalf("result %+v (stats %+v)", res, f.ap.Stats())
+	}
+	got := viewOf(t, f.b.Dir)["org/app"]
+	if _, ok := got.Tags["t0"]; ok {
+		t.Errorf("tag t0 still in B")
+	}
+	if _, ok := got.Manifests[tags["t0"].String()]; !ok {
+		t.Errorf("the manifest of a deleted tag went too")
+	}
+	if _, ok := got.Manifests[tags["t1"].String()]; ok {
+		t.Errorf("deleted manifest still in B")
+	}
+	if got.Tags["fresh"] != freshD.String() {
+		t.Errorf("an unobserved local push was deleted: %v", got.Tags)
+	}
+
+	// A restarted Applier (same store) still applies a delete made while it was down.
+	ap2 := f.applier(t, f.b.URL())
+	delete(rp.Tags, "t2")
+	if res, err := ap2.ApplyResult(context.Background(), live, srcs); err != nil || res.DeletedTags != 1 {
+		t.Fatalf("after restart: %+v, %v", res, err)
+	}
+}
+
+// faulty is a reverse proxy in front of the local registry that refuses some requests.
+type faulty struct {
+	mu     sync.Mutex
+	refuse func(*http.Request) int // status to answer, 0: pass
+}
+
+func (fa *faulty) server(t *testing.T, target *regtest.Registry) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fa.mu.Lock()
+		f := fa.refuse
+		fa.mu.Unlock()
+		if f != nil {
+			if code := f(r); code != 0 {
+				http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"refused by the test"}]}`, code)
+				return
+			}
+		}
+		p.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (fa *faulty) set(f func(*http.Request) int) {
+	fa.mu.Lock()
+	fa.refuse = f
+	fa.mu.Unlock()
+}
+
+// TestApplyRefusingRegistryLeavesNothingPartial: a local registry that refuses manifest PUTs ends
+// the round with an error and no tag visible; once it accepts, the next round completes. A
+// refused delete is reported, not an error, and not retried in the same period.
+func TestApplyRefusingRegistryLeavesNothingPartial(t *testing.T) {
+	fa := &faulty{}
+	f := newFixture(t, "")
+	proxy := fa.server(t, f.b)
+	ap := f.applier(t, proxy.URL)
+	pushRandom(t, f.a, "org/app", 2)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+
+	fa.set(func(r *http.Request) int {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+			return http.StatusInternalServerError
+		}
+		return 0
+	})
+	if err := ap.Apply(context.Background(), live, srcs); err == nil {
+		t.Fatal("Apply into a refusing registry succeeded")
+	}
+	if v := viewOf(t, f.b.Dir)["org/app"]; len(v.Tags) != 0 || len(v.Manifests) != 0 {
+		t.Fatalf("partial content visible: %v", v)
+	}
+
+	fa.set(nil)
+	if err := ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+
+	// Deletes refused with 405 (a registry with deletes disabled).
+	var deletes int
+	fa.set(func(r *http.Request) int {
+		if r.Method == http.MethodDelete {
+			deletes++
+			return http.StatusMethodNotAllowed
+		}
+		return 0
+	})
+	delete(live["org/app"].Tags, "t0")
+	for range 2 {
+		res, err := ap.ApplyResult(context.Background(), live, srcs)
+		if err != nil || res.RefusedDeletes != 1 {
+			t.Fatalf("refused delete: %+v, %v", res, err)
+		}
+	}
+	if deletes != 1 {
+		t.Fatalf("refused delete sent %d times", deletes)
+	}
+	if s := ap.Stats(); len(s.Refused) != 1 || !strings.Contains(s.Refused[0], "t0") {
+		t.Fatalf("refusal not reported: %v", s.Refused)
+	}
+}
+
+// emptyView is a local registry holding nothing.
+type emptyView struct{}
+
+func (emptyView) View() (crdt.View, error) { return crdt.View{}, nil }
+
+// TestApplySkipsNamesTheAPICannotCarry: an OCI layout at the root of DATA (repository "."), an
+// invalid tag or digest is reported as skipped, sends no request and is not an error (which the
+// node would retry forever).
+func TestApplySkipsNamesTheAPICannotCarry(t *testing.T) {
+	rt := &counter{rt: http.DefaultTransport, n: map[string]int{}}
+	ap, err := oci.New(oci.Options{LocalURL: "http://127.0.0.1:1", Local: emptyView{}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := crdt.View{
+		".":       {Manifests: map[string]struct{}{"sha256:" + strings.Repeat("a", 64): {}}, Tags: map[string]string{}},
+		"Upper":   {Manifests: map[string]struct{}{}, Tags: map[string]string{}},
+		"org/app": {Manifests: map[string]struct{}{"md5:zz": {}}, Tags: map[string]string{"bad tag": "sha256:" + strings.Repeat("b", 64)}},
+	}
+	res, err := ap.ApplyResult(context.Background(), live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Skipped) != 4 {
+		t.Fatalf("skipped %v", res.Skipped)
+	}
+	if n := rt.reset(); len(n) != 0 {
+		t.Fatalf("requests sent: %v", n)
+	}
+}
+
+// dropper is a proxy that, for blob GETs, sends half of the body and then closes the connection
+// (a peer killed in the middle of a transfer).
+func dropper(t *testing.T, target *regtest.Registry) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			p.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, r)
+		b := rec.Body.Bytes()
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.WriteHeader(rec.Code)
+		w.Write(b[:len(b)/2])
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestApplySurvivesSourceDyingMidTransfer: a source whose connection drops in the middle of a blob
+// is a failure (backed off, not counted as lying) and the content comes from the next source.
+func TestApplySurvivesSourceDyingMidTransfer(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 2)
+	live := viewOf(t, f.a.Dir)
+	d := dropper(t, f.a)
+	srcs := []peers.Source{{Name: "dying", RegistryURL: d.URL}, {Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+	assertBlobFilesMatchNames(t, f.b.Dir)
+	st := f.ap.Stats().Sources["dying"]
+	if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) {
+		t.Fatalf("dying source: %+v", st)
+	}
+}

@@ -1,0 +1,239 @@
+package oci
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/registry"
+)
+
+// HealRequest names one damaged blob file.
+type HealRequest struct {
+	// DataDir is DATA (the backing directory, not the mount: the caller updates its tree from the
+	// rename, as for any change made behind the registry).
+	DataDir string
+	// RelPath is the blob file, slash-separated, relative to DATA (every layout knows it).
+	RelPath string
+	// Digest is what the file must hold; Size its length (-1: unknown, then only the digest is
+	// checked).
+	Digest digest.Digest
+	Size   int64
+	// Repos are repositories that reference the blob: a blob is fetched through one of them
+	// (the OCI API has no repository-less blob GET).
+	Repos []string
+}
+
+// ErrNoPeerHasIt is wrapped when no source served the blob with the right content.
+var ErrNoPeerHasIt = errors.New("no peer served the blob with matching content")
+
+// stateDirName is trowfs's own directory in DATA, where the healed copy is written first.
+const stateDirName = ".trowfs"
+
+// Heal fetches req's blob from the first source (and repository) that serves it, verifies its
+// digest and size, writes it to a temporary file under DATA/.trowfs, fsyncs it, renames it over
+// RelPath and fsyncs the directory. Every path below DATA is resolved beneath DATA without
+// following a symbolic link (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), and only a regular
+// file (or a missing one) is replaced. It returns the source's name. Sources that serve wrong
+// bytes are counted and backed off as in Apply.
+func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Source) (string, error) {
+	if err := req.Digest.Validate(); err != nil {
+		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+	}
+	if !validRel(req.RelPath) {
+		return "", fmt.Errorf("oci: heal: %q is not a path below DATA", req.RelPath)
+	}
+	if len(req.Repos) == 0 {
+		return "", fmt.Errorf("oci: heal %s: no repository references %s", req.RelPath, req.Digest)
+	}
+	r := &round{a: a, ctx: ctx, flights: map[string]*flight{}}
+	r.res.Rejected = map[string]int64{}
+	for _, s := range sources {
+		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
+		if err != nil {
+			a.sourceFailed(s.Name, err, false)
+			continue
+		}
+		r.sources = append(r.sources, ep)
+	}
+	dataFd, err := unix.Open(req.DataDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("oci: heal: open %s: %w", req.DataDir, err)
+	}
+	defer unix.Close(dataFd)
+	parentFd, base, err := openParentBeneath(dataFd, req.RelPath)
+	if err != nil {
+		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+	}
+	defer unix.Close(parentFd)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(parentFd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case errors.Is(err, unix.ENOENT):
+	case err != nil:
+		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", fmt.Errorf("oci: heal %s: not a regular file: refusing to replace it", req.RelPath)
+	}
+
+	desc := registry.Descriptor{Digest: req.Digest, Size: req.Size}
+	var errs []string
+	for _, src := range r.usable() {
+		for _, repo := range req.Repos {
+			sp, err := r.fetchHeal(src, repo, desc, dataFd)
+			if err != nil {
+				var nf *notFoundError
+				if errors.As(err, &nf) {
+					continue // try the next repository
+				}
+				errs = append(errs, src.name+": "+err.Error())
+				r.failed(src, err)
+				break
+			}
+			err = sp.install(parentFd, base)
+			if err != nil {
+				return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+			}
+			a.mu.Lock()
+			a.st.Healed++
+			a.mu.Unlock()
+			a.log.Info("peers: healed a blob file from a peer", "path", req.RelPath, "digest", req.Digest, "peer", src.name)
+			return src.name, nil
+		}
+	}
+	return "", fmt.Errorf("oci: heal %s (%s): %w (%s)", req.RelPath, req.Digest, ErrNoPeerHasIt, orNone(errs))
+}
+
+// healTemp is a verified copy in DATA/.trowfs, still open.
+type healTemp struct {
+	f     *os.File
+	dirFd int // DATA/.trowfs
+	name  string
+}
+
+// install fsyncs the copy, renames it over parentFd/base and fsyncs that directory.
+func (h *healTemp) install(parentFd int, base string) error {
+	defer unix.Close(h.dirFd)
+	defer h.f.Close()
+	if err := h.f.Sync(); err != nil {
+		_ = unix.Unlinkat(h.dirFd, h.name, 0)
+		return err
+	}
+	if err := unix.Renameat(h.dirFd, h.name, parentFd, base); err != nil {
+		_ = unix.Unlinkat(h.dirFd, h.name, 0)
+		return fmt.Errorf("rename the healed copy into place: %w", err)
+	}
+	// parentFd is O_PATH: fsync needs a real descriptor of the directory.
+	dfd, err := openat2(parentFd, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	return unix.Fsync(dfd)
+}
+
+// fetchHeal streams the blob from src into a new file under DATA/.trowfs, verifying it; on any
+// mismatch the file is removed and nothing else is touched.
+func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, dataFd int) (*healTemp, error) {
+	if err := unix.Mkdirat(dataFd, stateDirName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, err
+	}
+	dirFd, err := openat2(dataFd, stateDirName, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s beneath DATA: %w", stateDirName, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := "heal." + hex.EncodeToString(rnd[:]) + ".tmp"
+	fd, err := openat2(dirFd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		unix.Close(dirFd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	fail := func(err error) (*healTemp, error) {
+		f.Close()
+		_ = unix.Unlinkat(dirFd, tmp, 0)
+		unix.Close(dirFd)
+		return nil, err
+	}
+	resp, err := src.do(r.ctx, "GET", repo, "blobs", desc.Digest.String())
+	if err != nil {
+		return fail(err)
+	}
+	defer resp.Body.Close()
+	if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
+		return fail(err)
+	}
+	if err := copyVerified(f, resp.Body, desc.Digest, desc.Size); err != nil {
+		return fail(err)
+	}
+	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
+}
+
+// copyVerified copies r to w (at most size+1 bytes when size is known) and fails unless the size
+// and digest match.
+func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size int64) error {
+	h := want.Algorithm().Hash()
+	limit := int64(1 << 62)
+	if size >= 0 {
+		limit = size + 1
+	}
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
+	if err != nil {
+		return err
+	}
+	if size >= 0 && n != size {
+		return &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
+	}
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+		return &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
+	}
+	return nil
+}
+
+// openParentBeneath opens rel's parent directory (O_PATH) beneath dirFd without following any
+// symbolic link, and returns it with rel's last component.
+func openParentBeneath(dirFd int, rel string) (int, string, error) {
+	dir, base := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+	fd, err := openat2(dirFd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("open %s beneath DATA without following links: %w", dir, err)
+	}
+	return fd, base, nil
+}
+
+func openat2(dirFd int, name string, flags int, mode uint32) (int, error) {
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	for {
+		fd, err := unix.Openat2(dirFd, name, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// validRel reports whether p is a clean, relative, slash-separated path below DATA, outside
+// DATA/.trowfs.
+func validRel(p string) bool {
+	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "." || strings.HasPrefix(p, "../") || p == ".." {
+		return false
+	}
+	first, _, _ := strings.Cut(p, "/")
+	return first != stateDirName
+}

@@ -1,0 +1,139 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/trowfs/trowfs/integration/regtest"
+	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/peers/oci"
+)
+
+// healSetup pushes one image to a real registry and returns it with the digest, size and bytes of
+// its first layer.
+func healSetup(t *testing.T) (*regtest.Registry, digest.Digest, []byte) {
+	t.Helper()
+	a := regtest.StartDistribution(t, t.TempDir())
+	img, err := random.Image(5000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.NewTag(a.Addr+"/org/app:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	b, err := os.ReadFile(filepath.Join(a.Dir, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, digest.Digest(d.String()), b
+}
+
+func blobRel(d digest.Digest) string {
+	return "docker/registry/v2/blobs/sha256/" + d.Encoded()[:2] + "/" + d.Encoded() + "/data"
+}
+
+func newHealer(t *testing.T) *oci.Applier {
+	ap, err := oci.New(oci.Options{LocalURL: "http://127.0.0.1:1", Local: modelView{t, t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
+
+// TestHealReplacesRottenBlobFromPeer: a blob file whose bytes rotted is replaced, at the same path,
+// by verified bytes from the peer that has them; a lying peer before it gets nothing written.
+func TestHealReplacesRottenBlobFromPeer(t *testing.T) {
+	a, d, good := healSetup(t)
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rotten := bytes.Clone(good)
+	rotten[10] ^= 0xff
+	if err := os.WriteFile(p, rotten, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ap := newHealer(t)
+	bad := liar(t, a, "flip", nil)
+	srcs := []peers.Source{{Name: "liar", RegistryURL: bad.URL}, {Name: "a", RegistryURL: a.URL()}}
+	from, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)),
+		Repos: []string{"not/here", "org/app"}}, srcs)
+	if err != nil || from != "a" {
+		t.Fatalf("Heal = %q, %v", from, err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, good) {
+		t.Fatal("the healed file does not hold the blob")
+	}
+	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	if st := ap.Stats(); st.Healed != 1 || st.Sources["liar"].Rejected != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestHealRefusesWhenNoPeerServesMatchingBytes leaves the bad file as it was.
+func TestHealRefusesWhenNoPeerServesMatchingBytes(t *testing.T) {
+	a, d, good := healSetup(t)
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("rotten"), 0o644)
+	bad := liar(t, a, "truncate", nil)
+	_, err := newHealer(t).Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)),
+		Repos: []string{"org/app"}}, []peers.Source{{Name: "liar", RegistryURL: bad.URL}})
+	if !errors.Is(err, oci.ErrNoPeerHasIt) {
+		t.Fatalf("Heal from a liar: %v", err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "rotten" {
+		t.Fatalf("file changed: %q", got)
+	}
+}
+
+// TestHealDoesNotFollowPlantedSymlinks: a directory on the path replaced by a symlink to a
+// directory outside DATA, or the file itself a symlink, is refused and the outside file untouched.
+func TestHealDoesNotFollowPlantedSymlinks(t *testing.T) {
+	a, d, good := healSetup(t)
+	for _, c := range []string{"dir", "file", "escape"} {
+		t.Run(c, func(t *testing.T) {
+			data, outside := t.TempDir(), t.TempDir()
+			rel := blobRel(d)
+			p := filepath.Join(data, filepath.FromSlash(rel))
+			victim := filepath.Join(outside, "data")
+			os.WriteFile(victim, []byte("precious"), 0o644)
+			switch c {
+			case "dir":
+				os.MkdirAll(filepath.Dir(filepath.Dir(p)), 0o755)
+				os.Symlink(outside, filepath.Dir(p))
+			case "file":
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				os.Symlink(victim, p)
+			case "escape":
+				rel = "../" + filepath.Base(outside) + "/data"
+			}
+			_, err := newHealer(t).Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)),
+				Repos: []string{"org/app"}}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+			if err == nil {
+				t.Fatal("Heal through a planted link succeeded")
+			}
+			if got, _ := os.ReadFile(victim); string(got) != "precious" {
+				t.Fatalf("outside file changed: %q", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,60 @@
+package oci
+
+import (
+	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/peers/crdt"
+	"github.com/trowfs/trowfs/registry"
+)
+
+// catalogSource is the part of *registry.Registry a view needs.
+type catalogSource interface {
+	Catalog() registry.Catalog
+}
+
+type viewSource struct{ r func() catalogSource }
+
+// NewViewSource returns the local registry's content, read from trowfs's registry model (no disk
+// scan, no registry request), as the replicated View.
+func NewViewSource(r *registry.Registry) peers.ViewSource {
+	return viewSource{func() catalogSource { return r }}
+}
+
+// NewViewSourceFunc is NewViewSource over whichever model model returns at each View (the server
+// replaces its model when it detects the layout: pass Server.RegistryModel). A nil model is an
+// empty registry.
+func NewViewSourceFunc(model func() *registry.Registry) peers.ViewSource {
+	return viewSource{func() catalogSource {
+		if m := model(); m != nil {
+			return m
+		}
+		return nil
+	}}
+}
+
+// View converts the model's Catalog. Repositories without manifests or tags are left out.
+func (v viewSource) View() (crdt.View, error) {
+	c := v.r()
+	if c == nil {
+		return crdt.View{}, nil
+	}
+	return ToView(c.Catalog()), nil
+}
+
+// ToView converts a registry Catalog to a crdt.View.
+func ToView(c registry.Catalog) crdt.View {
+	out := crdt.View{}
+	for repo, rc := range c {
+		if len(rc.Manifests) == 0 && len(rc.Tags) == 0 {
+			continue
+		}
+		r := crdt.Repo{Manifests: make(map[string]struct{}, len(rc.Manifests)), Tags: make(map[string]string, len(rc.Tags))}
+		for d := range rc.Manifests {
+			r.Manifests[d.String()] = struct{}{}
+		}
+		for t, d := range rc.Tags {
+			r.Tags[t] = d.String()
+		}
+		out[repo] = r
+	}
+	return out
+}

@@ -1,0 +1,27 @@
+package oci
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/trowfs/trowfs/peers/crdt"
+	"github.com/trowfs/trowfs/registry"
+)
+
+// TestToViewConvertsCatalog converts digests to strings and drops empty repositories.
+func TestToViewConvertsCatalog(t *testing.T) {
+	d1, d2 := digest.FromString("one"), digest.FromString("two")
+	c := registry.Catalog{
+		"org/app": {Manifests: map[digest.Digest]struct{}{d1: {}, d2: {}}, Tags: map[string]digest.Digest{"v1": d1}},
+		"empty":   {Manifests: map[digest.Digest]struct{}{}, Tags: map[string]digest.Digest{}},
+	}
+	want := crdt.View{"org/app": {Manifests: map[string]struct{}{d1.String(): {}, d2.String(): {}}, Tags: map[string]string{"v1": d1.String()}}}
+	if got := ToView(c); !reflect.DeepEqual(got, want) {
+		t.Fatalf("ToView = %v", got)
+	}
+	if v, err := NewViewSourceFunc(func() *registry.Registry { return nil }).View(); err != nil || len(v) != 0 {
+		t.Fatalf("nil model: %v, %v", v, err)
+	}
+}

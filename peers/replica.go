@@ -1,0 +1,74 @@
+package peers
+
+import (
+	"time"
+
+	"github.com/trowfs/trowfs/peers/crdt"
+)
+
+// Replica is what the node needs of the replicated state: crdt.State with its clock in production
+// (NewReplica), a small fake in tests. Not safe for concurrent use: the node locks.
+type Replica interface {
+	Root() crdt.Digest
+	Len() int
+	Conflicts() uint64
+	// Observe stamps the local registry's changes since the last View and returns them.
+	Observe(v crdt.View) []crdt.Entry
+	// Merge folds in an entry from a peer (and advances the clock past its stamp).
+	Merge(e crdt.Entry) bool
+	Live() crdt.View
+	Summaries(paths []crdt.Path) []crdt.Summary
+	Entries(keyHashes []crdt.Digest) []crdt.Entry
+	NewSync(remoteRoot crdt.Digest) Syncer
+	// Clock returns the greatest stamp issued or observed; Now issues a new one.
+	Clock() crdt.Stamp
+	Now() crdt.Stamp
+	// ObserveClock advances the clock past s (a persisted clock, a peer's gossiped clock).
+	ObserveClock(s crdt.Stamp)
+	PurgeTombstones(cut crdt.Stamp) int
+	Forget(cut crdt.Stamp) int
+	EncodeEntry(e crdt.Entry) []byte
+	DecodeEntry(b []byte) (crdt.Entry, error)
+	MarshalBinary() ([]byte, error)
+	UnmarshalBinary(b []byte) error
+}
+
+// Syncer is one comparison with one peer (crdt.Sync).
+type Syncer interface {
+	Next() []crdt.Path
+	Receive(remote []crdt.Summary)
+	Want() []crdt.Digest
+	Offer() []crdt.Entry
+}
+
+// NewReplica returns the production replica: an empty crdt.State stamped by node's clock.
+func NewReplica(node string, now func() time.Time) Replica {
+	return &crdtReplica{s: crdt.New(), c: crdt.NewClock(node, now)}
+}
+
+type crdtReplica struct {
+	s *crdt.State
+	c *crdt.Clock
+}
+
+func (r *crdtReplica) Root() crdt.Digest                { return r.s.Root() }
+func (r *crdtReplica) Len() int                         { return r.s.Len() }
+func (r *crdtReplica) Conflicts() uint64                { return r.s.Conflicts() }
+func (r *crdtReplica) Observe(v crdt.View) []crdt.Entry { return r.s.Observe(v, r.c) }
+func (r *crdtReplica) Merge(e crdt.Entry) bool {
+	r.c.Observe(e.Stamp)
+	return r.s.Merge(e)
+}
+func (r *crdtReplica) Live() crdt.View                          { return r.s.Live() }
+func (r *crdtReplica) Summaries(p []crdt.Path) []crdt.Summary   { return r.s.Summaries(p) }
+func (r *crdtReplica) Entries(k []crdt.Digest) []crdt.Entry     { return r.s.Entries(k) }
+func (r *crdtReplica) NewSync(root crdt.Digest) Syncer          { return crdt.NewSync(r.s, root) }
+func (r *crdtReplica) Clock() crdt.Stamp                        { return r.c.Last() }
+func (r *crdtReplica) ObserveClock(s crdt.Stamp)                { r.c.Observe(s) }
+func (r *crdtReplica) Now() crdt.Stamp                          { return r.c.Now() }
+func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int       { return r.s.PurgeTombstones(cut) }
+func (r *crdtReplica) Forget(cut crdt.Stamp) int                { return r.s.Forget(cut) }
+func (r *crdtReplica) EncodeEntry(e crdt.Entry) []byte          { return crdt.EncodeEntry(e) }
+func (r *crdtReplica) DecodeEntry(b []byte) (crdt.Entry, error) { return crdt.DecodeEntry(b) }
+func (r *crdtReplica) MarshalBinary() ([]byte, error)           { return r.s.MarshalBinary() }
+func (r *crdtReplica) UnmarshalBinary(b []byte) error           { return r.s.UnmarshalBinary(b) }
