@@ -3,8 +3,6 @@ package fs
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,6 +18,9 @@ import (
 type Node struct {
 	gofs.LoopbackNode
 	m *mountState
+	// birth is the loopback generation (from the birth time) of the file a per-name node was
+	// made for (Node.ownNode); 0 for every other node. Set before the node is published.
+	birth uint64
 }
 
 // The go-fuse interfaces Node implements beyond those LoopbackNode brings.
@@ -105,27 +106,41 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 // ownNode gives each name of a multiply-linked regular file its own FUSE node, so that a node
 // always has exactly one name and getxattr, which carries only the node, can answer for the name
-// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: the name varies
-// Gen, Ino (hence st_ino) stays the backing one. Only with kernel passthrough (perName), where
-// every read, write and mmap goes to the backing file and the kernel keeps no page cache per node.
+// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: each per-name
+// node gets a generation of its own, Ino (hence st_ino) stays the backing one. Only with kernel
+// passthrough (perName), where every read, write and mmap goes to the backing file and the kernel
+// keeps no page cache per node.
+//
+// A name that already has a node for this file keeps it, whatever the link count is now: a second
+// lookup of a name gets the same node id, and a link count dropping to 1 does not swap the node
+// under an open descriptor. The generation is never derived from the name: after a rename between
+// two names of one file (which changes nothing on disk), go-fuse has moved the source name's node
+// onto the target name, and a node found by the source name's generation would then serve both.
 func (n *Node) ownNode(ctx context.Context, name string, ch *gofs.Inode, nlink uint32) *gofs.Inode {
 	sa := ch.StableAttr()
-	if !n.m.perName.Load() || nlink < 2 || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if !n.m.perName.Load() || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return ch
 	}
-	sa.Gen = nameGen(n.StableAttr().Ino, name)
-	return n.NewInode(ctx, n.m.newNode(), sa)
+	if old := n.GetChild(name); old != nil && sameIdentity(old, sa) {
+		return old
+	}
+	if nlink < 2 {
+		return ch
+	}
+	node := n.m.newNode()
+	node.birth = sa.Gen
+	sa.Gen = n.m.nameGens.Add(1) | 1<<63
+	return n.NewInode(ctx, node, sa)
 }
 
-// nameGen is the node generation of the name (parent, name): a hash with the top bit set, so it
-// never equals a birth-time generation (nanoseconds since 1970 stay below 1<<63).
-func nameGen(parentIno uint64, name string) uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], parentIno)
-	h.Write(b[:])
-	h.Write([]byte(name))
-	return h.Sum64() | 1<<63
+// sameIdentity reports whether the known node in is the file whose loopback identity is sa: the
+// loopback's own node for it, or a per-name node made from it.
+func sameIdentity(in *gofs.Inode, sa gofs.StableAttr) bool {
+	if in.StableAttr() == sa {
+		return true
+	}
+	on, ok := in.Operations().(*Node)
+	return ok && on.birth != 0 && on.birth == sa.Gen && in.StableAttr().Ino == sa.Ino
 }
 
 // notifySiblings drops the kernel's cached attributes (and, with content, cached pages) of the
