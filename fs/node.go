@@ -82,6 +82,40 @@ func (n *Node) child(name string) (string, bool) {
 	return name, true
 }
 
+// named is the node a path-based operation (setattr without a handle, xattrs, open, link) runs on,
+// with its path: n itself while it has a name. A node of a regular file whose name went away while
+// the kernel still holds it (unlinked or renamed over while open) has no path, but with per-name
+// nodes its file may keep other names: then it is the node of one of those, so that fchmod, fsetxattr and the like on the
+// descriptor succeed as they do natively and as they do with one node per file. ok is false when
+// the file has no name the mount knows; the loopback then answers ENOENT.
+func (n *Node) named() (*Node, string, bool) {
+	rel, ok := n.relPath()
+	sa := n.StableAttr()
+	if ok || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return n, rel, ok
+	}
+	if n.birth != 0 {
+		sa.Gen = n.birth
+	}
+	for _, p := range n.m.t.FileNames(sa.Ino) {
+		if ch := n.knownNode(p); ch != nil && sameIdentity(ch, sa) {
+			if s, ok := ch.Operations().(*Node); ok {
+				return s, p, true
+			}
+		}
+	}
+	return n, "", false
+}
+
+// pathNode is named's node alone; it costs nothing for a node that is in a directory.
+func (n *Node) pathNode() *Node {
+	if _, parent := n.Parent(); parent != nil {
+		return n
+	}
+	s, _, _ := n.named()
+	return s
+}
+
 func (n *Node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
 
 // reserved reports whether name in this directory belongs to trowfs.
@@ -153,6 +187,15 @@ func (n *Node) notifySiblings(rel string, content bool) {
 	n.notifyNames(n.m.t.LinkNames(rel), content)
 }
 
+// notifySelf drops the kernel's cached attributes (and, with content, pages) of this node.
+func (n *Node) notifySelf(content bool) {
+	off := int64(-1)
+	if content {
+		off = 0
+	}
+	_ = n.NotifyContent(off, 0) // ENOENT: the kernel already forgot it
+}
+
 func (n *Node) notifyNames(names []string, content bool) {
 	off := int64(-1) // attributes only
 	if content {
@@ -194,7 +237,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+	on := n.pathNode()
+	fh, fl, errno := on.LoopbackNode.Open(ctx, flags)
 	if errno != 0 {
 		return fh, fl, errno
 	}
@@ -207,8 +251,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	// The name is read after the open: an unlink may have orphaned the node meanwhile (then
 	// rel is "" and the session has no name), and the tracker checks that the name still
 	// leads to the opened file.
-	rel, _ := n.relPath()
-	return n.m.writeHandle(n, rel, fh, false), fl, 0
+	on, rel, _ := n.named()
+	return n.m.writeHandle(on, rel, fh, false), fl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -318,7 +362,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	oldRel, ook := tn.relPath()
+	tn, oldRel, ook := tn.named()
 	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
 	if errno != 0 {
 		return ch, errno
@@ -342,27 +386,28 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	errno := n.LoopbackNode.Setattr(ctx, f, in, out)
+	on, rel, rok := n.named()
+	errno := on.LoopbackNode.Setattr(ctx, f, in, out)
 	if errno != 0 {
 		return errno
 	}
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return 0
 	}
-	rel, rok := n.relPath()
-	if _, ok := in.GetSize(); ok {
+	_, sized := in.GetSize()
+	if sized {
 		if wh, ok := f.(*writeHandle); ok {
 			wh.sess.Truncated()
 		} else if rok {
 			n.m.t.Truncated(rel)
 		}
-		n.notifySiblings(rel, true)
-		return 0
-	}
-	if rok {
+	} else if rok {
 		n.m.t.Touched(rel)
 	}
-	n.notifySiblings(rel, false)
+	on.notifySiblings(rel, sized)
+	if on != n {
+		on.notifySelf(sized)
+	}
 	return 0
 }
 
@@ -373,7 +418,7 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
-		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+		return n.pathNode().LoopbackNode.Getxattr(ctx, attr, dest)
 	}
 	v, ok := n.trowfsXattr(attr)
 	if !ok {
@@ -400,9 +445,10 @@ func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
 // Listxattr lists the backing file's extended attributes, leaving out any backing copy of the
 // user.trowfs. namespace (the served ones are not listed either: docs/state.md).
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	on := n.pathNode()
 	buf := make([]byte, 1024)
 	for {
-		sz, errno := n.LoopbackNode.Listxattr(ctx, buf)
+		sz, errno := on.LoopbackNode.Listxattr(ctx, buf)
 		if errno == syscall.ERANGE && len(buf) < xattrListMax {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -442,11 +488,14 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags)
-	if errno == 0 {
-		rel := n.rel()
-		n.m.t.Touched(rel) // ctime changed
-		n.notifySiblings(rel, false)
+	on, rel, rok := n.named()
+	errno := on.LoopbackNode.Setxattr(ctx, attr, data, flags)
+	if errno == 0 && rok {
+		on.m.t.Touched(rel) // ctime changed
+		on.notifySiblings(rel, false)
+		if on != n {
+			on.notifySelf(false)
+		}
 	}
 	return errno
 }
@@ -455,11 +504,14 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	errno := n.LoopbackNode.Removexattr(ctx, attr)
-	if errno == 0 {
-		rel := n.rel()
-		n.m.t.Touched(rel)
-		n.notifySiblings(rel, false)
+	on, rel, rok := n.named()
+	errno := on.LoopbackNode.Removexattr(ctx, attr)
+	if errno == 0 && rok {
+		on.m.t.Touched(rel)
+		on.notifySiblings(rel, false)
+		if on != n {
+			on.notifySelf(false)
+		}
 	}
 	return errno
 }
