@@ -88,16 +88,22 @@ func (n *Node) child(name string) (string, bool) {
 // nodes its file may keep other names: then it is the node of one of those, so that fchmod, fsetxattr and the like on the
 // descriptor succeed as they do natively and as they do with one node per file. ok is false when
 // the file has no name the mount knows; the loopback then answers ENOENT.
-func (n *Node) named() (*Node, string, bool) {
+func (n *Node) named() (*Node, string, bool) { return n.namedExcept(nil) }
+
+// namedExcept is named avoiding the names in tried (which just failed with ENOENT).
+func (n *Node) namedExcept(tried []string) (*Node, string, bool) {
 	rel, ok := n.relPath()
 	sa := n.StableAttr()
-	if ok || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if sa.Mode&syscall.S_IFMT != syscall.S_IFREG || (ok && !slices.Contains(tried, rel)) {
 		return n, rel, ok
 	}
 	if n.birth != 0 {
 		sa.Gen = n.birth
 	}
 	for _, p := range n.m.t.FileNames(sa.Ino) {
+		if slices.Contains(tried, p) {
+			continue
+		}
 		if ch := n.knownNode(p); ch != nil && sameIdentity(ch, sa) {
 			if s, ok := ch.Operations().(*Node); ok {
 				return s, p, true
@@ -105,6 +111,25 @@ func (n *Node) named() (*Node, string, bool) {
 		}
 	}
 	return n, "", false
+}
+
+// onName runs a path-based operation on named's node. When it fails with ENOENT while the file
+// still has a name (an unlink or rename of one name of a hard-linked file raced it and took the
+// path it used), it runs again on another name of the file, up to three: natively an operation
+// on a descriptor never fails because a name went away.
+func (n *Node) onName(op func(on *Node) syscall.Errno) (on *Node, rel string, ok bool, errno syscall.Errno) {
+	var tried []string
+	for {
+		on, rel, ok = n.namedExcept(tried)
+		if !ok && len(tried) > 0 {
+			return on, rel, ok, syscall.ENOENT // every name went away
+		}
+		errno = op(on)
+		if errno != syscall.ENOENT || !ok || len(tried) == 3 || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
+			return on, rel, ok, errno
+		}
+		tried = append(tried, rel)
+	}
 }
 
 // pathNode is named's node alone; it costs nothing for a node that is in a directory.
@@ -237,8 +262,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	on := n.pathNode()
-	fh, fl, errno := on.LoopbackNode.Open(ctx, flags)
+	var fh gofs.FileHandle
+	var fl uint32
+	_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
+		fh, fl, errno = on.LoopbackNode.Open(ctx, flags)
+		return errno
+	})
 	if errno != 0 {
 		return fh, fl, errno
 	}
@@ -362,8 +391,11 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	tn, oldRel, ook := tn.named()
-	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
+	var ch *gofs.Inode
+	tn, oldRel, ook, errno := tn.onName(func(on *Node) (errno syscall.Errno) {
+		ch, errno = n.LoopbackNode.Link(ctx, &on.LoopbackNode, name, out)
+		return errno
+	})
 	if errno != 0 {
 		return ch, errno
 	}
@@ -386,8 +418,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	on, rel, rok := n.named()
-	errno := on.LoopbackNode.Setattr(ctx, f, in, out)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setattr(ctx, f, in, out) })
 	if errno != 0 {
 		return errno
 	}
@@ -418,7 +449,14 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
-		return n.pathNode().LoopbackNode.Getxattr(ctx, attr, dest)
+		sz, errno := n.pathNode().LoopbackNode.Getxattr(ctx, attr, dest)
+		if errno == syscall.ENOENT {
+			_, _, _, errno = n.onName(func(on *Node) (errno syscall.Errno) {
+				sz, errno = on.LoopbackNode.Getxattr(ctx, attr, dest)
+				return errno
+			})
+		}
+		return sz, errno
 	}
 	v, ok := n.trowfsXattr(attr)
 	if !ok {
@@ -445,10 +483,13 @@ func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
 // Listxattr lists the backing file's extended attributes, leaving out any backing copy of the
 // user.trowfs. namespace (the served ones are not listed either: docs/state.md).
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	on := n.pathNode()
 	buf := make([]byte, 1024)
 	for {
-		sz, errno := on.LoopbackNode.Listxattr(ctx, buf)
+		var sz uint32
+		_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
+			sz, errno = on.LoopbackNode.Listxattr(ctx, buf)
+			return errno
+		})
 		if errno == syscall.ERANGE && len(buf) < xattrListMax {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -488,8 +529,7 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	on, rel, rok := n.named()
-	errno := on.LoopbackNode.Setxattr(ctx, attr, data, flags)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setxattr(ctx, attr, data, flags) })
 	if errno == 0 && rok {
 		on.m.t.Touched(rel) // ctime changed
 		on.notifySiblings(rel, false)
@@ -504,8 +544,7 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	on, rel, rok := n.named()
-	errno := on.LoopbackNode.Removexattr(ctx, attr)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Removexattr(ctx, attr) })
 	if errno == 0 && rok {
 		on.m.t.Touched(rel)
 		on.notifySiblings(rel, false)
