@@ -1,10 +1,13 @@
 package fs_test
 
 import (
+	"github.com/trowfs/trowfs/fs/fstest"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	trowfs "github.com/trowfs/trowfs/fs"
 )
@@ -58,5 +61,51 @@ func TestXattrPerNameAfterRenameOntoOwnHardLink(t *testing.T) {
 				e.AssertMatchesRescan()
 			})
 		}
+	})
+}
+
+// When a file's link count drops back to 1 while a descriptor holds the node of its remaining
+// name, the kernel's next lookup of that name (after the entry timeout) must get the same node:
+// a new one would leave the descriptor's node without a name, and fgetxattr through it would
+// answer ENODATA for a file the tree has.
+func TestHardLinkNodeSurvivesLinkCountDroppingToOne(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode, CacheTimeout: 50 * time.Millisecond})
+		a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
+		if err := os.WriteFile(b, []byte("v1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(b, a); err != nil { // a's node is made with two links
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(a, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := os.Remove(b); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+		var st, fst syscall.Stat_t
+		if err := syscall.Stat(a, &st); err != nil { // looked up again: one link now
+			t.Fatal(err)
+		}
+		if err := syscall.Fstat(int(f.Fd()), &fst); err != nil || fst.Ino != st.Ino || fst.Nlink != 1 || st.Nlink != 1 {
+			t.Errorf("stat ino %d nlink %d, fstat ino %d nlink %d (%v); want one inode, one link", st.Ino, st.Nlink, fst.Ino, fst.Nlink, err)
+		}
+		buf := make([]byte, 128)
+		n, err := unix.Fgetxattr(int(f.Fd()), trowfs.XattrStatus, buf)
+		if v, perr := getx(t, a, trowfs.XattrStatus); err != nil || perr != nil || string(buf[:max(n, 0)]) != v {
+			t.Errorf("fgetxattr status = %q, %v; getxattr through the name = %q, %v", buf[:max(n, 0)], err, v, perr)
+		}
+		if _, err := f.Write([]byte("v2 through the descriptor")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Chmod(0o600); err != nil {
+			t.Errorf("fchmod: %v", err)
+		}
+		f.Close()
+		e.AssertMatchesRescan()
 	})
 }
