@@ -109,3 +109,60 @@ func TestHardLinkNodeSurvivesLinkCountDroppingToOne(t *testing.T) {
 		e.AssertMatchesRescan()
 	})
 }
+
+// What the API serves for a name (Tracker.State, also behind .state) and the attributes read
+// through that name agree for every name, after each change of the set of names.
+func TestHardLinkAPIAndXattrAgreePerName(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e, a, b, _ := hardLinkedBlob(t, mode, false)
+		m := func(p string) string { return filepath.Join(e.Mnt, p) }
+		c := "c-outside-blobs"
+		agree := func(when string, names ...string) {
+			t.Helper()
+			e.Settle()
+			var statuses []string
+			for _, rel := range names {
+				st, ok := e.Tracker.State(rel)
+				if !ok {
+					t.Fatalf("%s: API has no %s", when, rel)
+				}
+				statuses = append(statuses, st.Status)
+				v, err := getx(t, m(rel), trowfs.XattrStatus)
+				d, derr := getx(t, m(rel), trowfs.XattrDigest)
+				if err != nil || derr != nil || d != st.Digest {
+					t.Errorf("%s: %s digest xattr %q (%v), API %q", when, rel, d, derr, st.Digest)
+				}
+				if e.Server.Passthrough() && v != st.Status {
+					t.Errorf("%s: %s status xattr %q (%v), API %q", when, rel, v, err, st.Status)
+				}
+			}
+			if !e.Server.Passthrough() {
+				want := statuses[0]
+				for _, s := range statuses {
+					if s != want {
+						want = "ambiguous"
+					}
+				}
+				for _, rel := range names {
+					if v, err := getx(t, m(rel), trowfs.XattrStatus); err != nil || v != want {
+						t.Errorf("%s: one node per file: status via %s = %q, %v; want %s", when, rel, v, err, want)
+					}
+				}
+			}
+		}
+		agree("two names", a, b)
+		if err := os.Link(m(b), m(c)); err != nil {
+			t.Fatal(err)
+		}
+		agree("three names", a, b, c)
+		if err := os.Remove(m(a)); err != nil {
+			t.Fatal(err)
+		}
+		agree("a removed", b, c)
+		if err := os.Rename(m(c), m(a)); err != nil {
+			t.Fatal(err)
+		}
+		agree("c renamed to a", a, b)
+		e.AssertMatchesRescan()
+	})
+}
