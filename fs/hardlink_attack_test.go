@@ -244,3 +244,28 @@ func TestHardLinkConcurrentWritersThroughTwoNames(t *testing.T) {
 		e.AssertMatchesRescan()
 	})
 }
+
+// A writer whose name was unlinked while the file keeps another: its writes, once closed, show in
+// the size another name's stat reports even when that name's attributes were cached meanwhile.
+func TestHardLinkOrphanWriterCloseRefreshesOtherNames(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		m := func(p string) string { return filepath.Join(e.Mnt, p) }
+		os.WriteFile(m("a"), []byte("x"), 0o644)
+		os.Link(m("a"), m("b"))
+		f, err := os.OpenFile(m("a"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(m("a")); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(m("b")); err != nil || fi.Size() != 1 { // cached now
+			t.Fatalf("stat b = %v, %v", fi, err)
+		}
+		f.Write([]byte("after"))
+		f.Close()
+		namesAgree(t, e, "writer of unlinked a closed", []byte("xafter"), "b")
+		e.AssertMatchesRescan()
+	})
+}

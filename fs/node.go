@@ -212,6 +212,22 @@ func (n *Node) notifySiblings(rel string, content bool) {
 	n.notifyNames(n.m.t.LinkNames(rel), content)
 }
 
+// contentChanged tells the kernel nodes of the file's other names that its content and size
+// changed through this node, even when this node lost its own name meanwhile (named).
+func (n *Node) contentChanged() {
+	if !n.m.perName.Load() {
+		return
+	}
+	on, rel, ok := n.named()
+	if !ok {
+		return
+	}
+	on.notifySiblings(rel, true)
+	if on != n {
+		on.notifySelf(true)
+	}
+}
+
 // notifySelf drops the kernel's cached attributes (and, with content, pages) of this node.
 func (n *Node) notifySelf(content bool) {
 	off := int64(-1)
