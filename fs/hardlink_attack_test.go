@@ -269,3 +269,26 @@ func TestHardLinkOrphanWriterCloseRefreshesOtherNames(t *testing.T) {
 		e.AssertMatchesRescan()
 	})
 }
+
+// rename(2) of another file over one name of a hard-linked file drops its link count: the other
+// name's stat must show it even when its attributes were cached.
+func TestHardLinkRenameOverOneNameRefreshesTheOther(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		m := func(p string) string { return filepath.Join(e.Mnt, p) }
+		os.WriteFile(m("a"), []byte("linked"), 0o644)
+		os.Link(m("a"), m("b"))
+		os.WriteFile(m("u"), []byte("upload"), 0o644)
+		for _, p := range []string{"a", "b"} {
+			if _, err := os.Stat(m(p)); err != nil { // cached now
+				t.Fatal(err)
+			}
+		}
+		if err := os.Rename(m("u"), m("b")); err != nil {
+			t.Fatal(err)
+		}
+		namesAgree(t, e, "u renamed over b", []byte("linked"), "a")
+		namesAgree(t, e, "u renamed over b", []byte("upload"), "b")
+		e.AssertMatchesRescan()
+	})
+}

@@ -371,10 +371,23 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// Two names of one file: rename(2) succeeds and does nothing. The kernel skips such a rename
 	// itself when both names share a node; with per-name nodes it reaches us and must change
 	// nothing in the tree either.
-	same := sameFile(n.GetChild(name), np.GetChild(newName))
+	target := np.GetChild(newName)
+	same := sameFile(n.GetChild(name), target)
+	// A replaced target may be one name of a hard-linked file: its other names' nodes cache a
+	// link count that drops, as at unlink.
+	var others []string
+	var victim *Node
+	if target != nil && !same && flags&renameExchange == 0 && tok && n.m.perName.Load() {
+		if victim, _ = target.Operations().(*Node); victim != nil {
+			others = n.m.t.LinkNames(to)
+		}
+	}
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
 	if errno == 0 && !same && fok && tok {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
+	}
+	if errno == 0 && len(others) > 0 {
+		victim.notifyNames(others, false)
 	}
 	return errno
 }
