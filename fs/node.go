@@ -116,7 +116,8 @@ func (n *Node) namedExcept(tried []string) (*Node, string, bool) {
 // onName runs a path-based operation on named's node. When it fails with ENOENT while the file
 // still has a name (an unlink or rename of one name of a hard-linked file raced it and took the
 // path it used), it runs again on another name of the file, up to three: natively an operation
-// on a descriptor never fails because a name went away.
+// on a descriptor never fails because a name went away. A file with one name is left as the
+// loopback has it.
 func (n *Node) onName(op func(on *Node) syscall.Errno) (on *Node, rel string, ok bool, errno syscall.Errno) {
 	var tried []string
 	for {
@@ -125,8 +126,9 @@ func (n *Node) onName(op func(on *Node) syscall.Errno) (on *Node, rel string, ok
 			return on, rel, ok, syscall.ENOENT // every name went away
 		}
 		errno = op(on)
-		if errno != syscall.ENOENT || !ok || len(tried) == 3 || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG {
-			return on, rel, ok, errno
+		if errno != syscall.ENOENT || !ok || len(tried) == 3 || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG ||
+			len(n.m.t.FileNames(n.StableAttr().Ino)) == 0 {
+			return on, rel, ok, errno // a file with one name: its ENOENT stands, as with the plain loopback
 		}
 		tried = append(tried, rel)
 	}
