@@ -22,7 +22,9 @@
 // listed, and cannot be set or removed. getxattr carries only the node, so with kernel passthrough
 // every name of a multiply-linked regular file gets its own node (Node.ownNode) and the other
 // names' cached attributes are invalidated after a change through one; without passthrough one
-// node serves the inode and answers for all its names (docs/state.md).
+// node serves the inode and answers for all its names (docs/state.md). A per-name node whose name
+// went away while the kernel holds it runs the loopback's path-based operations through another
+// name of its file (Node.named), as the single node of a file with two names would.
 //
 // # Locking
 //

@@ -38,13 +38,13 @@ func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, create
 // is where the other names' nodes learn that size and times changed.
 func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	errno := h.LoopbackFile.Flush(ctx)
-	h.node.notifySiblings(h.node.rel(), true)
+	h.node.contentChanged()
 	return errno
 }
 
 func (h *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	errno := h.LoopbackFile.Fsync(ctx, flags)
-	h.node.notifySiblings(h.node.rel(), true)
+	h.node.contentChanged()
 	return errno
 }
 
@@ -72,7 +72,7 @@ func (h *writeHandle) Allocate(ctx context.Context, off uint64, size uint64, mod
 	errno := h.LoopbackFile.Allocate(ctx, off, size, mode)
 	if errno == 0 {
 		h.sess.Truncated()
-		h.node.notifySiblings(h.node.rel(), true)
+		h.node.contentChanged()
 	}
 	return errno
 }

@@ -49,7 +49,9 @@ type mountState struct {
 	root *gofs.LoopbackRoot
 	// perName gives each name of a multiply-linked file its own node (Node.ownNode). Set once
 	// the kernel accepted passthrough, right after the mount; atomic because lookups may race it.
-	perName     atomic.Bool
+	perName atomic.Bool
+	// nameGens numbers the generations of per-name nodes (Node.ownNode), so no two collide.
+	nameGens    atomic.Uint64
 	state       StateFunc
 	passthrough bool
 	listState   bool

@@ -3,8 +3,6 @@ package fs
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"hash/fnv"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,6 +18,9 @@ import (
 type Node struct {
 	gofs.LoopbackNode
 	m *mountState
+	// birth is the loopback generation (from the birth time) of the file a per-name node was
+	// made for (Node.ownNode); 0 for every other node. Set before the node is published.
+	birth uint64
 }
 
 // The go-fuse interfaces Node implements beyond those LoopbackNode brings.
@@ -81,6 +82,67 @@ func (n *Node) child(name string) (string, bool) {
 	return name, true
 }
 
+// named is the node a path-based operation (setattr without a handle, xattrs, open, link) runs on,
+// with its path: n itself while it has a name. A node of a regular file whose name went away while
+// the kernel still holds it (unlinked or renamed over while open) has no path, but with per-name
+// nodes its file may keep other names: then it is the node of one of those, so that fchmod, fsetxattr and the like on the
+// descriptor succeed as they do natively and as they do with one node per file. ok is false when
+// the file has no name the mount knows; the loopback then answers ENOENT.
+func (n *Node) named() (*Node, string, bool) { return n.namedExcept(nil) }
+
+// namedExcept is named avoiding the names in tried (which just failed with ENOENT).
+func (n *Node) namedExcept(tried []string) (*Node, string, bool) {
+	rel, ok := n.relPath()
+	sa := n.StableAttr()
+	if sa.Mode&syscall.S_IFMT != syscall.S_IFREG || (ok && !slices.Contains(tried, rel)) {
+		return n, rel, ok
+	}
+	if n.birth != 0 {
+		sa.Gen = n.birth
+	}
+	for _, p := range n.m.t.FileNames(sa.Ino) {
+		if slices.Contains(tried, p) {
+			continue
+		}
+		if ch := n.knownNode(p); ch != nil && sameIdentity(ch, sa) {
+			if s, ok := ch.Operations().(*Node); ok {
+				return s, p, true
+			}
+		}
+	}
+	return n, "", false
+}
+
+// onName runs a path-based operation on named's node. When it fails with ENOENT while the file
+// still has a name (an unlink or rename of one name of a hard-linked file raced it and took the
+// path it used), it runs again on another name of the file, up to three: natively an operation
+// on a descriptor never fails because a name went away. A file with one name is left as the
+// loopback has it.
+func (n *Node) onName(op func(on *Node) syscall.Errno) (on *Node, rel string, ok bool, errno syscall.Errno) {
+	var tried []string
+	for {
+		on, rel, ok = n.namedExcept(tried)
+		if !ok && len(tried) > 0 {
+			return on, rel, ok, syscall.ENOENT // every name went away
+		}
+		errno = op(on)
+		if errno != syscall.ENOENT || !ok || len(tried) == 3 || n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFREG ||
+			len(n.m.t.FileNames(n.StableAttr().Ino)) == 0 {
+			return on, rel, ok, errno // a file with one name: its ENOENT stands, as with the plain loopback
+		}
+		tried = append(tried, rel)
+	}
+}
+
+// pathNode is named's node alone; it costs nothing for a node that is in a directory.
+func (n *Node) pathNode() *Node {
+	if _, parent := n.Parent(); parent != nil {
+		return n
+	}
+	s, _, _ := n.named()
+	return s
+}
+
 func (n *Node) isRoot() bool { return n.EmbeddedInode() == n.Root() }
 
 // reserved reports whether name in this directory belongs to trowfs.
@@ -105,27 +167,41 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 
 // ownNode gives each name of a multiply-linked regular file its own FUSE node, so that a node
 // always has exactly one name and getxattr, which carries only the node, can answer for the name
-// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: the name varies
-// Gen, Ino (hence st_ino) stays the backing one. Only with kernel passthrough (perName), where
-// every read, write and mmap goes to the backing file and the kernel keeps no page cache per node.
+// it was asked through (docs/state.md). go-fuse finds known nodes by {Ino, Gen}: each per-name
+// node gets a generation of its own, Ino (hence st_ino) stays the backing one. Only with kernel
+// passthrough (perName), where every read, write and mmap goes to the backing file and the kernel
+// keeps no page cache per node.
+//
+// A name that already has a node for this file keeps it, whatever the link count is now: a second
+// lookup of a name gets the same node id, and a link count dropping to 1 does not swap the node
+// under an open descriptor. The generation is never derived from the name: after a rename between
+// two names of one file (which changes nothing on disk), go-fuse has moved the source name's node
+// onto the target name, and a node found by the source name's generation would then serve both.
 func (n *Node) ownNode(ctx context.Context, name string, ch *gofs.Inode, nlink uint32) *gofs.Inode {
 	sa := ch.StableAttr()
-	if !n.m.perName.Load() || nlink < 2 || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if !n.m.perName.Load() || sa.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return ch
 	}
-	sa.Gen = nameGen(n.StableAttr().Ino, name)
-	return n.NewInode(ctx, n.m.newNode(), sa)
+	if old := n.GetChild(name); old != nil && sameIdentity(old, sa) {
+		return old
+	}
+	if nlink < 2 {
+		return ch
+	}
+	node := n.m.newNode()
+	node.birth = sa.Gen
+	sa.Gen = n.m.nameGens.Add(1) | 1<<63
+	return n.NewInode(ctx, node, sa)
 }
 
-// nameGen is the node generation of the name (parent, name): a hash with the top bit set, so it
-// never equals a birth-time generation (nanoseconds since 1970 stay below 1<<63).
-func nameGen(parentIno uint64, name string) uint64 {
-	h := fnv.New64a()
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], parentIno)
-	h.Write(b[:])
-	h.Write([]byte(name))
-	return h.Sum64() | 1<<63
+// sameIdentity reports whether the known node in is the file whose loopback identity is sa: the
+// loopback's own node for it, or a per-name node made from it.
+func sameIdentity(in *gofs.Inode, sa gofs.StableAttr) bool {
+	if in.StableAttr() == sa {
+		return true
+	}
+	on, ok := in.Operations().(*Node)
+	return ok && on.birth != 0 && on.birth == sa.Gen && in.StableAttr().Ino == sa.Ino
 }
 
 // notifySiblings drops the kernel's cached attributes (and, with content, cached pages) of the
@@ -136,6 +212,31 @@ func (n *Node) notifySiblings(rel string, content bool) {
 		return
 	}
 	n.notifyNames(n.m.t.LinkNames(rel), content)
+}
+
+// contentChanged tells the kernel nodes of the file's other names that its content and size
+// changed through this node, even when this node lost its own name meanwhile (named).
+func (n *Node) contentChanged() {
+	if !n.m.perName.Load() {
+		return
+	}
+	on, rel, ok := n.named()
+	if !ok {
+		return
+	}
+	on.notifySiblings(rel, true)
+	if on != n {
+		on.notifySelf(true)
+	}
+}
+
+// notifySelf drops the kernel's cached attributes (and, with content, pages) of this node.
+func (n *Node) notifySelf(content bool) {
+	off := int64(-1)
+	if content {
+		off = 0
+	}
+	_ = n.NotifyContent(off, 0) // ENOENT: the kernel already forgot it
 }
 
 func (n *Node) notifyNames(names []string, content bool) {
@@ -179,7 +280,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	fh, fl, errno := n.LoopbackNode.Open(ctx, flags)
+	var fh gofs.FileHandle
+	var fl uint32
+	_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
+		fh, fl, errno = on.LoopbackNode.Open(ctx, flags)
+		return errno
+	})
 	if errno != 0 {
 		return fh, fl, errno
 	}
@@ -192,8 +298,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	// The name is read after the open: an unlink may have orphaned the node meanwhile (then
 	// rel is "" and the session has no name), and the tracker checks that the name still
 	// leads to the opened file.
-	rel, _ := n.relPath()
-	return n.m.writeHandle(n, rel, fh, false), fl, 0
+	on, rel, _ := n.named()
+	return n.m.writeHandle(on, rel, fh, false), fl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -267,10 +373,23 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// Two names of one file: rename(2) succeeds and does nothing. The kernel skips such a rename
 	// itself when both names share a node; with per-name nodes it reaches us and must change
 	// nothing in the tree either.
-	same := sameFile(n.GetChild(name), np.GetChild(newName))
+	target := np.GetChild(newName)
+	same := sameFile(n.GetChild(name), target)
+	// A replaced target may be one name of a hard-linked file: its other names' nodes cache a
+	// link count that drops, as at unlink.
+	var others []string
+	var victim *Node
+	if target != nil && !same && flags&renameExchange == 0 && tok && n.m.perName.Load() {
+		if victim, _ = target.Operations().(*Node); victim != nil {
+			others = n.m.t.LinkNames(to)
+		}
+	}
 	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
 	if errno == 0 && !same && fok && tok {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
+	}
+	if errno == 0 && len(others) > 0 {
+		victim.notifyNames(others, false)
 	}
 	return errno
 }
@@ -303,8 +422,11 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	oldRel, ook := tn.relPath()
-	ch, errno := n.LoopbackNode.Link(ctx, &tn.LoopbackNode, name, out)
+	var ch *gofs.Inode
+	tn, oldRel, ook, errno := tn.onName(func(on *Node) (errno syscall.Errno) {
+		ch, errno = n.LoopbackNode.Link(ctx, &on.LoopbackNode, name, out)
+		return errno
+	})
 	if errno != 0 {
 		return ch, errno
 	}
@@ -327,27 +449,27 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	errno := n.LoopbackNode.Setattr(ctx, f, in, out)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setattr(ctx, f, in, out) })
 	if errno != 0 {
 		return errno
 	}
 	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return 0
 	}
-	rel, rok := n.relPath()
-	if _, ok := in.GetSize(); ok {
+	_, sized := in.GetSize()
+	if sized {
 		if wh, ok := f.(*writeHandle); ok {
 			wh.sess.Truncated()
 		} else if rok {
 			n.m.t.Truncated(rel)
 		}
-		n.notifySiblings(rel, true)
-		return 0
-	}
-	if rok {
+	} else if rok {
 		n.m.t.Touched(rel)
 	}
-	n.notifySiblings(rel, false)
+	on.notifySiblings(rel, sized)
+	if on != n {
+		on.notifySelf(sized)
+	}
 	return 0
 }
 
@@ -358,7 +480,14 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
-		return n.LoopbackNode.Getxattr(ctx, attr, dest)
+		sz, errno := n.pathNode().LoopbackNode.Getxattr(ctx, attr, dest)
+		if errno == syscall.ENOENT {
+			_, _, _, errno = n.onName(func(on *Node) (errno syscall.Errno) {
+				sz, errno = on.LoopbackNode.Getxattr(ctx, attr, dest)
+				return errno
+			})
+		}
+		return sz, errno
 	}
 	v, ok := n.trowfsXattr(attr)
 	if !ok {
@@ -387,7 +516,11 @@ func (n *Node) trowfsXattr(attr string) ([]byte, bool) {
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	buf := make([]byte, 1024)
 	for {
-		sz, errno := n.LoopbackNode.Listxattr(ctx, buf)
+		var sz uint32
+		_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
+			sz, errno = on.LoopbackNode.Listxattr(ctx, buf)
+			return errno
+		})
 		if errno == syscall.ERANGE && len(buf) < xattrListMax {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -427,11 +560,13 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	errno := n.LoopbackNode.Setxattr(ctx, attr, data, flags)
-	if errno == 0 {
-		rel := n.rel()
-		n.m.t.Touched(rel) // ctime changed
-		n.notifySiblings(rel, false)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setxattr(ctx, attr, data, flags) })
+	if errno == 0 && rok {
+		on.m.t.Touched(rel) // ctime changed
+		on.notifySiblings(rel, false)
+		if on != n {
+			on.notifySelf(false)
+		}
 	}
 	return errno
 }
@@ -440,11 +575,13 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	errno := n.LoopbackNode.Removexattr(ctx, attr)
-	if errno == 0 {
-		rel := n.rel()
-		n.m.t.Touched(rel)
-		n.notifySiblings(rel, false)
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Removexattr(ctx, attr) })
+	if errno == 0 && rok {
+		on.m.t.Touched(rel)
+		on.notifySiblings(rel, false)
+		if on != n {
+			on.notifySelf(false)
+		}
 	}
 	return errno
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -34,7 +35,7 @@ const stateInoBit = 1 << 63
 
 func (m *mountState) stateInode(ctx context.Context, dir *Node, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	sn := &stateNode{m: m, dir: dir}
-	doc, changed, err := m.state(dir.rel())
+	doc, changed, err := sn.render()
 	if err != nil {
 		return nil, syscall.ENOENT
 	}
@@ -44,6 +45,17 @@ func (m *mountState) stateInode(ctx context.Context, dir *Node, out *fuse.EntryO
 	out.SetAttrTimeout(0)
 	ch := dir.NewInode(ctx, sn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: dir.StableAttr().Ino | stateInoBit})
 	return ch, 0
+}
+
+// render is the document of the directory, or an error when the directory has no name any more
+// (removed while held: go-fuse gives such an orphan the root's path "", and it must not get the
+// root's document).
+func (sn *stateNode) render() ([]byte, time.Time, error) {
+	rel, ok := sn.dir.relPath()
+	if !ok {
+		return nil, time.Time{}, os.ErrNotExist
+	}
+	return sn.m.state(rel)
 }
 
 func (sn *stateNode) fill(a *fuse.Attr, size int, changed time.Time) {
@@ -57,7 +69,7 @@ func (sn *stateNode) fill(a *fuse.Attr, size int, changed time.Time) {
 }
 
 func (sn *stateNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	doc, changed, err := sn.m.state(sn.dir.rel())
+	doc, changed, err := sn.render()
 	if err != nil {
 		return syscall.ENOENT
 	}
@@ -71,7 +83,10 @@ func (sn *stateNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	doc, _, err := sn.m.state(sn.dir.rel())
+	if _, ok := sn.dir.relPath(); !ok {
+		return nil, 0, syscall.ENOENT
+	}
+	doc, _, err := sn.render()
 	if err != nil {
 		return nil, 0, syscall.EIO
 	}

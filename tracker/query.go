@@ -1,6 +1,10 @@
 package tracker
 
-import "github.com/trowfs/trowfs/hashtree"
+import (
+	"slices"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
 
 // StatusAmbiguous is the status InodeState reports for a file whose names are in different states
 // (a blob hard-linked under a name its content does not match, an excluded name linked to a
@@ -70,5 +74,21 @@ func (t *Tracker) otherNamesLocked(rel string) []string {
 			names = append(names, p)
 		}
 	}
+	return names
+}
+
+// FileNames returns the names the tracker knows for the hard-linked file with inode number ino
+// (sorted): the names the tree still gives that inode. It is empty for a file the tracker never
+// saw with more than one link.
+func (t *Tracker) FileNames(ino uint64) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var names []string
+	for p := range t.links[ino] {
+		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && e.Meta.Ino == ino {
+			names = append(names, p)
+		}
+	}
+	slices.Sort(names)
 	return names
 }

@@ -63,6 +63,9 @@ type Options struct {
 	ListState bool
 	// BlobDigest names the digest a blob path must have (a layout's BlobDigest); nil: none.
 	BlobDigest func(rel string) (digest.Digest, bool)
+	// CacheTimeout, if set, replaces the kernel's entry and attribute timeouts (60 s by default),
+	// for tests that need the kernel to look names up again.
+	CacheTimeout time.Duration
 	// Log, if set, also receives the tracker's log lines (warnings and worse), for tests that
 	// assert on them.
 	Log io.Writer
@@ -119,6 +122,9 @@ func (e *Env) Start() {
 		opts.WriteMode = e.opts.WriteMode
 	}
 	opts.ListState = e.opts.ListState
+	if e.opts.CacheTimeout != 0 {
+		opts.EntryTimeout, opts.AttrTimeout = e.opts.CacheTimeout, e.opts.CacheTimeout
+	}
 	opts.State = func(rel string) ([]byte, time.Time, error) {
 		st, ok := tr.State(rel)
 		if !ok {
