@@ -141,10 +141,17 @@ func checkApart(data, dataReal, mnt, mntReal string) error {
 	return nil
 }
 
-// within reports whether inner is outer or below it.
+// within reports whether inner is outer or below it: by path, by where each lies in the
+// filesystem that holds it (a bind mount of a directory inside outer is inside outer), and by
+// device and inode up inner's chain of parents.
 func within(outer, inner string) bool {
-	if inner == outer || strings.HasPrefix(inner, strings.TrimSuffix(outer, "/")+"/") {
+	if pathWithin(outer, inner) {
 		return true
+	}
+	if od, op, ok := fsLocation(outer); ok {
+		if id, ip, ok := fsLocation(inner); ok && id == od && pathWithin(op, ip) {
+			return true
+		}
 	}
 	var ost unix.Stat_t
 	if err := unix.Stat(outer, &ost); err != nil {
@@ -159,6 +166,45 @@ func within(outer, inner string) bool {
 			return false
 		}
 	}
+}
+
+// pathWithin reports whether the clean absolute path inner is outer or below it.
+func pathWithin(outer, inner string) bool {
+	return inner == outer || strings.HasPrefix(inner, strings.TrimSuffix(outer, "/")+"/")
+}
+
+// fsLocation says where the absolute, resolved path p lies: the device of the filesystem that
+// holds it (major:minor, from /proc/self/mountinfo) and p's path from that filesystem's own
+// root. A bind mount shows a directory of a filesystem at a second path; the parent chain of
+// that path never meets the directory's real parents, but its location is the same. p need not
+// exist (a mountpoint yet to be created). ok is false without a readable mount table.
+func fsLocation(p string) (dev, path string, ok bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", false
+	}
+	defer f.Close()
+	best := -1
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/root rw"
+		a := strings.Fields(sc.Text())
+		if len(a) < 5 {
+			continue
+		}
+		point := unescapeMountinfo(a[4])
+		// The longest mountpoint holding p; of mounts stacked on one path, the last (topmost).
+		if pathWithin(point, p) && len(point) >= best {
+			best = len(point)
+			dev = a[2]
+			path = filepath.Join(unescapeMountinfo(a[3]), strings.TrimPrefix(p, strings.TrimSuffix(point, "/")))
+		}
+	}
+	if sc.Err() != nil || best < 0 {
+		return "", "", false
+	}
+	return dev, path, true
 }
 
 // firstEntry returns the name of one entry of dir ("" when it is empty).
