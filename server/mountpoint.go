@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/statedir"
 )
 
 // MountpointInUseError says MNT is already a live FUSE mount (exit code 3, like a data directory
@@ -55,6 +57,9 @@ func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, strin
 	if err != nil {
 		return "", "", &ConfigError{fmt.Errorf("data directory %s: %w", data, err)}
 	}
+	if err := CheckTrowDB(dataReal); err != nil {
+		return "", "", &ConfigError{err}
+	}
 	mabs, err := filepath.Abs(mnt)
 	if err != nil {
 		return "", "", &ConfigError{err}
@@ -92,6 +97,25 @@ func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, strin
 		}
 	}
 	return dataReal, mntReal, nil
+}
+
+// CheckTrowDB refuses a DATA/trow.db that is anything but a regular file. The registry model
+// opens trow.db with SQLite, often as root: SQLite follows a symbolic link (reading, and creating
+// -wal and -shm files beside, whatever it points to, outside DATA too), and opening a FIFO blocks
+// for ever. A missing trow.db is fine.
+func CheckTrowDB(data string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(filepath.Join(data, "trow.db"), &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("data directory %s: trow.db: %w", data, err)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is %s, not a regular file; trowfs reads trow.db with SQLite and will not follow or open it (replace it with the database file itself)",
+			filepath.Join(data, "trow.db"), statedir.Kind(st.Mode))
+	}
+	return nil
 }
 
 // realPath resolves every symbolic link in the absolute path p. Unlike filepath.EvalSymlinks it

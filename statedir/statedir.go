@@ -220,6 +220,9 @@ func requireRegular(fd int) error {
 	return nil
 }
 
+// Kind names the file type of mode for messages ("a symbolic link", "a FIFO", ...).
+func Kind(mode uint32) string { return kind(mode) }
+
 // kind names a file type for messages.
 func kind(mode uint32) string {
 	switch mode & unix.S_IFMT {
