@@ -11,8 +11,8 @@ import (
 // from a directory descriptor in steps shorter than PATH_MAX, each beneath the directory the
 // previous step opened, never following a symlink (not even one to a directory inside DATA),
 // so depth does not matter and a short path resolves exactly as a deep one. A path that fits
-// costs one openat2 (OpenBeneath), or an openat2 of its directory and one more call (lstat,
-// readlink: fstatat and readlinkat have no RESOLVE_ flags).
+// costs one openat2 (OpenBeneath; lstat adds an fstat, readlink a readlinkat of its directory:
+// fstatat and readlinkat have no RESOLVE_ flags).
 
 // stepMax bounds the bytes of rel resolved by one call (PATH_MAX is 4096 with its NUL).
 const stepMax = unix.PathMax - 1
@@ -58,16 +58,15 @@ func walkDir(dirFd int, rel string) (int, string, error) {
 	return fd, last[i+1:], nil
 }
 
-// lstatBeneath is fstatat(AT_SYMLINK_NOFOLLOW) of rel below dirFd at any depth.
+// lstatBeneath is lstat of rel below dirFd at any depth: the file itself (a final symlink is
+// described, not followed) opened with O_PATH, then fstat.
 func lstatBeneath(dirFd int, rel string, st *unix.Stat_t) error {
-	parent, last, err := walkDir(dirFd, rel)
+	fd, err := OpenBeneath(dirFd, rel, unix.O_PATH)
 	if err != nil {
 		return err
 	}
-	if parent != dirFd {
-		defer unix.Close(parent)
-	}
-	return unix.Fstatat(parent, last, st, unix.AT_SYMLINK_NOFOLLOW)
+	defer unix.Close(fd)
+	return unix.Fstat(fd, st)
 }
 
 // readlinkBeneath reads the symlink rel below dirFd at any depth.
