@@ -28,6 +28,9 @@ type MountpointInUseError struct {
 }
 
 func (e *MountpointInUseError) Error() string {
+	if e.FSType == "" {
+		return fmt.Sprintf("mountpoint %s is in use: %s; resume or unmount it (umount -l), or choose another mountpoint", e.Mnt, e.Why)
+	}
 	return fmt.Sprintf("mountpoint %s is in use: it is already a live %s mount of %s (%s); unmount it or choose another mountpoint",
 		e.Mnt, e.FSType, e.Source, e.Why)
 }
@@ -35,10 +38,35 @@ func (e *MountpointInUseError) Error() string {
 // probeTimeout bounds how long the liveness probe of a FUSE mount at MNT waits for its server.
 const probeTimeout = 5 * time.Second
 
+// checkTimeout bounds checkDirs as a whole. Resolving MNT stats it, and a FUSE mount at MNT or on
+// the way to it whose server is stopped or hung never answers: the stat would block for ever,
+// deaf to signals. It leaves room for the liveness probe's own probeTimeout.
+const checkTimeout = 2 * probeTimeout
+
 // checkDirs validates the data directory and the mountpoint and returns both resolved (absolute,
 // no symbolic links). A dead FUSE mount left at MNT by a process that died (kill -9, a crash) is
-// detached first; a live one is refused. nonEmpty allows a mountpoint that holds entries.
+// detached first; a live one is refused, and so is one that does not answer within checkTimeout
+// (*MountpointInUseError). nonEmpty allows a mountpoint that holds entries.
 func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, string, error) {
+	type result struct {
+		data, mnt string
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() { // left blocked, if it blocks, until the process exits
+		d, m, err := checkDirsNow(data, mnt, nonEmpty, log)
+		done <- result{d, m, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.mnt, r.err
+	case <-time.After(checkTimeout):
+		return "", "", &MountpointInUseError{Mnt: mnt, Why: fmt.Sprintf(
+			"it (or a directory on the way to it, or the data directory %s) did not answer within %v, as a FUSE mount whose server is stopped or hung does", data, checkTimeout)}
+	}
+}
+
+func checkDirsNow(data, mnt string, nonEmpty bool, log *slog.Logger) (string, string, error) {
 	if data == "" || mnt == "" {
 		return "", "", &ConfigError{errors.New("both DATA and MNT are required")}
 	}
