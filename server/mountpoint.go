@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/statedir"
 )
 
 // MountpointInUseError says MNT is already a live FUSE mount (exit code 3, like a data directory
@@ -26,6 +28,9 @@ type MountpointInUseError struct {
 }
 
 func (e *MountpointInUseError) Error() string {
+	if e.FSType == "" {
+		return fmt.Sprintf("mountpoint %s is in use: %s; resume or unmount it (umount -l), or choose another mountpoint", e.Mnt, e.Why)
+	}
 	return fmt.Sprintf("mountpoint %s is in use: it is already a live %s mount of %s (%s); unmount it or choose another mountpoint",
 		e.Mnt, e.FSType, e.Source, e.Why)
 }
@@ -33,10 +38,35 @@ func (e *MountpointInUseError) Error() string {
 // probeTimeout bounds how long the liveness probe of a FUSE mount at MNT waits for its server.
 const probeTimeout = 5 * time.Second
 
+// checkTimeout bounds checkDirs as a whole. Resolving MNT stats it, and a FUSE mount at MNT or on
+// the way to it whose server is stopped or hung never answers: the stat would block for ever,
+// deaf to signals. It leaves room for the liveness probe's own probeTimeout.
+const checkTimeout = 2 * probeTimeout
+
 // checkDirs validates the data directory and the mountpoint and returns both resolved (absolute,
 // no symbolic links). A dead FUSE mount left at MNT by a process that died (kill -9, a crash) is
-// detached first; a live one is refused. nonEmpty allows a mountpoint that holds entries.
+// detached first; a live one is refused, and so is one that does not answer within checkTimeout
+// (*MountpointInUseError). nonEmpty allows a mountpoint that holds entries.
 func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, string, error) {
+	type result struct {
+		data, mnt string
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() { // left blocked, if it blocks, until the process exits
+		d, m, err := checkDirsNow(data, mnt, nonEmpty, log)
+		done <- result{d, m, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.mnt, r.err
+	case <-time.After(checkTimeout):
+		return "", "", &MountpointInUseError{Mnt: mnt, Why: fmt.Sprintf(
+			"it (or a directory on the way to it, or the data directory %s) did not answer within %v, as a FUSE mount whose server is stopped or hung does", data, checkTimeout)}
+	}
+}
+
+func checkDirsNow(data, mnt string, nonEmpty bool, log *slog.Logger) (string, string, error) {
 	if data == "" || mnt == "" {
 		return "", "", &ConfigError{errors.New("both DATA and MNT are required")}
 	}
@@ -54,6 +84,9 @@ func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, strin
 	dataReal, err := filepath.EvalSymlinks(abs)
 	if err != nil {
 		return "", "", &ConfigError{fmt.Errorf("data directory %s: %w", data, err)}
+	}
+	if err := CheckTrowDB(dataReal); err != nil {
+		return "", "", &ConfigError{err}
 	}
 	mabs, err := filepath.Abs(mnt)
 	if err != nil {
@@ -92,6 +125,25 @@ func checkDirs(data, mnt string, nonEmpty bool, log *slog.Logger) (string, strin
 		}
 	}
 	return dataReal, mntReal, nil
+}
+
+// CheckTrowDB refuses a DATA/trow.db that is anything but a regular file. The registry model
+// opens trow.db with SQLite, often as root: SQLite follows a symbolic link (reading, and creating
+// -wal and -shm files beside, whatever it points to, outside DATA too), and opening a FIFO blocks
+// for ever. A missing trow.db is fine.
+func CheckTrowDB(data string) error {
+	var st unix.Stat_t
+	err := unix.Lstat(filepath.Join(data, "trow.db"), &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case err != nil:
+		return fmt.Errorf("data directory %s: trow.db: %w", data, err)
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return fmt.Errorf("%s is %s, not a regular file; trowfs reads trow.db with SQLite and will not follow or open it (replace it with the database file itself)",
+			filepath.Join(data, "trow.db"), statedir.Kind(st.Mode))
+	}
+	return nil
 }
 
 // realPath resolves every symbolic link in the absolute path p. Unlike filepath.EvalSymlinks it
@@ -141,10 +193,17 @@ func checkApart(data, dataReal, mnt, mntReal string) error {
 	return nil
 }
 
-// within reports whether inner is outer or below it.
+// within reports whether inner is outer or below it: by path, by where each lies in the
+// filesystem that holds it (a bind mount of a directory inside outer is inside outer), and by
+// device and inode up inner's chain of parents.
 func within(outer, inner string) bool {
-	if inner == outer || strings.HasPrefix(inner, strings.TrimSuffix(outer, "/")+"/") {
+	if pathWithin(outer, inner) {
 		return true
+	}
+	if od, op, ok := fsLocation(outer); ok {
+		if id, ip, ok := fsLocation(inner); ok && id == od && pathWithin(op, ip) {
+			return true
+		}
 	}
 	var ost unix.Stat_t
 	if err := unix.Stat(outer, &ost); err != nil {
@@ -159,6 +218,45 @@ func within(outer, inner string) bool {
 			return false
 		}
 	}
+}
+
+// pathWithin reports whether the clean absolute path inner is outer or below it.
+func pathWithin(outer, inner string) bool {
+	return inner == outer || strings.HasPrefix(inner, strings.TrimSuffix(outer, "/")+"/")
+}
+
+// fsLocation says where the absolute, resolved path p lies: the device of the filesystem that
+// holds it (major:minor, from /proc/self/mountinfo) and p's path from that filesystem's own
+// root. A bind mount shows a directory of a filesystem at a second path; the parent chain of
+// that path never meets the directory's real parents, but its location is the same. p need not
+// exist (a mountpoint yet to be created). ok is false without a readable mount table.
+func fsLocation(p string) (dev, path string, ok bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", "", false
+	}
+	defer f.Close()
+	best := -1
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/root rw"
+		a := strings.Fields(sc.Text())
+		if len(a) < 5 {
+			continue
+		}
+		point := unescapeMountinfo(a[4])
+		// The longest mountpoint holding p; of mounts stacked on one path, the last (topmost).
+		if pathWithin(point, p) && len(point) >= best {
+			best = len(point)
+			dev = a[2]
+			path = filepath.Join(unescapeMountinfo(a[3]), strings.TrimPrefix(p, strings.TrimSuffix(point, "/")))
+		}
+	}
+	if sc.Err() != nil || best < 0 {
+		return "", "", false
+	}
+	return dev, path, true
 }
 
 // firstEntry returns the name of one entry of dir ("" when it is empty).

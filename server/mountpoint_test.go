@@ -104,3 +104,33 @@ func TestCheckDirsRefusesNonEmptyMountpoint(t *testing.T) {
 		t.Errorf("non-empty mountpoint with nonEmpty: %v", err)
 	}
 }
+
+// A bind mount of a directory inside DATA (or of one inside MNT) is an alias the parent chain
+// of its path never reaches: its location in the filesystem, from the mount table, is compared
+// instead. Where mounts propagate (shared, the systemd default) a FUSE mount on such an alias
+// also appears inside DATA, and DATA then contains itself.
+func TestCheckDirsSeesThroughBindMountsOfSubdirectories(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("bind mounts need root under CI=true")
+		}
+		t.Skip("bind mounts need root")
+	}
+	dir := t.TempDir()
+	data, mnt := filepath.Join(dir, "data"), filepath.Join(dir, "mnt")
+	subAlias, mntAlias := filepath.Join(dir, "sub-alias"), filepath.Join(dir, "mnt-alias")
+	mkdirs(t, filepath.Join(data, "sub", "deeper"), filepath.Join(mnt, "inner"), subAlias, mntAlias)
+	for src, dst := range map[string]string{filepath.Join(data, "sub"): subAlias, filepath.Join(mnt, "inner"): mntAlias} {
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind mount: %v", err)
+		}
+		defer unix.Unmount(dst, unix.MNT_DETACH)
+	}
+	wantApartRefused(t, data, subAlias, data)                           // MNT an alias of a directory in DATA
+	wantApartRefused(t, data, filepath.Join(subAlias, "deeper"), data)  // MNT below such an alias
+	wantApartRefused(t, data, filepath.Join(subAlias, "missing"), data) // MNT to be created there
+	wantApartRefused(t, mntAlias, mnt, data)                            // DATA an alias of a directory in MNT
+	if _, _, err := checkDirs(data, filepath.Join(dir, "elsewhere"), false, slog.Default()); err != nil {
+		t.Errorf("separate DATA and MNT refused: %v", err)
+	}
+}

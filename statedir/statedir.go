@@ -220,6 +220,9 @@ func requireRegular(fd int) error {
 	return nil
 }
 
+// Kind names the file type of mode for messages ("a symbolic link", "a FIFO", ...).
+func Kind(mode uint32) string { return kind(mode) }
+
 // kind names a file type for messages.
 func kind(mode uint32) string {
 	switch mode & unix.S_IFMT {
@@ -289,16 +292,31 @@ func (d *Dir) OpenOwned(name string) (*os.File, error) {
 	return nil, &os.PathError{Op: "open", Path: d.Join(name), Err: errors.New("replaced too often while opening")}
 }
 
-// removeAny removes name whether it is a file, a link or an (empty) directory.
+// removeAny removes name whether it is a file, a link or an empty directory. A directory with
+// entries is *UnsafeError: they are not trowfs's to delete, and the name cannot be used beside them.
 func (d *Dir) removeAny(name string) error {
 	err := unix.Unlinkat(d.fd, name, 0)
 	if errors.Is(err, unix.EISDIR) {
 		err = unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR)
+		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+			return &UnsafeError{Path: d.Join(name), Reason: "is a directory with entries where trowfs keeps a file of its own"}
+		}
 	}
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return &os.PathError{Op: "remove", Path: d.Join(name), Err: err}
 	}
 	return nil
+}
+
+// Reclaim frees name for a file of trowfs's own: a directory there (which a rename cannot
+// replace) is removed if empty, and is *UnsafeError if it has entries. Anything else at the
+// name is left for OpenOwned or WriteAtomic, which replace it without following it.
+func (d *Dir) Reclaim(name string) error {
+	st, err := d.Stat(name)
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil
+	}
+	return d.removeAny(name)
 }
 
 // Remove removes name (a link is removed, not what it points to). A missing name is not an error.

@@ -9,8 +9,10 @@ import (
 // Paths below DATA can be longer than PATH_MAX (a deep tree made in DATA directly): the kernel
 // refuses such a path in one openat2 or fstatat with ENAMETOOLONG. These helpers resolve rel
 // from a directory descriptor in steps shorter than PATH_MAX, each beneath the directory the
-// previous step opened, never following a symlink, so depth does not matter. A path that fits
-// costs the one call it always did.
+// previous step opened, never following a symlink (not even one to a directory inside DATA),
+// so depth does not matter and a short path resolves exactly as a deep one. A path that fits
+// costs one openat2 (OpenBeneath; lstat adds an fstat, readlink a readlinkat of its directory:
+// fstatat and readlinkat have no RESOLVE_ flags).
 
 // stepMax bounds the bytes of rel resolved by one call (PATH_MAX is 4096 with its NUL).
 const stepMax = unix.PathMax - 1
@@ -19,9 +21,9 @@ const stepMax = unix.PathMax - 1
 const beneathResolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 
 // OpenBeneath opens rel (slash-separated, relative to the directory dirFd) with flags, never
-// leaving dirFd's directory and never following a final symlink (O_NOFOLLOW); an intermediate
-// directory that is a symlink fails with ENOTDIR. It works at any depth. The caller closes the
-// descriptor.
+// leaving dirFd's directory and never following a symlink: a final one fails with ELOOP (or is
+// opened itself with O_PATH), an intermediate one with ELOOP or ENOTDIR. It works at any depth.
+// The caller closes the descriptor.
 func OpenBeneath(dirFd int, rel string, flags int) (int, error) {
 	parent, last, err := walkParent(dirFd, rel)
 	if err != nil {
@@ -30,25 +32,46 @@ func OpenBeneath(dirFd int, rel string, flags int) (int, error) {
 	if parent != dirFd {
 		defer unix.Close(parent)
 	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: beneathResolve}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: beneathResolve | unix.RESOLVE_NO_SYMLINKS}
 	return openat2Retry(parent, last, &how)
 }
 
-// lstatBeneath is fstatat(AT_SYMLINK_NOFOLLOW) of rel below dirFd at any depth.
-func lstatBeneath(dirFd int, rel string, st *unix.Stat_t) error {
+// walkDir is walkParent down to the directory holding rel's last component: it returns a
+// directory descriptor (dirFd itself, not to be closed, when rel is one name) and that name.
+func walkDir(dirFd int, rel string) (int, string, error) {
 	parent, last, err := walkParent(dirFd, rel)
+	if err != nil {
+		return -1, "", err
+	}
+	i := strings.LastIndexByte(last, '/')
+	if i < 0 {
+		return parent, last, nil
+	}
+	how := unix.OpenHow{Flags: uint64(unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC), Resolve: beneathResolve | unix.RESOLVE_NO_SYMLINKS}
+	fd, err := openat2Retry(parent, last[:i], &how)
+	if parent != dirFd {
+		unix.Close(parent)
+	}
+	if err != nil {
+		return -1, "", err
+	}
+	return fd, last[i+1:], nil
+}
+
+// lstatBeneath is lstat of rel below dirFd at any depth: the file itself (a final symlink is
+// described, not followed) opened with O_PATH, then fstat.
+func lstatBeneath(dirFd int, rel string, st *unix.Stat_t) error {
+	fd, err := OpenBeneath(dirFd, rel, unix.O_PATH)
 	if err != nil {
 		return err
 	}
-	if parent != dirFd {
-		defer unix.Close(parent)
-	}
-	return unix.Fstatat(parent, last, st, unix.AT_SYMLINK_NOFOLLOW)
+	defer unix.Close(fd)
+	return unix.Fstat(fd, st)
 }
 
 // readlinkBeneath reads the symlink rel below dirFd at any depth.
 func readlinkBeneath(dirFd int, rel string, buf []byte) (int, error) {
-	parent, last, err := walkParent(dirFd, rel)
+	parent, last, err := walkDir(dirFd, rel)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,8 @@ package tracker
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -127,5 +129,66 @@ func TestOpenBeneathDeepRefusesSymlinks(t *testing.T) {
 	if fd, err := OpenBeneath(root, deep+"/out", unix.O_RDONLY); err == nil {
 		unix.Close(fd)
 		t.Error("a final symlink at depth was followed out of DATA")
+	}
+}
+
+// A path whose directory is a symlink (even to a directory inside DATA) is refused at any
+// depth, as OpenBeneath documents: short paths and deep ones resolve the same way, so a file
+// reached only through a link is never hashed or verified under the link's name.
+func TestOpenBeneathRefusesSymlinkedDirectoryInAShortPath(t *testing.T) {
+	data := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(data, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "real", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(data, "link")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := unix.Open(data, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(root)
+	fd, err := OpenBeneath(root, "real/f", unix.O_RDONLY)
+	if err != nil {
+		t.Fatalf("real/f: %v", err)
+	}
+	unix.Close(fd)
+	if fd, err := OpenBeneath(root, "link/f", unix.O_RDONLY); err == nil {
+		unix.Close(fd)
+		t.Error("link/f was opened through the symlinked directory link")
+	}
+	var st unix.Stat_t
+	if err := lstatBeneath(root, "link/f", &st); err == nil {
+		t.Error("lstat of link/f went through the symlinked directory link")
+	}
+	// A directory symlink out of DATA: not even its files' metadata is read.
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("outside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(data, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := lstatBeneath(root, "out/secret", &st); err == nil {
+		t.Error("lstat of out/secret went through a symlink out of DATA")
+	}
+	if err := unix.Symlink("/etc", filepath.Join(outside, "etc-link")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	if _, err := readlinkBeneath(root, "out/etc-link", buf); err == nil {
+		t.Error("readlink of out/etc-link went through a symlink out of DATA")
+	}
+	// The link itself is still there to be described.
+	if err := lstatBeneath(root, "link", &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		t.Errorf("lstat of the link itself: %v, mode %o", err, st.Mode)
+	}
+	if fd, err := OpenBeneath(root, "link", unix.O_PATH|unix.O_NOFOLLOW); err != nil {
+		t.Errorf("O_PATH open of the link itself: %v", err)
+	} else {
+		unix.Close(fd)
 	}
 }

@@ -85,6 +85,13 @@ func (t *Tracker) Lock() error {
 		}
 		return fmt.Errorf("lock %s: %w", sd.Path(), err)
 	}
+	// A directory at the snapshot's or the marker's name would make every write of it fail.
+	for _, name := range []string{SnapshotFile, mountedFile} {
+		if err := sd.Reclaim(name); err != nil {
+			f.Close()
+			return err
+		}
+	}
 	// Temporary snapshots of a process that died while writing one: nobody else writes them now.
 	if n, err := sd.RemoveTemps(SnapshotFile); n > 0 || err != nil {
 		t.log.Info("removed temporary snapshot files left by an earlier mount", "count", n, "err", err)

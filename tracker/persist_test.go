@@ -304,3 +304,50 @@ func TestStateDirStaleTempSnapshotsRemoved(t *testing.T) {
 		t.Errorf("stale temporary snapshot %s survived the next mount (%v)", stale, err)
 	}
 }
+
+// A directory planted at one of trowfs's names inside DATA/.trowfs: an empty one is taken back
+// and the mount proceeds (snapshot and marker written, nothing left behind); one with entries
+// is refused at Lock with *statedir.UnsafeError (exit 2), never half-used: before, a directory
+// at the lock's name failed as an internal error and one at the snapshot's name let the mount
+// run and every snapshot fail.
+func TestStateDirDirectoryAtOwnNameIsReclaimedOrRefused(t *testing.T) {
+	for _, name := range []string{LockFile, SnapshotFile, mountedFile} {
+		t.Run(name+" empty", func(t *testing.T) {
+			data := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(stateDirPath(data), name), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mountCycle(t, data)
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(stateDirPath(data), SnapshotFile), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Errorf("no snapshot file after a clean cycle: %v, mode %o", err, st.Mode)
+			}
+			if err := unix.Lstat(filepath.Join(stateDirPath(data), mountedFile), &st); !errors.Is(err, unix.ENOENT) {
+				t.Errorf("mounted marker left after a clean cycle: %v, mode %o", err, st.Mode)
+			}
+		})
+		t.Run(name+" not empty", func(t *testing.T) {
+			data := t.TempDir()
+			keep := filepath.Join(stateDirPath(data), name, "keep")
+			if err := os.MkdirAll(filepath.Dir(keep), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(keep, []byte("someone's"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tr, err := New(Options{Root: data})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			err = tr.Lock()
+			var ue *statedir.UnsafeError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "directory") {
+				t.Fatalf("lock with a non-empty directory at %s: %v, want *statedir.UnsafeError saying it is a directory", name, err)
+			}
+			if b, err := os.ReadFile(keep); err != nil || string(b) != "someone's" {
+				t.Errorf("the planted directory's content changed: %q, %v", b, err)
+			}
+		})
+	}
+}

@@ -43,8 +43,8 @@ func walkDisk(ctx context.Context, rootFd int, fn func(d *diskEntry) error, skip
 	}()
 	for ds := range scans {
 		if ds.err != nil {
-			if errors.Is(ds.err, unix.ENOENT) && ds.rel != "" {
-				continue // removed while we walked
+			if changedMeanwhile(ds.err) && ds.rel != "" {
+				continue // removed, or replaced by a file or a symlink, while we walked
 			}
 			return ds.err
 		}
@@ -159,8 +159,8 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 	}
 	for i, f := range files {
 		if errs[i] != nil {
-			if errors.Is(errs[i], unix.ENOENT) {
-				continue
+			if changedMeanwhile(errs[i]) {
+				continue // its path no longer leads to the file the walk saw
 			}
 			return nil, fmt.Errorf("hash %q: %w", f.rel, errs[i])
 		}
@@ -171,7 +171,19 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 	return tr, nil
 }
 
-// hashAt hashes rel below the directory rootFd, at any depth.
+// errNotRegular says a path the walk saw as a regular file now names something else.
+var errNotRegular = errors.New("no longer a regular file")
+
+// changedMeanwhile reports whether err says that a path no longer leads where the walk saw it
+// lead: removed, or something on it replaced by a file, a directory or a symbolic link (never
+// followed: ELOOP, or EXDEV for one pointing out of DATA). A walk of a directory that others may
+// change skips such an entry rather than failing as a whole.
+func changedMeanwhile(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) ||
+		errors.Is(err, unix.EXDEV) || errors.Is(err, errNotRegular)
+}
+
+// hashAt hashes the regular file rel below the directory rootFd, at any depth.
 func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
 	var d hashtree.Digest
 	fd, err := OpenBeneath(rootFd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
@@ -180,6 +192,13 @@ func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
 	}
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return d, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return d, errNotRegular
+	}
 	d, _, _, err = sumContent(f, "")
 	return d, err
 }

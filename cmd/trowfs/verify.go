@@ -16,6 +16,7 @@ import (
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/registry"
+	"github.com/trowfs/trowfs/server"
 	"github.com/trowfs/trowfs/statedir"
 	"github.com/trowfs/trowfs/tracker"
 )
@@ -77,6 +78,10 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	}
 	if sd != nil && inUse(sd) {
 		return &exitError{ExitInUse, fmt.Sprintf("%s is mounted by a running trowfs: read its .state, or POST /v1/verify to its endpoint", v.Data)}
+	}
+	// SQLite would follow a trow.db that is a link out of DATA, or block on a FIFO.
+	if err := server.CheckTrowDB(v.Data); err != nil {
+		return &exitError{ExitUsage, err.Error()}
 	}
 	layout := registry.Detect(v.Data)
 	if v.Layout != "auto" {
