@@ -152,8 +152,13 @@ func (r *reconciler) dir(ctx context.Context, rel string, in <-chan dirScan) err
 		return fmt.Errorf("scan out of step: got %q, want %q", ds.rel, rel)
 	}
 	if ds.err != nil {
-		if errors.Is(ds.err, unix.ENOENT) && rel != "" {
-			r.gone(rel, hashtree.KindDir) // removed while we walked
+		if changedMeanwhile(ds.err) && rel != "" {
+			// Removed, or replaced by a file or a symbolic link, while we walked: a directory no
+			// more. What replaced it is seen at its next change, scrub or verification.
+			if !errors.Is(ds.err, unix.ENOENT) {
+				r.t.log.Warn("a directory changed while the mount-time scan read it; not recorded until it changes again or the next scrub", "path", rel, "err", ds.err)
+			}
+			r.gone(rel, hashtree.KindDir)
 			return nil
 		}
 		return ds.err

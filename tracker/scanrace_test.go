@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -80,5 +81,69 @@ func TestRescanSurvivesDirectorySwappedDuringScan(t *testing.T) {
 	wg.Wait()
 	if failed > 0 {
 		t.Errorf("%d of %d scans failed while a directory was swapped; first: %v", failed, scans, firstErr)
+	}
+}
+
+// TestLoadSurvivesDirectorySwappedDuringReconcile: the mount-time reconcile walks a directory that
+// others may change under it like a rescan does; a directory replaced by a file or a symlink while
+// the walk reads it is reported as gone (the next change or scrub sees the new thing), never a
+// failed mount.
+func TestLoadSurvivesDirectorySwappedDuringReconcile(t *testing.T) {
+	data := t.TempDir()
+	for i := 0; i < 40; i++ {
+		write(t, filepath.Join(data, "swap", fmt.Sprintf("d%02d", i), "f"), "x")
+	}
+	write(t, filepath.Join(data, "keep/g"), "g")
+	outside := t.TempDir()
+	write(t, filepath.Join(outside, "secret"), "outside")
+	if err := os.Symlink(outside, filepath.Join(data, "as-link")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(data, "as-file"), "file")
+	dfd, err := unix.Open(data, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; !stop.Load(); i++ {
+			other := []string{"as-link", "as-file"}[i/2%2]
+			_ = unix.Renameat2(dfd, "swap", dfd, other, unix.RENAME_EXCHANGE)
+		}
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	loads, failed := 0, 0
+	var firstErr error
+	for time.Now().Before(deadline) {
+		tr := newTracker(t, data)
+		_, err := tr.Load(context.Background(), VerifyQuick)
+		loads++
+		if err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		tr.Drain(10 * time.Second)
+		tr.WithTree(func(tree *hashtree.Tree) {
+			_ = tree.Walk(func(p string, _ hashtree.Entry) error {
+				if filepath.Base(p) == "secret" {
+					t.Errorf("the reconcile followed a symlink out of DATA: %s", p)
+				}
+				return nil
+			})
+		})
+		tr.Close()
+		os.RemoveAll(filepath.Join(data, ".trowfs"))
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failed > 0 {
+		t.Errorf("%d of %d loads failed while a directory was swapped; first: %v", failed, loads, firstErr)
 	}
 }
