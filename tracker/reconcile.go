@@ -154,9 +154,9 @@ func (r *reconciler) dir(ctx context.Context, rel string, in <-chan dirScan) err
 	if ds.err != nil {
 		if changedMeanwhile(ds.err) && rel != "" {
 			// Removed, or replaced by a file or a symbolic link, while we walked: a directory no
-			// more. What replaced it is seen at its next change, scrub or verification.
+			// more. What replaced it is seen at its next change or verification.
 			if !errors.Is(ds.err, unix.ENOENT) {
-				r.t.log.Warn("a directory changed while the mount-time scan read it; not recorded until it changes again or the next scrub", "path", rel, "err", ds.err)
+				r.t.log.Warn("a directory changed while the mount-time scan read it; not recorded until it changes again or a verification runs", "path", rel, "err", ds.err)
 			}
 			r.gone(rel, hashtree.KindDir)
 			return nil
