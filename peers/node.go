@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ type Node struct {
 	srv     *http.Server
 	lis     net.Listener
 	dataAdv string
+	gossip  string // the gossip address, fixed once memberlist runs
+
+	// metaMu serialises UpdateNode (memberlist does not) and guards published.
+	metaMu    sync.Mutex
+	published []byte // the node meta gossiped last
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -198,17 +204,18 @@ func Start(opts Options) (*Node, error) {
 		_ = n.srv.Close()
 		return nil, fmt.Errorf("peer gossip on %s: %w", net.JoinHostPort(s.BindHost, strconv.Itoa(s.BindPort)), err)
 	}
+	n.gossip = n.ml.LocalNode().Address() // read once: memberlist rewrites its local node under its own lock
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop} {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); f() }()
 	}
-	n.log.Info("peers started", "gossip", n.ml.LocalNode().Address(), "data_plane", n.dataAdv, "registry", s.RegistryURL, "advertise", s.RegistryAdvertise, "seeds", s.Join)
+	n.log.Info("peers started", "gossip", n.gossip, "data_plane", n.dataAdv, "registry", s.RegistryURL, "advertise", s.RegistryAdvertise, "seeds", s.Join)
 	return n, nil
 }
 
 // GossipAddr is where this node's gossip listens (host:port).
-func (n *Node) GossipAddr() string { return n.ml.LocalNode().Address() }
+func (n *Node) GossipAddr() string { return n.gossip }
 
 // Notify tells the node that the registry model changed (debounced into one Observe).
 func (n *Node) Notify() { poke(n.obs) }
@@ -348,11 +355,18 @@ func (n *Node) changedLocked() {
 	poke(n.kick)
 }
 
-// gossipRoot publishes the current root in node meta.
+// gossipRoot publishes the current root in node meta when it changed. UpdateNode calls are
+// serialised: memberlist's own state update races with itself otherwise.
 func (n *Node) gossipRoot() {
-	if err := n.ml.UpdateNode(5 * time.Second); err != nil {
-		n.log.Debug("gossiping the new root", "err", err)
+	n.metaMu.Lock()
+	if m := n.meta(); !bytes.Equal(m, n.published) {
+		if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+			n.log.Debug("gossiping the new root", "err", err)
+		} else {
+			n.published = m
+		}
 	}
+	n.metaMu.Unlock()
 	poke(n.kick)
 }
 
@@ -392,7 +406,7 @@ func (n *Node) dispatch() {
 		m.syncing = true
 		todo = append(todo, m)
 	}
-	if allEqual {
+	if allEqual && live > 0 { // alone, a node is in sync with nobody: no purge, no fresh last_full_sync
 		n.lastFull = now
 		if n.resyncing && live > 0 {
 			n.resyncing = false
@@ -437,6 +451,10 @@ func (n *Node) purgeLocked(now time.Time) {
 // errLying is a peer answering with entries its own tree does not commit to.
 var errLying = errors.New("peer sent entries that do not match its tree")
 
+// errMoved is a peer whose state changed during the sync (its answers describe two trees): not a
+// lie; nothing of the mismatching batch is merged and the next sync starts afresh.
+var errMoved = errors.New("peer's state changed during the sync")
+
 func (n *Node) syncWith(m *member) {
 	n.mu.Lock()
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
@@ -446,6 +464,11 @@ func (n *Node) syncWith(m *member) {
 	m.syncing = false
 	m.lastExchange = n.now()
 	n.syncs++
+	wait := time.Duration(0)
+	if errors.Is(err, errMoved) {
+		err = nil
+		defer poke(n.kick) // compare again with what it has now
+	}
 	if err != nil {
 		if errors.Is(err, errLying) {
 			n.rejected++
@@ -457,12 +480,13 @@ func (n *Node) syncWith(m *member) {
 		}
 		m.notBefore = n.now().Add(m.backoff)
 		m.lastErr = err.Error()
+		wait = m.backoff
 	} else {
 		m.backoff, m.lastErr = 0, ""
 	}
 	n.mu.Unlock()
 	if err != nil {
-		n.log.Warn("sync failed; backing off", "peer", name, "err", err, "backoff", m.backoff)
+		n.log.Warn("sync failed; backing off", "peer", name, "err", err, "backoff", wait)
 	}
 	n.gossipRoot()
 }
@@ -475,6 +499,7 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	paths := y.Next()
 	n.mu.Unlock()
 	expect := map[[32]byte]bool{} // entry hashes the peer's summaries committed to
+	var seen crdt.Digest          // the peer's root as its first answer gave it
 	for len(paths) > 0 {
 		var got []crdt.Summary
 		for i := 0; i < len(paths); i += maxPaths {
@@ -490,6 +515,9 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			got = append(got, ss...)
 		}
 		for _, s := range got {
+			if s.Path == "" {
+				seen = s.Digest
+			}
 			for _, l := range s.Leaves {
 				expect[l.EntryHash] = true
 			}
@@ -519,7 +547,7 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 		es := make([]crdt.Entry, 0, len(got))
 		for _, raw := range got {
 			if !expect[entryHash(raw)] {
-				return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
+				return n.mismatch(c, seen)
 			}
 			e, err := n.rep.DecodeEntry(raw)
 			if err != nil {
@@ -545,6 +573,23 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	return nil
 }
 
+// mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
+// the one its summaries described sent an entry that tree does not hold.
+func (n *Node) mismatch(c client, seen crdt.Digest) error {
+	b, err := c.call(n.ctx, routeSummaries, encodePaths([]crdt.Path{""}))
+	if err != nil {
+		return err
+	}
+	ss, err := decodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	if ss[0].Digest != seen {
+		return errMoved
+	}
+	return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
+}
+
 // applyLoop hands Live to the Applier whenever the state changed, retrying with backoff while the
 // local registry is not there.
 func (n *Node) applyLoop() {
@@ -559,6 +604,9 @@ func (n *Node) applyLoop() {
 			continue
 		}
 		for {
+			// Stamp what was pushed locally since the last Observe first: a Live without it would
+			// tell the Applier to remove it.
+			n.observe()
 			n.mu.Lock()
 			root := n.rep.Root()
 			if n.resyncing || (n.applied && root == n.appliedRoot) {
@@ -659,13 +707,23 @@ func (e events) NotifyLeave(node *memberlist.Node)  { e.n.upsert(node, false) }
 type delegate struct{ n *Node }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	d.n.mu.Lock()
-	c := d.n.rep.Clock()
-	m := Meta{Root: d.n.rep.Root(), ClockWall: c.Wall, ClockLogic: c.Logical, DataAddr: d.n.dataAdv, RegistryURL: d.n.set.RegistryAdvertise}
-	d.n.mu.Unlock()
+	b := d.n.meta()
+	if b == nil || len(b) > limit {
+		d.n.log.Error("node meta does not fit", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+// meta is this node's gossiped facts, encoded (nil if they do not encode, which Validate prevents).
+func (n *Node) meta() []byte {
+	n.mu.Lock()
+	c := n.rep.Clock()
+	m := Meta{Root: n.rep.Root(), ClockWall: c.Wall, ClockLogic: c.Logical, DataAddr: n.dataAdv, RegistryURL: n.set.RegistryAdvertise}
+	n.mu.Unlock()
 	b, err := m.Encode()
-	if err != nil || len(b) > limit {
-		d.n.log.Error("node meta does not fit", "err", err, "limit", limit)
+	if err != nil {
+		n.log.Error("node meta", "err", err)
 		return nil
 	}
 	return b
