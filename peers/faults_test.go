@@ -1,0 +1,192 @@
+package peers
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trowfs/trowfs/peers/crdt"
+)
+
+// faults is a data-plane http.RoundTripper that injects what networks and peers do wrong: a
+// partition (no route to an address), slowness (a delay before each request), and a lying peer
+// (the bytes of its Entries answers flipped).
+type faults struct {
+	base http.RoundTripper
+
+	mu    sync.Mutex // guards everything below
+	down  map[string]bool
+	delay map[string]time.Duration
+	lie   map[string]bool
+	lies  int
+}
+
+func newFaults() *faults {
+	return &faults{base: &http.Transport{}, down: map[string]bool{}, delay: map[string]time.Duration{}, lie: map[string]bool{}}
+}
+
+var errPartitioned = errors.New("injected partition: no route to host")
+
+func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
+	addr := req.URL.Host
+	f.mu.Lock()
+	down, delay, lie := f.down[addr], f.delay[addr], f.lie[addr]
+	f.mu.Unlock()
+	if down {
+		return nil, errPartitioned
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-req.Context().Done():
+			t.Stop()
+			return nil, req.Context().Err()
+		}
+	}
+	resp, err := f.base.RoundTrip(req)
+	if err != nil || !lie || req.URL.Path != routeEntries || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 8 { // an answer with entries: flip a byte inside the last one
+		b[len(b)-3] ^= 0x20
+		f.mu.Lock()
+		f.lies++
+		f.mu.Unlock()
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	return resp, nil
+}
+
+func (f *faults) set(m map[string]bool, addr string, on bool) {
+	f.mu.Lock()
+	m[addr] = on
+	f.mu.Unlock()
+}
+
+func (f *faults) told() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lies
+}
+
+// faultyCluster starts a, b, c with a faults transport in each node's data-plane client.
+func faultyCluster(t *testing.T) ([]*testNode, map[string]*faults) {
+	fs := map[string]*faults{}
+	nodes := startCluster(t, clusterOpts{names: []string{"a", "b", "c"}, http: func(name string) *http.Client {
+		f := newFaults()
+		fs[name] = f
+		return &http.Client{Transport: f, Timeout: requestTimeout}
+	}})
+	return nodes, fs
+}
+
+func push(n *testNode, repo, tag, digest string) {
+	n.reg.edit(func(v crdt.View) {
+		r := repoOf(v, repo)
+		r.Manifests[digest] = struct{}{}
+		r.Tags[tag] = digest
+	})
+	n.Notify()
+}
+
+func memberStatus(n *testNode, name string) MemberStatus {
+	for _, m := range n.Status().Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return MemberStatus{}
+}
+
+func TestLyingPeerIsRejectedAndHonestPeerServes(t *testing.T) {
+	nodes, fs := faultyCluster(t)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	fs["c"].set(fs["c"].lie, a.dataAdv, true) // everything a tells c comes with a flipped byte
+	fs["c"].mu.Lock()
+	fs["c"].delay[b.dataAdv] = 300 * time.Millisecond // and the honest b is slow
+	fs["c"].mu.Unlock()
+	fs["a"].set(fs["a"].down, c.dataAdv, true) // neither a nor b can reach c: c must pull, and is offered nothing
+	fs["b"].set(fs["b"].down, c.dataAdv, true)
+	push(a, "library/app", "v1", m1)
+	start := time.Now()
+	waitFor(t, 15*time.Second, "converged despite the lie", func() bool {
+		return converged(nodes) && c.reg.lastLive()["library/app"].Tags["v1"] == m1
+	})
+	t.Logf("converged in %s", time.Since(start).Round(10*time.Millisecond))
+	if fs["c"].told() == 0 {
+		t.Fatal("the lying transport never flipped an answer: the test proves nothing")
+	}
+	st := c.Status()
+	if st.Rejected == 0 {
+		t.Fatalf("c accepted or ignored a's lies without counting them: %+v", st)
+	}
+	if ma := memberStatus(c, "a"); !strings.Contains(ma.LastError, "do not match") {
+		t.Fatalf("c's view of a does not say it lied: %+v", ma)
+	}
+	c.mu.Lock()
+	backedOff := c.members["a"].backoff
+	c.mu.Unlock()
+	if backedOff == 0 {
+		t.Fatal("c did not back off from the lying a")
+	}
+	// The lie got nothing accepted: every register c holds is one a's honest tree has.
+	a.mu.Lock()
+	aRoot := a.rep.Root()
+	a.mu.Unlock()
+	c.mu.Lock()
+	cRoot := c.rep.Root()
+	c.mu.Unlock()
+	if aRoot != cRoot {
+		t.Fatal("c's state differs from a's")
+	}
+	t.Logf("c rejected %d lying answers from a; took v1 through b", st.Rejected)
+}
+
+func TestPartitionHeals(t *testing.T) {
+	nodes, fs := faultyCluster(t)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	cut := func(on bool) {
+		fs["b"].set(fs["b"].down, a.dataAdv, on)
+		fs["b"].set(fs["b"].down, c.dataAdv, on)
+		fs["a"].set(fs["a"].down, b.dataAdv, on)
+		fs["c"].set(fs["c"].down, b.dataAdv, on)
+	}
+	cut(true)
+	push(a, "library/app", "v1", m1)
+	waitFor(t, 5*time.Second, "c has v1 across the cut", func() bool {
+		return c.reg.lastLive()["library/app"].Tags["v1"] == m1
+	})
+	time.Sleep(2 * time.Second)
+	if _, ok := b.reg.lastLive()["library/app"].Tags["v1"]; ok {
+		t.Fatal("v1 crossed the partition")
+	}
+	if st := b.Status(); st.InSync {
+		t.Fatalf("b says it is in sync across a partition: %+v", st)
+	}
+	if ma := memberStatus(b, "a"); !strings.Contains(ma.LastError, "partition") {
+		t.Fatalf("b's view of a does not show the failure: %+v", ma)
+	}
+	cut(false)
+	start := time.Now()
+	waitFor(t, 20*time.Second, "converged after the partition healed", func() bool {
+		return converged(nodes) && b.reg.lastLive()["library/app"].Tags["v1"] == m1
+	})
+	t.Logf("converged %s after the partition healed", time.Since(start).Round(10*time.Millisecond))
+	for _, n := range nodes {
+		if r := n.Status().Rejected; r != 0 {
+			t.Errorf("%s: a partition was counted as %d lies", n.set.Name, r)
+		}
+	}
+}
