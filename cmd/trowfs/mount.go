@@ -39,6 +39,7 @@ type mountCmd struct {
 	NonEmpty           bool          `name:"nonempty" help:"Mount even if MNT is not empty (its contents are hidden while mounted); without it a non-empty MNT exits 2."`
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
+	peerFlags          `embed:""`
 }
 
 func (m *mountCmd) Run(log *slog.Logger) error {
@@ -70,6 +71,10 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 			return err
 		}
 	}
+	pc, err := m.peerFlags.config()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{
@@ -78,6 +83,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
 		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
+		PeerConfig: pc,
 	})
 	if err != nil {
 		return err
