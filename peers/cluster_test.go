@@ -3,6 +3,7 @@ package peers
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"log/slog"
@@ -209,6 +210,13 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 // converged: every node's root is the same, every node says in_sync, and the last Live each
 // Applier got is the state's Live.
+func dump(t *testing.T, nodes []*testNode) {
+	for _, n := range nodes {
+		b, _ := json.Marshal(n.Status())
+		t.Logf("%s", b)
+	}
+}
+
 func converged(nodes []*testNode) bool {
 	var root string
 	for i, n := range nodes {

@@ -3,12 +3,13 @@ package peers
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/trowfs/trowfs/peers/crdt"
 )
 
 // Data-plane routes (docs/peers.md, "Protocol").
@@ -52,26 +53,25 @@ func (n *Node) handler() http.Handler {
 		var out []byte
 		switch r.URL.Path {
 		case routeSummaries:
-			var ps = must(decodePaths(body))
-			if ps.err == nil {
+			var ps []crdt.Path
+			if ps, err = crdt.DecodePaths(body); err == nil && len(ps) > maxPaths {
+				err = fmt.Errorf("%d paths, at most %d", len(ps), maxPaths)
+			}
+			if err == nil {
 				n.mu.Lock()
-				out = encodeSummaries(n.rep.Summaries(ps.v))
+				out = crdt.EncodeSummaries(n.rep.Summaries(ps))
 				n.mu.Unlock()
 			}
-			err = ps.err
 		case routeEntries:
-			ks := must(decodeDigests(body))
-			if ks.err == nil {
-				n.mu.Lock()
-				es := n.rep.Entries(ks.v)
-				raws := make([][]byte, len(es))
-				for i, e := range es {
-					raws[i] = n.rep.EncodeEntry(e)
-				}
-				n.mu.Unlock()
-				out = encodeRaw(raws)
+			var ks []crdt.Digest
+			if ks, err = crdt.DecodeDigests(body); err == nil && len(ks) > maxKeys {
+				err = fmt.Errorf("%d key hashes, at most %d", len(ks), maxKeys)
 			}
-			err = ks.err
+			if err == nil {
+				n.mu.Lock()
+				out = crdt.EncodeEntries(n.rep.Entries(ks))
+				n.mu.Unlock()
+			}
 		case routeOffer:
 			err = n.takeOffer(peer, body)
 		}
@@ -85,28 +85,22 @@ func (n *Node) handler() http.Handler {
 	})
 }
 
-type result[T any] struct {
-	v   T
-	err error
-}
-
-func must[T any](v T, err error) result[T] { return result[T]{v, err} }
-
 // takeOffer merges the entries a peer sends.
 func (n *Node) takeOffer(peer string, body []byte) error {
-	raws, err := decodeRaw(body)
+	es, err := crdt.DecodeEntries(body)
+	if err == nil && len(es) > maxKeys {
+		err = fmt.Errorf("%d entries, at most %d", len(es), maxKeys)
+	}
 	if err != nil {
-		return err
+		n.mu.Lock()
+		n.rejected++
+		n.mu.Unlock()
+		return fmt.Errorf("offer from %s: %w", peer, err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	changed := false
-	for _, raw := range raws {
-		e, err := n.rep.DecodeEntry(raw)
-		if err != nil {
-			n.rejected++
-			return fmt.Errorf("offer from %s: %w", peer, err)
-		}
+	for _, e := range es {
 		if n.rep.Merge(e) {
 			changed = true
 		}
@@ -151,6 +145,3 @@ func (c client) call(ctx context.Context, route string, body []byte) ([]byte, er
 	}
 	return out, nil
 }
-
-// entryHash is what a leaf's EntryHash commits to: the sha256 of the entry's canonical encoding.
-func entryHash(raw []byte) [32]byte { return sha256.Sum256(raw) }

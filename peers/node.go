@@ -116,9 +116,14 @@ type member struct {
 	alive        bool
 	syncing      bool
 	lastExchange time.Time
-	lastErr      string
-	backoff      time.Duration
-	notBefore    time.Time
+	// done is the pair of roots (ours, theirs) the last successful sync started from: the same
+	// pair again is not retried before SyncInterval (a peer that has not gossiped its new root
+	// yet would otherwise be offered the same entries in a loop).
+	done      [2]crdt.Digest
+	doneValid bool
+	lastErr   string
+	backoff   time.Duration
+	notBefore time.Time
 }
 
 // Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
@@ -355,9 +360,15 @@ func (n *Node) changedLocked() {
 	poke(n.kick)
 }
 
-// gossipRoot publishes the current root in node meta when it changed. UpdateNode calls are
-// serialised: memberlist's own state update races with itself otherwise.
+// gossipRoot publishes the current root and re-checks the peers.
 func (n *Node) gossipRoot() {
+	n.publish()
+	poke(n.kick)
+}
+
+// publish gossips the node meta when it changed. UpdateNode calls are serialised: memberlist's
+// own state update races with itself otherwise.
+func (n *Node) publish() {
 	n.metaMu.Lock()
 	if m := n.meta(); !bytes.Equal(m, n.published) {
 		if err := n.ml.UpdateNode(5 * time.Second); err != nil {
@@ -367,7 +378,6 @@ func (n *Node) gossipRoot() {
 		}
 	}
 	n.metaMu.Unlock()
-	poke(n.kick)
 }
 
 // syncLoop starts a sync with every live member whose root differs from ours, one per peer.
@@ -386,6 +396,7 @@ func (n *Node) syncLoop() {
 }
 
 func (n *Node) dispatch() {
+	n.publish() // whatever changed the state (an offer, a merge) is gossiped before comparing
 	n.mu.Lock()
 	root := n.rep.Root()
 	now := n.now()
@@ -402,6 +413,9 @@ func (n *Node) dispatch() {
 		allEqual = false
 		if m.syncing || now.Before(m.notBefore) {
 			continue
+		}
+		if m.doneValid && m.done == [2]crdt.Digest{root, m.meta.Root} && now.Sub(m.lastExchange) < n.opts.SyncInterval {
+			continue // compared from these very roots already: wait for its gossip
 		}
 		m.syncing = true
 		todo = append(todo, m)
@@ -458,6 +472,7 @@ var errMoved = errors.New("peer's state changed during the sync")
 func (n *Node) syncWith(m *member) {
 	n.mu.Lock()
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
+	local := n.rep.Root()
 	n.mu.Unlock()
 	err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
 	n.mu.Lock()
@@ -481,8 +496,10 @@ func (n *Node) syncWith(m *member) {
 		m.notBefore = n.now().Add(m.backoff)
 		m.lastErr = err.Error()
 		wait = m.backoff
+		m.doneValid = false
 	} else {
 		m.backoff, m.lastErr = 0, ""
+		m.done, m.doneValid = [2]crdt.Digest{local, remote}, true
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -498,17 +515,17 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	y := n.rep.NewSync(remote)
 	paths := y.Next()
 	n.mu.Unlock()
-	expect := map[[32]byte]bool{} // entry hashes the peer's summaries committed to
-	var seen crdt.Digest          // the peer's root as its first answer gave it
+	expect := map[crdt.Digest]bool{} // entry hashes the peer's summaries committed to
+	var seen crdt.Digest             // the peer's root as its first answer gave it
 	for len(paths) > 0 {
 		var got []crdt.Summary
 		for i := 0; i < len(paths); i += maxPaths {
 			batch := paths[i:min(i+maxPaths, len(paths))]
-			b, err := c.call(n.ctx, routeSummaries, encodePaths(batch))
+			b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths(batch))
 			if err != nil {
 				return err
 			}
-			ss, err := decodeSummaries(b)
+			ss, err := crdt.DecodeSummaries(b)
 			if err != nil {
 				return fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
@@ -529,31 +546,21 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	}
 	n.mu.Lock()
 	want, offer := y.Want(), y.Offer()
-	raws := make([][]byte, len(offer))
-	for i, e := range offer {
-		raws[i] = n.rep.EncodeEntry(e)
-	}
 	n.mu.Unlock()
 	for i := 0; i < len(want); i += maxKeys {
-		b, err := c.call(n.ctx, routeEntries, encodeDigests(want[i:min(i+maxKeys, len(want))]))
+		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
 		if err != nil {
 			return err
 		}
-		got, err := decodeRaw(b)
+		es, err := crdt.DecodeEntries(b)
 		if err != nil {
 			return fmt.Errorf("%w: entries: %v", errLying, err)
 		}
 		// Check every entry before merging any: a peer that lies gets nothing accepted.
-		es := make([]crdt.Entry, 0, len(got))
-		for _, raw := range got {
-			if !expect[entryHash(raw)] {
+		for _, e := range es {
+			if !expect[crdt.EntryHash(e)] {
 				return n.mismatch(c, seen)
 			}
-			e, err := n.rep.DecodeEntry(raw)
-			if err != nil {
-				return fmt.Errorf("%w: %v", errLying, err)
-			}
-			es = append(es, e)
 		}
 		n.mu.Lock()
 		changed := false
@@ -565,8 +572,8 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 		}
 		n.mu.Unlock()
 	}
-	for i := 0; i < len(raws); i += maxKeys {
-		if _, err := c.call(n.ctx, routeOffer, encodeRaw(raws[i:min(i+maxKeys, len(raws))])); err != nil {
+	for i := 0; i < len(offer); i += maxKeys {
+		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
 			return err
 		}
 	}
@@ -576,11 +583,11 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
 // the one its summaries described sent an entry that tree does not hold.
 func (n *Node) mismatch(c client, seen crdt.Digest) error {
-	b, err := c.call(n.ctx, routeSummaries, encodePaths([]crdt.Path{""}))
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
 	if err != nil {
 		return err
 	}
-	ss, err := decodeSummaries(b)
+	ss, err := crdt.DecodeSummaries(b)
 	if err != nil || len(ss) != 1 {
 		return fmt.Errorf("%w: summaries: %v", errLying, err)
 	}
