@@ -13,7 +13,7 @@ import (
 )
 
 func authNode(key []byte, now func() time.Time) *Node {
-	return &Node{rep: NewReplica("b", now), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
+	return &Node{now: now, rep: NewReplica("b", now), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
 		members: map[string]*member{}, bytesIn: map[string]int64{}, bytesOut: map[string]int64{},
 		kick: make(chan struct{}, 1), obs: make(chan struct{}, 1), apply: make(chan struct{}, 1), save: make(chan struct{}, 1)}
 }

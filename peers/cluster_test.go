@@ -122,6 +122,8 @@ func repoOf(v crdt.View, name string) crdt.Repo {
 	return r
 }
 
+var testKey = bytes.Repeat([]byte{0x5a}, KeySize)
+
 // testNode is one in-process node of a test cluster.
 type testNode struct {
 	*Node
@@ -140,7 +142,7 @@ type clusterOpts struct {
 // the real data plane and the real crdt; every node after the first joins the first.
 func startCluster(t *testing.T, co clusterOpts) []*testNode {
 	t.Helper()
-	key := bytes.Repeat([]byte{0x5a}, KeySize)
+	key := testKey
 	dir := t.TempDir()
 	var nodes []*testNode
 	var seed string

@@ -3,6 +3,8 @@ package peers
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +83,7 @@ func (n *Node) handler() http.Handler {
 		}
 		n.countBytes(peer, int64(len(body)), int64(len(out)))
 		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set(HeaderMAC, answerMAC(n.macKey, r, n.set.Name, out))
 		_, _ = w.Write(out)
 	})
 }
@@ -143,5 +146,20 @@ func (c client) call(ctx context.Context, route string, body []byte) ([]byte, er
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s %s: %s: %s", c.peer, route, resp.Status, bytes.TrimSpace(out))
 	}
+	got, err := hex.DecodeString(resp.Header.Get(HeaderMAC))
+	if err != nil || !hmac.Equal(got, answerMACBytes(c.n.macKey, req, c.peer, out)) {
+		return nil, fmt.Errorf("%w: %s %s: the answer's MAC does not verify", errLying, c.peer, route)
+	}
 	return out, nil
+}
+
+// answerMAC authenticates an answer: the MAC of the request's path, time and nonce with the
+// answering node's name and the answer's body, under the method name ANSWER (never a request's),
+// so an answer cannot be forged, replayed for another request or passed off as a request.
+func answerMAC(key []byte, req *http.Request, name string, body []byte) string {
+	return hex.EncodeToString(answerMACBytes(key, req, name, body))
+}
+
+func answerMACBytes(key []byte, req *http.Request, name string, body []byte) []byte {
+	return macOf(key, "ANSWER", req.URL.Path, req.Header.Get(HeaderTime), req.Header.Get(HeaderNonce), name, body)
 }

@@ -2,11 +2,14 @@ package peers
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,12 +25,12 @@ type faults struct {
 	mu    sync.Mutex // guards everything below
 	down  map[string]bool
 	delay map[string]time.Duration
-	lie   map[string]bool
+	lie   map[string]string // data address -> the liar's node name
 	lies  int
 }
 
 func newFaults() *faults {
-	return &faults{base: &http.Transport{}, down: map[string]bool{}, delay: map[string]time.Duration{}, lie: map[string]bool{}}
+	return &faults{base: &http.Transport{}, down: map[string]bool{}, delay: map[string]time.Duration{}, lie: map[string]string{}}
 }
 
 var errPartitioned = errors.New("injected partition: no route to host")
@@ -50,7 +53,7 @@ func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, err := f.base.RoundTrip(req)
-	if err != nil || !lie || req.URL.Path != routeEntries || resp.StatusCode != http.StatusOK {
+	if err != nil || lie == "" || req.URL.Path != routeEntries || resp.StatusCode != http.StatusOK {
 		return resp, err
 	}
 	b, err := io.ReadAll(resp.Body)
@@ -60,6 +63,8 @@ func (f *faults) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if len(b) > 8 { // an answer with entries: flip a byte inside the last one
 		b[len(b)-3] ^= 0x20
+		// The liar holds the key: it signs what it says (an outsider's flip fails the MAC).
+		resp.Header.Set(HeaderMAC, answerMAC(authKey(testKey), req, lie, b))
 		f.mu.Lock()
 		f.lies++
 		f.mu.Unlock()
@@ -113,8 +118,8 @@ func memberStatus(n *testNode, name string) MemberStatus {
 func TestLyingPeerIsRejectedAndHonestPeerServes(t *testing.T) {
 	nodes, fs := faultyCluster(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	fs["c"].set(fs["c"].lie, a.dataAdv, true) // everything a tells c comes with a flipped byte
 	fs["c"].mu.Lock()
+	fs["c"].lie[a.dataAdv] = "a"                      // everything a tells c comes with a flipped byte, signed
 	fs["c"].delay[b.dataAdv] = 300 * time.Millisecond // and the honest b is slow
 	fs["c"].mu.Unlock()
 	fs["a"].set(fs["a"].down, c.dataAdv, true) // neither a nor b can reach c: c must pull, and is offered nothing
@@ -200,5 +205,44 @@ func TestPartitionHeals(t *testing.T) {
 		if st.Syncs > 50 {
 			t.Errorf("%s: %d syncs for one change and one partition", n.set.Name, st.Syncs)
 		}
+	}
+}
+
+// An answer someone without the key changed on the way (or made up) fails its MAC: rejected as
+// a lie, nothing of it used.
+func TestForgedAnswerIsRejected(t *testing.T) {
+	n := authNode(testKey, time.Now)
+	n.set.Name = "c"
+	honest := authNode(testKey, time.Now)
+	honest.set.Name = "a"
+	var flip atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		honest.handler().ServeHTTP(rec, r)
+		b := rec.Body.Bytes()
+		if flip.Load() {
+			b[len(b)-1] ^= 1
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(b)
+	}))
+	defer srv.Close()
+	n.http = srv.Client()
+	cl := client{n: n, peer: "a", addr: strings.TrimPrefix(srv.URL, "http://")}
+	req := crdt.EncodePaths([]crdt.Path{""})
+	if _, err := cl.call(context.Background(), routeSummaries, req); err != nil {
+		t.Fatalf("an honest answer: %v", err)
+	}
+	flip.Store(true)
+	if _, err := cl.call(context.Background(), routeSummaries, req); !errors.Is(err, errLying) {
+		t.Fatalf("a changed answer: %v, want a rejection", err)
+	}
+	wrong := client{n: n, peer: "b", addr: cl.addr} // a's answer passed off as b's
+	flip.Store(false)
+	if _, err := wrong.call(context.Background(), routeSummaries, req); !errors.Is(err, errLying) {
+		t.Fatalf("another node's answer: %v, want a rejection", err)
 	}
 }
