@@ -409,3 +409,29 @@ func TestLoneNodeKeepsTombstonesAndClaimsNoSync(t *testing.T) {
 		t.Fatalf("a node with no live member recorded a full sync at %s", n.lastFull)
 	}
 }
+
+// A data plane bound to every address is advertised at the gossip address, not as 0.0.0.0
+// (which a peer would dial as itself).
+func TestDataPlaneOnAnyAddressAdvertisesGossipHost(t *testing.T) {
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{"127.0.0.1"}, BindPort: 0, Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(Options{Settings: Settings{Name: "a", BindHost: "127.0.0.1", BindPort: nt.GetAutoBindPort(), Key: testKey, RegistryURL: "http://r", RegistryAdvertise: "http://r", TombstoneGrace: time.Hour},
+		Transport: nt, Listener: lis, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	m, err := DecodeMeta(n.ml.LocalNode().Meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := net.SplitHostPort(m.DataAddr); h != "127.0.0.1" {
+		t.Fatalf("gossiped data-plane address %q, want the gossip host 127.0.0.1", m.DataAddr)
+	}
+}

@@ -210,6 +210,16 @@ func Start(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("peer gossip on %s: %w", net.JoinHostPort(s.BindHost, strconv.Itoa(s.BindPort)), err)
 	}
 	n.gossip = n.ml.LocalNode().Address() // read once: memberlist rewrites its local node under its own lock
+	if h, p, err := net.SplitHostPort(n.dataAdv); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			// A data plane on 0.0.0.0 or [::] is reached at the address gossip advertises.
+			gh, _, _ := net.SplitHostPort(n.gossip)
+			n.mu.Lock()
+			n.dataAdv = net.JoinHostPort(gh, p)
+			n.mu.Unlock()
+			n.publish() // before any join: no member ever sees the unspecified address
+		}
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop} {
 		n.wg.Add(1)
