@@ -22,36 +22,6 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// countingTransport counts the gossip bytes a node sends (UDP packets and TCP streams).
-type countingTransport struct {
-	memberlist.Transport
-	sent *atomic.Int64
-}
-
-func (t countingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	t.sent.Add(int64(len(b)))
-	return t.Transport.WriteTo(b, addr)
-}
-
-func (t countingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := t.Transport.DialTimeout(addr, timeout)
-	if err != nil {
-		return nil, err
-	}
-	return countingConn{c, t.sent}, nil
-}
-
-type countingConn struct {
-	net.Conn
-	sent *atomic.Int64
-}
-
-func (c countingConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	c.sent.Add(int64(n))
-	return n, err
-}
-
 // registry is a test node's registry: the fake ViewSource and the Applier that "pushes" Live into it.
 type registry struct {
 	mu      sync.Mutex // guards everything below

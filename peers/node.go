@@ -90,6 +90,7 @@ type Node struct {
 	apply  chan struct{} // wakes the applier
 	save   chan struct{} // wakes the persister
 	sem    chan struct{} // bounds concurrent syncs
+	pub    chan struct{} // wakes the publisher of node meta (nil: not gossiping)
 
 	// mu guards everything below.
 	mu          sync.Mutex
@@ -124,6 +125,7 @@ type member struct {
 	lastErr   string
 	backoff   time.Duration
 	notBefore time.Time
+	lied      bool // the last failure was a rejected answer: its backoff stands whatever it gossips
 }
 
 // Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
@@ -217,11 +219,12 @@ func Start(opts Options) (*Node, error) {
 			n.mu.Lock()
 			n.dataAdv = net.JoinHostPort(gh, p)
 			n.mu.Unlock()
-			n.publish() // before any join: no member ever sees the unspecified address
+			n.publishNow() // before any join: no member ever sees the unspecified address
 		}
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop} {
+	n.pub = make(chan struct{}, 1)
+	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop, n.publishLoop} {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); f() }()
 	}
@@ -376,12 +379,28 @@ func (n *Node) gossipRoot() {
 	poke(n.kick)
 }
 
-// publish gossips the node meta when it changed. UpdateNode calls are serialised: memberlist's
-// own state update races with itself otherwise.
+// publish asks the publisher to gossip the node meta if it changed; it never blocks (UpdateNode
+// waits for the broadcast to go out, seconds in a busy cluster).
 func (n *Node) publish() {
-	if n.ml == nil {
-		return // not gossiping (a node built by a test)
+	if n.pub != nil {
+		poke(n.pub)
 	}
+}
+
+func (n *Node) publishLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.pub:
+			n.publishNow()
+		}
+	}
+}
+
+// publishNow gossips the node meta when it changed. UpdateNode calls are serialised: memberlist's
+// own state update races with itself otherwise.
+func (n *Node) publishNow() {
 	n.metaMu.Lock()
 	if m := n.meta(); !bytes.Equal(m, n.published) {
 		if err := n.ml.UpdateNode(5 * time.Second); err != nil {
@@ -508,10 +527,11 @@ func (n *Node) syncWith(m *member) {
 		}
 		m.notBefore = n.now().Add(m.backoff)
 		m.lastErr = err.Error()
+		m.lied = errors.Is(err, errLying)
 		wait = m.backoff
 		m.doneValid = false
 	} else {
-		m.backoff, m.lastErr = 0, ""
+		m.backoff, m.lastErr, m.lied = 0, "", false
 		m.done, m.doneValid = [2]crdt.Digest{local, remote}, true
 	}
 	n.mu.Unlock()
@@ -710,6 +730,9 @@ func (n *Node) upsert(node *memberlist.Node, alive bool) {
 		if err != nil {
 			m.metaErr = err.Error()
 		} else {
+			if meta.Root != m.meta.Root && !m.lied {
+				m.notBefore = time.Time{} // it changed: a link that failed may work again (a healed partition)
+			}
 			m.meta, m.metaErr = meta, ""
 			n.rep.ObserveClock(crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic})
 		}
