@@ -138,6 +138,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.methods(w, r, s.getLastVerify, s.postVerify)
 	case "/metrics":
 		s.methods(w, r, s.getMetrics, nil)
+	case "/v1/peers":
+		s.methods(w, r, s.getPeers, nil)
 	case "/healthz":
 		s.methods(w, r, s.getHealth, nil)
 	default:

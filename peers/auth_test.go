@@ -13,7 +13,7 @@ import (
 )
 
 func authNode(key []byte, now func() time.Time) *Node {
-	return &Node{rep: newFake("b"), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
+	return &Node{now: now, rep: NewReplica("b", now), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
 		members: map[string]*member{}, bytesIn: map[string]int64{}, bytesOut: map[string]int64{},
 		kick: make(chan struct{}, 1), obs: make(chan struct{}, 1), apply: make(chan struct{}, 1), save: make(chan struct{}, 1)}
 }
@@ -21,8 +21,7 @@ func authNode(key []byte, now func() time.Time) *Node {
 func TestDataPlaneRefusesUnauthenticatedRequests(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	now := time.Now()
-	f := newFake("a")
-	offer := encodeRaw([][]byte{f.EncodeEntry(crdt.Entry{Key: crdt.Key{Repo: "r", Kind: crdt.Manifest, Name: "sha256:aa"}, Stamp: crdt.Stamp{Wall: 1, Node: "a"}})})
+	offer := crdt.EncodeEntries([]crdt.Entry{{Key: crdt.Key{Repo: "r", Kind: crdt.Manifest, Name: "sha256:aa"}, Stamp: crdt.Stamp{Wall: 1, Node: "a"}}})
 	req := func(mut func(r *http.Request)) *http.Request {
 		r := httptest.NewRequest(http.MethodPost, routeOffer, bytes.NewReader(offer))
 		sign(r, authKey(key), "a", offer, now)
@@ -76,7 +75,7 @@ func TestDataPlaneRefusesUnauthenticatedRequests(t *testing.T) {
 	if w.Code != 200 || n.rep.Len() != 1 {
 		t.Fatalf("a good offer: %d %s, %d registers", w.Code, w.Body, n.rep.Len())
 	}
-	n.rep = newFake("b")
+	n.rep = NewReplica("b", func() time.Time { return now })
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, replay)
 	if w.Code != 401 || n.rep.Len() != 0 {

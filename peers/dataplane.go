@@ -3,12 +3,15 @@ package peers
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
+	"crypto/hmac"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/trowfs/trowfs/peers/crdt"
 )
 
 // Data-plane routes (docs/peers.md, "Protocol").
@@ -52,26 +55,25 @@ func (n *Node) handler() http.Handler {
 		var out []byte
 		switch r.URL.Path {
 		case routeSummaries:
-			var ps = must(decodePaths(body))
-			if ps.err == nil {
+			var ps []crdt.Path
+			if ps, err = crdt.DecodePaths(body); err == nil && len(ps) > maxPaths {
+				err = fmt.Errorf("%d paths, at most %d", len(ps), maxPaths)
+			}
+			if err == nil {
 				n.mu.Lock()
-				out = encodeSummaries(n.rep.Summaries(ps.v))
+				out = crdt.EncodeSummaries(n.rep.Summaries(ps))
 				n.mu.Unlock()
 			}
-			err = ps.err
 		case routeEntries:
-			ks := must(decodeDigests(body))
-			if ks.err == nil {
-				n.mu.Lock()
-				es := n.rep.Entries(ks.v)
-				raws := make([][]byte, len(es))
-				for i, e := range es {
-					raws[i] = n.rep.EncodeEntry(e)
-				}
-				n.mu.Unlock()
-				out = encodeRaw(raws)
+			var ks []crdt.Digest
+			if ks, err = crdt.DecodeDigests(body); err == nil && len(ks) > maxKeys {
+				err = fmt.Errorf("%d key hashes, at most %d", len(ks), maxKeys)
 			}
-			err = ks.err
+			if err == nil {
+				n.mu.Lock()
+				out = crdt.EncodeEntries(n.rep.Entries(ks))
+				n.mu.Unlock()
+			}
 		case routeOffer:
 			err = n.takeOffer(peer, body)
 		}
@@ -81,32 +83,27 @@ func (n *Node) handler() http.Handler {
 		}
 		n.countBytes(peer, int64(len(body)), int64(len(out)))
 		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set(HeaderMAC, answerMAC(n.macKey, r, n.set.Name, out))
 		_, _ = w.Write(out)
 	})
 }
 
-type result[T any] struct {
-	v   T
-	err error
-}
-
-func must[T any](v T, err error) result[T] { return result[T]{v, err} }
-
 // takeOffer merges the entries a peer sends.
 func (n *Node) takeOffer(peer string, body []byte) error {
-	raws, err := decodeRaw(body)
+	es, err := crdt.DecodeEntries(body)
+	if err == nil && len(es) > maxKeys {
+		err = fmt.Errorf("%d entries, at most %d", len(es), maxKeys)
+	}
 	if err != nil {
-		return err
+		n.mu.Lock()
+		n.rejected++
+		n.mu.Unlock()
+		return fmt.Errorf("offer from %s: %w", peer, err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	changed := false
-	for _, raw := range raws {
-		e, err := n.rep.DecodeEntry(raw)
-		if err != nil {
-			n.rejected++
-			return fmt.Errorf("offer from %s: %w", peer, err)
-		}
+	for _, e := range es {
 		if n.rep.Merge(e) {
 			changed = true
 		}
@@ -149,8 +146,20 @@ func (c client) call(ctx context.Context, route string, body []byte) ([]byte, er
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s %s: %s: %s", c.peer, route, resp.Status, bytes.TrimSpace(out))
 	}
+	got, err := hex.DecodeString(resp.Header.Get(HeaderMAC))
+	if err != nil || !hmac.Equal(got, answerMACBytes(c.n.macKey, req, c.peer, out)) {
+		return nil, fmt.Errorf("%w: %s %s: the answer's MAC does not verify", errLying, c.peer, route)
+	}
 	return out, nil
 }
 
-// entryHash is what a leaf's EntryHash commits to: the sha256 of the entry's canonical encoding.
-func entryHash(raw []byte) [32]byte { return sha256.Sum256(raw) }
+// answerMAC authenticates an answer: the MAC of the request's path, time and nonce with the
+// answering node's name and the answer's body, under the method name ANSWER (never a request's),
+// so an answer cannot be forged, replayed for another request or passed off as a request.
+func answerMAC(key []byte, req *http.Request, name string, body []byte) string {
+	return hex.EncodeToString(answerMACBytes(key, req, name, body))
+}
+
+func answerMACBytes(key []byte, req *http.Request, name string, body []byte) []byte {
+	return macOf(key, "ANSWER", req.URL.Path, req.Header.Get(HeaderTime), req.Header.Get(HeaderNonce), name, body)
+}

@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,11 @@ type Node struct {
 	srv     *http.Server
 	lis     net.Listener
 	dataAdv string
+	gossip  string // the gossip address, fixed once memberlist runs
+
+	// metaMu serialises UpdateNode (memberlist does not) and guards published.
+	metaMu    sync.Mutex
+	published []byte // the node meta gossiped last
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -84,6 +90,7 @@ type Node struct {
 	apply  chan struct{} // wakes the applier
 	save   chan struct{} // wakes the persister
 	sem    chan struct{} // bounds concurrent syncs
+	pub    chan struct{} // wakes the publisher of node meta (nil: not gossiping)
 
 	// mu guards everything below.
 	mu          sync.Mutex
@@ -110,9 +117,15 @@ type member struct {
 	alive        bool
 	syncing      bool
 	lastExchange time.Time
-	lastErr      string
-	backoff      time.Duration
-	notBefore    time.Time
+	// done is the pair of roots (ours, theirs) the last successful sync started from: the same
+	// pair again is not retried before SyncInterval (a peer that has not gossiped its new root
+	// yet would otherwise be offered the same entries in a loop).
+	done      [2]crdt.Digest
+	doneValid bool
+	lastErr   string
+	backoff   time.Duration
+	notBefore time.Time
+	lied      bool // the last failure was a rejected answer: its backoff stands whatever it gossips
 }
 
 // Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
@@ -198,17 +211,29 @@ func Start(opts Options) (*Node, error) {
 		_ = n.srv.Close()
 		return nil, fmt.Errorf("peer gossip on %s: %w", net.JoinHostPort(s.BindHost, strconv.Itoa(s.BindPort)), err)
 	}
+	n.gossip = n.ml.LocalNode().Address() // read once: memberlist rewrites its local node under its own lock
+	if h, p, err := net.SplitHostPort(n.dataAdv); err == nil {
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			// A data plane on 0.0.0.0 or [::] is reached at the address gossip advertises.
+			gh, _, _ := net.SplitHostPort(n.gossip)
+			n.mu.Lock()
+			n.dataAdv = net.JoinHostPort(gh, p)
+			n.mu.Unlock()
+			n.publishNow() // before any join: no member ever sees the unspecified address
+		}
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop} {
+	n.pub = make(chan struct{}, 1)
+	for _, f := range []func(){n.joinLoop, n.observeLoop, n.syncLoop, n.applyLoop, n.persistLoop, n.publishLoop} {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); f() }()
 	}
-	n.log.Info("peers started", "gossip", n.ml.LocalNode().Address(), "data_plane", n.dataAdv, "registry", s.RegistryURL, "advertise", s.RegistryAdvertise, "seeds", s.Join)
+	n.log.Info("peers started", "gossip", n.gossip, "data_plane", n.dataAdv, "registry", s.RegistryURL, "advertise", s.RegistryAdvertise, "seeds", s.Join)
 	return n, nil
 }
 
 // GossipAddr is where this node's gossip listens (host:port).
-func (n *Node) GossipAddr() string { return n.ml.LocalNode().Address() }
+func (n *Node) GossipAddr() string { return n.gossip }
 
 // Notify tells the node that the registry model changed (debounced into one Observe).
 func (n *Node) Notify() { poke(n.obs) }
@@ -348,12 +373,43 @@ func (n *Node) changedLocked() {
 	poke(n.kick)
 }
 
-// gossipRoot publishes the current root in node meta.
+// gossipRoot publishes the current root and re-checks the peers.
 func (n *Node) gossipRoot() {
-	if err := n.ml.UpdateNode(5 * time.Second); err != nil {
-		n.log.Debug("gossiping the new root", "err", err)
-	}
+	n.publish()
 	poke(n.kick)
+}
+
+// publish asks the publisher to gossip the node meta if it changed; it never blocks (UpdateNode
+// waits for the broadcast to go out, seconds in a busy cluster).
+func (n *Node) publish() {
+	if n.pub != nil {
+		poke(n.pub)
+	}
+}
+
+func (n *Node) publishLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.pub:
+			n.publishNow()
+		}
+	}
+}
+
+// publishNow gossips the node meta when it changed. UpdateNode calls are serialised: memberlist's
+// own state update races with itself otherwise.
+func (n *Node) publishNow() {
+	n.metaMu.Lock()
+	if m := n.meta(); !bytes.Equal(m, n.published) {
+		if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+			n.log.Debug("gossiping the new root", "err", err)
+		} else {
+			n.published = m
+		}
+	}
+	n.metaMu.Unlock()
 }
 
 // syncLoop starts a sync with every live member whose root differs from ours, one per peer.
@@ -372,6 +428,7 @@ func (n *Node) syncLoop() {
 }
 
 func (n *Node) dispatch() {
+	n.publish() // whatever changed the state (an offer, a merge) is gossiped before comparing
 	n.mu.Lock()
 	root := n.rep.Root()
 	now := n.now()
@@ -389,10 +446,13 @@ func (n *Node) dispatch() {
 		if m.syncing || now.Before(m.notBefore) {
 			continue
 		}
+		if m.doneValid && m.done == [2]crdt.Digest{root, m.meta.Root} && now.Sub(m.lastExchange) < n.opts.SyncInterval {
+			continue // compared from these very roots already: wait for its gossip
+		}
 		m.syncing = true
 		todo = append(todo, m)
 	}
-	if allEqual {
+	if allEqual && live > 0 { // alone, a node is in sync with nobody: no purge, no fresh last_full_sync
 		n.lastFull = now
 		if n.resyncing && live > 0 {
 			n.resyncing = false
@@ -437,15 +497,25 @@ func (n *Node) purgeLocked(now time.Time) {
 // errLying is a peer answering with entries its own tree does not commit to.
 var errLying = errors.New("peer sent entries that do not match its tree")
 
+// errMoved is a peer whose state changed during the sync (its answers describe two trees): not a
+// lie; nothing of the mismatching batch is merged and the next sync starts afresh.
+var errMoved = errors.New("peer's state changed during the sync")
+
 func (n *Node) syncWith(m *member) {
 	n.mu.Lock()
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
+	local := n.rep.Root()
 	n.mu.Unlock()
 	err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
 	n.mu.Lock()
 	m.syncing = false
 	m.lastExchange = n.now()
 	n.syncs++
+	wait := time.Duration(0)
+	if errors.Is(err, errMoved) {
+		err = nil
+		defer poke(n.kick) // compare again with what it has now
+	}
 	if err != nil {
 		if errors.Is(err, errLying) {
 			n.rejected++
@@ -457,12 +527,16 @@ func (n *Node) syncWith(m *member) {
 		}
 		m.notBefore = n.now().Add(m.backoff)
 		m.lastErr = err.Error()
+		m.lied = errors.Is(err, errLying)
+		wait = m.backoff
+		m.doneValid = false
 	} else {
-		m.backoff, m.lastErr = 0, ""
+		m.backoff, m.lastErr, m.lied = 0, "", false
+		m.done, m.doneValid = [2]crdt.Digest{local, remote}, true
 	}
 	n.mu.Unlock()
 	if err != nil {
-		n.log.Warn("sync failed; backing off", "peer", name, "err", err, "backoff", m.backoff)
+		n.log.Warn("sync failed; backing off", "peer", name, "err", err, "backoff", wait)
 	}
 	n.gossipRoot()
 }
@@ -474,22 +548,26 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	y := n.rep.NewSync(remote)
 	paths := y.Next()
 	n.mu.Unlock()
-	expect := map[[32]byte]bool{} // entry hashes the peer's summaries committed to
+	expect := map[crdt.Digest]bool{} // entry hashes the peer's summaries committed to
+	var seen crdt.Digest             // the peer's root as its first answer gave it
 	for len(paths) > 0 {
 		var got []crdt.Summary
 		for i := 0; i < len(paths); i += maxPaths {
 			batch := paths[i:min(i+maxPaths, len(paths))]
-			b, err := c.call(n.ctx, routeSummaries, encodePaths(batch))
+			b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths(batch))
 			if err != nil {
 				return err
 			}
-			ss, err := decodeSummaries(b)
+			ss, err := crdt.DecodeSummaries(b)
 			if err != nil {
 				return fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
 			got = append(got, ss...)
 		}
 		for _, s := range got {
+			if s.Path == "" {
+				seen = s.Digest
+			}
 			for _, l := range s.Leaves {
 				expect[l.EntryHash] = true
 			}
@@ -501,31 +579,21 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	}
 	n.mu.Lock()
 	want, offer := y.Want(), y.Offer()
-	raws := make([][]byte, len(offer))
-	for i, e := range offer {
-		raws[i] = n.rep.EncodeEntry(e)
-	}
 	n.mu.Unlock()
 	for i := 0; i < len(want); i += maxKeys {
-		b, err := c.call(n.ctx, routeEntries, encodeDigests(want[i:min(i+maxKeys, len(want))]))
+		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
 		if err != nil {
 			return err
 		}
-		got, err := decodeRaw(b)
+		es, err := crdt.DecodeEntries(b)
 		if err != nil {
 			return fmt.Errorf("%w: entries: %v", errLying, err)
 		}
 		// Check every entry before merging any: a peer that lies gets nothing accepted.
-		es := make([]crdt.Entry, 0, len(got))
-		for _, raw := range got {
-			if !expect[entryHash(raw)] {
-				return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
+		for _, e := range es {
+			if !expect[crdt.EntryHash(e)] {
+				return n.mismatch(c, seen)
 			}
-			e, err := n.rep.DecodeEntry(raw)
-			if err != nil {
-				return fmt.Errorf("%w: %v", errLying, err)
-			}
-			es = append(es, e)
 		}
 		n.mu.Lock()
 		changed := false
@@ -537,12 +605,29 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 		}
 		n.mu.Unlock()
 	}
-	for i := 0; i < len(raws); i += maxKeys {
-		if _, err := c.call(n.ctx, routeOffer, encodeRaw(raws[i:min(i+maxKeys, len(raws))])); err != nil {
+	for i := 0; i < len(offer); i += maxKeys {
+		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
+// the one its summaries described sent an entry that tree does not hold.
+func (n *Node) mismatch(c client, seen crdt.Digest) error {
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	if err != nil {
+		return err
+	}
+	ss, err := crdt.DecodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	if ss[0].Digest != seen {
+		return errMoved
+	}
+	return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
 }
 
 // applyLoop hands Live to the Applier whenever the state changed, retrying with backoff while the
@@ -559,6 +644,9 @@ func (n *Node) applyLoop() {
 			continue
 		}
 		for {
+			// Stamp what was pushed locally since the last Observe first: a Live without it would
+			// tell the Applier to remove it.
+			n.observe()
 			n.mu.Lock()
 			root := n.rep.Root()
 			if n.resyncing || (n.applied && root == n.appliedRoot) {
@@ -642,6 +730,9 @@ func (n *Node) upsert(node *memberlist.Node, alive bool) {
 		if err != nil {
 			m.metaErr = err.Error()
 		} else {
+			if meta.Root != m.meta.Root && !m.lied {
+				m.notBefore = time.Time{} // it changed: a link that failed may work again (a healed partition)
+			}
 			m.meta, m.metaErr = meta, ""
 			n.rep.ObserveClock(crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic})
 		}
@@ -659,13 +750,23 @@ func (e events) NotifyLeave(node *memberlist.Node)  { e.n.upsert(node, false) }
 type delegate struct{ n *Node }
 
 func (d delegate) NodeMeta(limit int) []byte {
-	d.n.mu.Lock()
-	c := d.n.rep.Clock()
-	m := Meta{Root: d.n.rep.Root(), ClockWall: c.Wall, ClockLogic: c.Logical, DataAddr: d.n.dataAdv, RegistryURL: d.n.set.RegistryAdvertise}
-	d.n.mu.Unlock()
+	b := d.n.meta()
+	if b == nil || len(b) > limit {
+		d.n.log.Error("node meta does not fit", "bytes", len(b), "limit", limit)
+		return nil
+	}
+	return b
+}
+
+// meta is this node's gossiped facts, encoded (nil if they do not encode, which Validate prevents).
+func (n *Node) meta() []byte {
+	n.mu.Lock()
+	c := n.rep.Clock()
+	m := Meta{Root: n.rep.Root(), ClockWall: c.Wall, ClockLogic: c.Logical, DataAddr: n.dataAdv, RegistryURL: n.set.RegistryAdvertise}
+	n.mu.Unlock()
 	b, err := m.Encode()
-	if err != nil || len(b) > limit {
-		d.n.log.Error("node meta does not fit", "err", err, "limit", limit)
+	if err != nil {
+		n.log.Error("node meta", "err", err)
 		return nil
 	}
 	return b

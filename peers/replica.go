@@ -6,8 +6,8 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// Replica is what the node needs of the replicated state: crdt.State with its clock in production
-// (NewReplica), a small fake in tests. Not safe for concurrent use: the node locks.
+// Replica is what the node needs of the replicated state: crdt.State with its clock (NewReplica).
+// Not safe for concurrent use: the node locks.
 type Replica interface {
 	Root() crdt.Digest
 	Len() int
@@ -27,8 +27,6 @@ type Replica interface {
 	ObserveClock(s crdt.Stamp)
 	PurgeTombstones(cut crdt.Stamp) int
 	Forget(cut crdt.Stamp) int
-	EncodeEntry(e crdt.Entry) []byte
-	DecodeEntry(b []byte) (crdt.Entry, error)
 	MarshalBinary() ([]byte, error)
 	UnmarshalBinary(b []byte) error
 }
@@ -59,16 +57,14 @@ func (r *crdtReplica) Merge(e crdt.Entry) bool {
 	r.c.Observe(e.Stamp)
 	return r.s.Merge(e)
 }
-func (r *crdtReplica) Live() crdt.View                          { return r.s.Live() }
-func (r *crdtReplica) Summaries(p []crdt.Path) []crdt.Summary   { return r.s.Summaries(p) }
-func (r *crdtReplica) Entries(k []crdt.Digest) []crdt.Entry     { return r.s.Entries(k) }
-func (r *crdtReplica) NewSync(root crdt.Digest) Syncer          { return crdt.NewSync(r.s, root) }
-func (r *crdtReplica) Clock() crdt.Stamp                        { return r.c.Last() }
-func (r *crdtReplica) ObserveClock(s crdt.Stamp)                { r.c.Observe(s) }
-func (r *crdtReplica) Now() crdt.Stamp                          { return r.c.Now() }
-func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int       { return r.s.PurgeTombstones(cut) }
-func (r *crdtReplica) Forget(cut crdt.Stamp) int                { return r.s.Forget(cut) }
-func (r *crdtReplica) EncodeEntry(e crdt.Entry) []byte          { return crdt.EncodeEntry(e) }
-func (r *crdtReplica) DecodeEntry(b []byte) (crdt.Entry, error) { return crdt.DecodeEntry(b) }
-func (r *crdtReplica) MarshalBinary() ([]byte, error)           { return r.s.MarshalBinary() }
-func (r *crdtReplica) UnmarshalBinary(b []byte) error           { return r.s.UnmarshalBinary(b) }
+func (r *crdtReplica) Live() crdt.View                        { return r.s.Live() }
+func (r *crdtReplica) Summaries(p []crdt.Path) []crdt.Summary { return r.s.Summaries(p) }
+func (r *crdtReplica) Entries(k []crdt.Digest) []crdt.Entry   { return r.s.Entries(k) }
+func (r *crdtReplica) NewSync(root crdt.Digest) Syncer        { return crdt.NewSync(r.s, root) }
+func (r *crdtReplica) Clock() crdt.Stamp                      { return r.c.Last() }
+func (r *crdtReplica) ObserveClock(s crdt.Stamp)              { r.c.Observe(s) }
+func (r *crdtReplica) Now() crdt.Stamp                        { return r.c.Now() }
+func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int     { return r.s.PurgeTombstones(cut) }
+func (r *crdtReplica) Forget(cut crdt.Stamp) int              { return r.s.Forget(cut) }
+func (r *crdtReplica) MarshalBinary() ([]byte, error)         { return r.s.MarshalBinary() }
+func (r *crdtReplica) UnmarshalBinary(b []byte) error         { return r.s.UnmarshalBinary(b) }

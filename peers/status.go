@@ -46,6 +46,10 @@ func hexDigest(d crdt.Digest) string { return "sha256:" + hex.EncodeToString(d[:
 
 func timeMs(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
+// WaitingRegistryView is waiting_for while the node has no ViewSource or no Applier: it gossips
+// and syncs its state but cannot see or change the local registry.
+const WaitingRegistryView = "registry view"
+
 // Status returns the node's current view of the cluster.
 func (n *Node) Status() Status {
 	n.mu.Lock()
@@ -54,6 +58,9 @@ func (n *Node) Status() Status {
 	st := Status{Name: n.set.Name, Root: hexDigest(root), Registers: n.rep.Len(), InSync: true, Conflicts: n.rep.Conflicts(),
 		Rejected: n.rejected, AuthFailures: n.authFail, Syncs: n.syncs, Purged: n.purged, WaitingFor: n.waitingFor, Resyncing: n.resyncing,
 		Members: []MemberStatus{}}
+	if n.opts.View == nil || n.opts.Applier == nil {
+		st.WaitingFor = WaitingRegistryView
+	}
 	if !n.lastFull.IsZero() {
 		t := n.lastFull.UTC()
 		st.LastFullSync = &t

@@ -182,6 +182,7 @@ func (b backend) Metrics() []api.Metric {
 	}
 	add("trowfs_snapshot_last_write_timestamp_seconds", "When the last snapshot of the tree was written (0: never).", "gauge", float64(snap)/1e9)
 	add("trowfs_mounted_since_timestamp_seconds", "When the mount started.", "gauge", float64(s.started.UnixNano())/1e9)
+	ms = append(ms, s.peerMetrics()...)
 	return ms
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/trowfs/trowfs/api"
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/registry"
 	"github.com/trowfs/trowfs/statedir"
 	"github.com/trowfs/trowfs/tracker"
@@ -49,6 +50,7 @@ type Config struct {
 	Status func(string)
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
 	DrainTimeout time.Duration
+	PeerConfig
 }
 
 // ConfigError is a problem with what the operator asked for (exit code 2).
@@ -86,6 +88,7 @@ type Server struct {
 	stopOnce sync.Once
 	stopErr  error
 	lastSnap atomic.Int64 // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
+	peer     atomic.Pointer[peers.Node]
 }
 
 // Start validates cfg, loads and reconciles the tree, mounts, and starts the background work.
@@ -208,6 +211,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, &ConfigError{err}
 		}
 	}
+	if err := s.startPeers(); err != nil {
+		_ = s.Stop()
+		return nil, &ConfigError{err}
+	}
 	if cfg.ReadyFile != "" {
 		if err := os.WriteFile(cfg.ReadyFile, []byte(cfg.Mnt+"\n"), 0o644); err != nil {
 			log.Warn("could not write the ready file", "path", cfg.ReadyFile, "err", err)
@@ -258,6 +265,7 @@ func (s *Server) Stop() error {
 
 func (s *Server) stop() error {
 	s.log.Info("shutting down", "mountpoint", s.cfg.Mnt)
+	s.stopPeers() // first: pushes in flight finish through the mount, the state is written before the snapshot
 	if s.api != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.api.Shutdown(ctx)
@@ -350,6 +358,7 @@ func (s *Server) checkpoints(ctx context.Context) {
 
 // notify forwards tree changes to the registry model.
 func (s *Server) notify(ev tracker.Event) {
+	defer s.notifyPeers()
 	if s.redetect() {
 		return // the new registry model was loaded from the whole tree
 	}
@@ -434,6 +443,7 @@ func (s *Server) stateDoc(rel string) ([]byte, time.Time, error) {
 	reg := s.reg.Load()
 	if rel == "" {
 		doc.Mount = s.mountInfo()
+		doc.Peers = s.peerStatus()
 		if s.Layout() != registry.Plain {
 			r := reg.Report()
 			doc.Registry = &r
@@ -457,6 +467,7 @@ type stateDoc struct {
 	Mount      *mountInfo           `json:"mount,omitempty"`
 	Registry   *registry.Report     `json:"registry,omitempty"`
 	Repository *registry.RepoReport `json:"repository,omitempty"`
+	Peers      *peers.Status        `json:"peers,omitempty"`
 }
 
 type mountInfo struct {

@@ -37,6 +37,7 @@ type cli struct {
 	Mount   mountCmd   `cmd:"" help:"Mount DATA on MNT and keep its Merkle tree (no arguments: a generated demo registry)."`
 	Verify  verifyCmd  `cmd:"" help:"Check a data directory offline against its snapshot and its registry layout."`
 	State   stateCmd   `cmd:"" help:"Print the .state of a directory of a mounted trowfs."`
+	Peers   peersCmd   `cmd:"" help:"Print the peers of a mounted trowfs as a table (from --listen or MNT/.state)."`
 	Demo    demoCmd    `cmd:"" help:"Generate a small demo registry (Trow's files-only layout) into DIR."`
 	Version versionCmd `cmd:"" help:"Print the version."`
 }

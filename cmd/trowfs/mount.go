@@ -39,6 +39,7 @@ type mountCmd struct {
 	NonEmpty           bool          `name:"nonempty" help:"Mount even if MNT is not empty (its contents are hidden while mounted); without it a non-empty MNT exits 2."`
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
+	peerFlags          `embed:""`
 
 	execFlags
 }
@@ -75,6 +76,10 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 			return err
 		}
 	}
+	pc, err := m.peerFlags.config()
+	if err != nil {
+		return err
+	}
 	sd := newNotifier(log)
 	sd.startup()
 	defer sd.endLoop()
@@ -92,7 +97,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
 		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
-		Status: sd.status,
+		Status: sd.status, PeerConfig: pc,
 	})
 	if err != nil {
 		sd.status("failed: " + err.Error())

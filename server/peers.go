@@ -1,0 +1,133 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"os"
+
+	"github.com/trowfs/trowfs/api"
+	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/statedir"
+)
+
+// PeerConfig turns peers on (docs/peers.md). Peers nil: off, nothing changes.
+type PeerConfig struct {
+	Peers *peers.Settings // validated --peer-* and --registry-* flags
+	// PeerView reads the local registry (the registry model's catalog) and PeerApplier makes the
+	// local registry hold what the peers agreed on (package peers/oci). While either is nil the
+	// node runs, gossips and syncs its state, applies nothing and says in its status what it
+	// waits for.
+	PeerView    peers.ViewSource
+	PeerApplier peers.Applier
+}
+
+// peerStateName is the peer state's file in DATA/.trowfs.
+const peerStateName = "peers.state"
+
+// startPeers starts the peer node once the mount serves.
+func (s *Server) startPeers() error {
+	if s.cfg.Peers == nil {
+		return nil
+	}
+	sd, err := s.t.StateDir()
+	if err != nil {
+		return err
+	}
+	if s.cfg.PeerView == nil || s.cfg.PeerApplier == nil {
+		s.log.Warn("peers are on but this build has no registry view or applier wired: the node syncs its state and applies nothing", "waiting_for", peers.WaitingRegistryView)
+	}
+	n, err := peers.Start(peers.Options{Settings: *s.cfg.Peers, View: s.cfg.PeerView, Applier: s.cfg.PeerApplier,
+		Store: stateDirStore{sd}, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	s.peer.Store(n)
+	return nil
+}
+
+// stopPeers leaves the cluster and writes the peer state while DATA/.trowfs is still open.
+func (s *Server) stopPeers() {
+	if n := s.peer.Swap(nil); n != nil {
+		if err := n.Stop(); err != nil {
+			s.log.Warn("writing the peer state at shutdown failed", "err", err)
+		}
+	}
+}
+
+// notifyPeers tells the node that the registry model may have changed (it debounces).
+func (s *Server) notifyPeers() {
+	if n := s.peer.Load(); n != nil {
+		n.Notify()
+	}
+}
+
+// peerStatus is the root .state's "peers" object; nil when peers are off.
+func (s *Server) peerStatus() *peers.Status {
+	n := s.peer.Load()
+	if n == nil {
+		return nil
+	}
+	st := n.Status()
+	return &st
+}
+
+// Peers answers GET /v1/peers.
+func (b backend) Peers() (any, bool) {
+	st := b.s.peerStatus()
+	return st, st != nil
+}
+
+var _ api.PeersBackend = backend{}
+
+// peerMetrics are the trowfs_peer_* metrics; they exist (at zero) when peers are off.
+func (s *Server) peerMetrics() []api.Metric {
+	var st peers.Status
+	on := 0.0
+	if p := s.peerStatus(); p != nil {
+		st, on = *p, 1
+	}
+	live, inSync, waiting := 0.0, 0.0, 0.0
+	for _, m := range st.Members {
+		if m.State == "alive" {
+			live++
+		}
+	}
+	if on == 1 && st.InSync {
+		inSync = 1
+	}
+	if st.WaitingFor != "" {
+		waiting = 1
+	}
+	g, c := api.TypeGauge, api.TypeCounter
+	return []api.Metric{
+		{Name: "trowfs_peer_enabled", Help: "1 when this mount runs a peer node.", Type: g, Value: on},
+		{Name: "trowfs_peer_members", Help: "Other nodes alive in the cluster.", Type: g, Value: live},
+		{Name: "trowfs_peer_in_sync", Help: "1 when every live member's root equals this node's.", Type: g, Value: inSync},
+		{Name: "trowfs_peer_waiting", Help: "1 while the node waits for something (see waiting_for in .state).", Type: g, Value: waiting},
+		{Name: "trowfs_peer_registers", Help: "Registers of the replicated state, tombstones included.", Type: g, Value: float64(st.Registers)},
+		{Name: "trowfs_peer_conflicts_total", Help: "Concurrent tag writes met in merges.", Type: c, Value: float64(st.Conflicts)},
+		{Name: "trowfs_peer_rejected_total", Help: "Peer answers rejected because they did not match the peer's own tree.", Type: c, Value: float64(st.Rejected)},
+		{Name: "trowfs_peer_auth_failures_total", Help: "Data-plane requests refused for a missing, bad, stale or replayed MAC.", Type: c, Value: float64(st.AuthFailures)},
+		{Name: "trowfs_peer_syncs_total", Help: "Comparisons run with peers.", Type: c, Value: float64(st.Syncs)},
+		{Name: "trowfs_peer_tombstones_purged_total", Help: "Tombstones purged after every member had them and the grace period passed.", Type: c, Value: float64(st.Purged)},
+		{Name: "trowfs_peer_bytes_total", Help: "Data-plane bytes exchanged with peers.", Type: c, Value: float64(st.BytesIn), Labels: map[string]string{"direction": "in"}},
+		{Name: "trowfs_peer_bytes_total", Help: "Data-plane bytes exchanged with peers.", Type: c, Value: float64(st.BytesOut), Labels: map[string]string{"direction": "out"}},
+	}
+}
+
+// stateDirStore keeps the peer state in DATA/.trowfs without following links (package statedir).
+type stateDirStore struct{ d *statedir.Dir }
+
+func (st stateDirStore) Load() ([]byte, error) {
+	f, err := st.d.OpenRead(peerStateName)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, os.ErrNotExist
+		}
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 1<<30))
+}
+
+func (st stateDirStore) Save(b []byte) error { return st.d.WriteFile(peerStateName, b) }
