@@ -7,6 +7,7 @@ import (
 
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/peers"
+	"github.com/trowfs/trowfs/peers/oci"
 	"github.com/trowfs/trowfs/statedir"
 )
 
@@ -21,8 +22,12 @@ type PeerConfig struct {
 	PeerApplier peers.Applier
 }
 
-// peerStateName is the peer state's file in DATA/.trowfs.
-const peerStateName = "peers.state"
+// peerStateName is the peer state's file in DATA/.trowfs; peerAppliedName what the applier last
+// saw replicated into the local registry (so a delete made while this node was down still reaches it).
+const (
+	peerStateName   = "peers.state"
+	peerAppliedName = "peers.applied"
+)
 
 // startPeers starts the peer node once the mount serves.
 func (s *Server) startPeers() error {
@@ -33,11 +38,22 @@ func (s *Server) startPeers() error {
 	if err != nil {
 		return err
 	}
-	if s.cfg.PeerView == nil || s.cfg.PeerApplier == nil {
-		s.log.Warn("peers are on but this build has no registry view or applier wired: the node syncs its state and applies nothing", "waiting_for", peers.WaitingRegistryView)
+	view, applier := s.cfg.PeerView, s.cfg.PeerApplier
+	if view == nil {
+		// What the local registry holds, from the registry model trowfs keeps anyway (it follows
+		// the model when layout detection replaces it).
+		view = oci.NewViewSourceFunc(s.RegistryModel)
 	}
-	n, err := peers.Start(peers.Options{Settings: *s.cfg.Peers, View: s.cfg.PeerView, Applier: s.cfg.PeerApplier,
-		Store: stateDirStore{sd}, Logger: s.log})
+	if applier == nil {
+		ap, err := oci.New(oci.Options{LocalURL: s.cfg.Peers.RegistryURL, Local: view,
+			Store: stateDirStore{sd, peerAppliedName}, Logger: s.log.With("peers", "apply")})
+		if err != nil {
+			return err
+		}
+		applier = ap
+	}
+	n, err := peers.Start(peers.Options{Settings: *s.cfg.Peers, View: view, Applier: applier,
+		Store: stateDirStore{sd, peerStateName}, Logger: s.log})
 	if err != nil {
 		return err
 	}
@@ -116,10 +132,13 @@ func (s *Server) peerMetrics() []api.Metric {
 }
 
 // stateDirStore keeps the peer state in DATA/.trowfs without following links (package statedir).
-type stateDirStore struct{ d *statedir.Dir }
+type stateDirStore struct {
+	d    *statedir.Dir
+	name string
+}
 
 func (st stateDirStore) Load() ([]byte, error) {
-	f, err := st.d.OpenRead(peerStateName)
+	f, err := st.d.OpenRead(st.name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, os.ErrNotExist
@@ -130,4 +149,4 @@ func (st stateDirStore) Load() ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, 1<<30))
 }
 
-func (st stateDirStore) Save(b []byte) error { return st.d.WriteFile(peerStateName, b) }
+func (st stateDirStore) Save(b []byte) error { return st.d.WriteFile(st.name, b) }

@@ -1,6 +1,8 @@
 package oci
 
 import (
+	"errors"
+
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/crdt"
 	"github.com/trowfs/trowfs/registry"
@@ -13,6 +15,9 @@ type catalogSource interface {
 
 type viewSource struct{ r func() catalogSource }
 
+// errNoModel: the registry model is not loaded (yet); the node observes nothing meanwhile.
+var errNoModel = errors.New("the registry model is not loaded yet")
+
 // NewViewSource returns the local registry's content, read from trowfs's registry model (no disk
 // scan, no registry request), as the replicated View.
 func NewViewSource(r *registry.Registry) peers.ViewSource {
@@ -21,7 +26,7 @@ func NewViewSource(r *registry.Registry) peers.ViewSource {
 
 // NewViewSourceFunc is NewViewSource over whichever model model returns at each View (the server
 // replaces its model when it detects the layout: pass Server.RegistryModel). A nil model is an
-// empty registry.
+// error, never an empty registry: observed, an empty View would delete everything everywhere.
 func NewViewSourceFunc(model func() *registry.Registry) peers.ViewSource {
 	return viewSource{func() catalogSource {
 		if m := model(); m != nil {
@@ -35,7 +40,7 @@ func NewViewSourceFunc(model func() *registry.Registry) peers.ViewSource {
 func (v viewSource) View() (crdt.View, error) {
 	c := v.r()
 	if c == nil {
-		return crdt.View{}, nil
+		return nil, errNoModel
 	}
 	return ToView(c.Catalog()), nil
 }

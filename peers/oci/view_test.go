@@ -21,7 +21,9 @@ func TestToViewConvertsCatalog(t *testing.T) {
 	if got := ToView(c); !reflect.DeepEqual(got, want) {
 		t.Fatalf("ToView = %v", got)
 	}
-	if v, err := NewViewSourceFunc(func() *registry.Registry { return nil }).View(); err != nil || len(v) != 0 {
-		t.Fatalf("nil model: %v, %v", v, err)
+	// No model yet is an error, never an empty registry, which the node would observe as the
+	// deletion of everything.
+	if v, err := NewViewSourceFunc(func() *registry.Registry { return nil }).View(); err == nil || v != nil {
+		t.Fatalf("nil model: %v, %v (want an error)", v, err)
 	}
 }
