@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -380,7 +381,7 @@ func (r *round) valid(v crdt.View, which string) crdt.View {
 	}
 	for _, repo := range sortedKeys(v) {
 		rp := v[repo]
-		if _, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...); err != nil || strings.HasPrefix(repo, ".") {
+		if _, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...); err != nil || !repoNameRE.MatchString(repo) {
 			skip("repository " + repo)
 			continue
 		}
@@ -404,6 +405,11 @@ func (r *round) valid(v crdt.View, which string) crdt.View {
 	}
 	return out
 }
+
+// repoNameRE is the distribution reference grammar for a repository path (go-containerregistry
+// checks only the characters, so "org/../app" or "org//app" would pass it and reach the registry,
+// which cleans such a path into another repository or refuses it every round).
+var repoNameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
 
 // once runs f once per key in a round; concurrent callers wait for the first.
 func (r *round) once(key string, f func() error) error {

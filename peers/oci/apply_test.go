@@ -625,3 +625,38 @@ func TestApplySurvivesSourceDyingMidTransfer(t *testing.T) {
 		t.Fatalf("dying source: %+v", st)
 	}
 }
+
+// TestApplySkipsRepositoryNamesOutsideTheReferenceGrammar: repository names that go-containerregistry
+// accepts but the distribution reference grammar does not ("..", empty or "." path components,
+// separators at the ends) are skipped like any other name the API cannot carry: no request (a
+// registry would clean "org/../app" into another repository, or answer NAME_INVALID every round).
+func TestApplySkipsRepositoryNamesOutsideTheReferenceGrammar(t *testing.T) {
+	rt := &counter{rt: http.DefaultTransport, n: map[string]int{}}
+	ap, err := oci.New(oci.Options{LocalURL: "http://127.0.0.1:1", Local: emptyView{}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := "sha256:" + strings.Repeat("a", 64)
+	bad := []string{"org/../app", "org//app", "org/./app", "org/app/", "org/app-", "-org/app", "org/a___b", "org/..", "a" + strings.Repeat("/b", 200)}
+	live := crdt.View{}
+	for _, repo := range bad {
+		live[repo] = crdt.Repo{Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{"t": d}}
+	}
+	res, err := ap.ApplyResult(context.Background(), live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Skipped) != len(bad) {
+		t.Fatalf("skipped %v, want the %d names %v", res.Skipped, len(bad), bad)
+	}
+	if n := rt.reset(); len(n) != 0 {
+		t.Fatalf("requests sent: %v", n)
+	}
+	// Names the grammar allows are not skipped.
+	for _, repo := range []string{"org/a__b", "org/a.b-c", "a/b/c/d", "x-----y"} {
+		res, _ := ap.ApplyResult(context.Background(), crdt.View{repo: {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}, nil)
+		if len(res.Skipped) != 0 {
+			t.Errorf("%s skipped: %v", repo, res.Skipped)
+		}
+	}
+}
