@@ -76,9 +76,15 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	}
 	defer unix.Close(parentFd)
+	// The healed file takes the mode and owner of the file it replaces (or, for a missing file,
+	// 0644 and the directory's owner): the registry may run as another user than trowfs.
 	var st unix.Stat_t
 	switch err := unix.Fstatat(parentFd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case errors.Is(err, unix.ENOENT):
+		if err := unix.Fstat(parentFd, &st); err != nil {
+			return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+		}
+		st.Mode = unix.S_IFREG | 0o644
 	case err != nil:
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
@@ -99,7 +105,7 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				r.failed(src, err)
 				break
 			}
-			err = sp.install(parentFd, base)
+			err = sp.install(parentFd, base, st.Mode&0o7777, int(st.Uid), int(st.Gid))
 			if err != nil {
 				return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 			}
@@ -120,13 +126,25 @@ type healTemp struct {
 	name  string
 }
 
-// install fsyncs the copy, renames it over parentFd/base and fsyncs that directory.
-func (h *healTemp) install(parentFd int, base string) error {
+// install gives the copy mode and owner uid:gid, fsyncs it, renames it over parentFd/base and
+// fsyncs that directory.
+func (h *healTemp) install(parentFd int, base string, mode uint32, uid, gid int) error {
 	defer unix.Close(h.dirFd)
 	defer h.f.Close()
-	if err := h.f.Sync(); err != nil {
+	fail := func(err error) error {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
 		return err
+	}
+	if err := unix.Fchmod(int(h.f.Fd()), mode); err != nil {
+		return fail(fmt.Errorf("set the healed copy's mode: %w", err))
+	}
+	if uid != os.Geteuid() || gid != os.Getegid() {
+		if err := unix.Fchown(int(h.f.Fd()), uid, gid); err != nil {
+			return fail(fmt.Errorf("give the healed copy the owner %d:%d of the file it replaces: %w", uid, gid, err))
+		}
+	}
+	if err := h.f.Sync(); err != nil {
+		return fail(err)
 	}
 	if err := unix.Renameat(h.dirFd, h.name, parentFd, base); err != nil {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -133,6 +134,61 @@ func TestHealDoesNotFollowPlantedSymlinks(t *testing.T) {
 			}
 			if got, _ := os.ReadFile(victim); string(got) != "precious" {
 				t.Fatalf("outside file changed: %q", got)
+			}
+		})
+	}
+}
+
+// TestHealKeepsTheFilesModeAndOwner: the healed file has the mode and owner of the file it
+// replaces (the registry often runs as another user than trowfs: a 0600 root-owned blob would be
+// unreadable to it), and a missing file gets the directory's owner and mode 0644.
+func TestHealKeepsTheFilesModeAndOwner(t *testing.T) {
+	a, d, good := healSetup(t)
+	root := os.Geteuid() == 0
+	for _, c := range []string{"rotten", "missing"} {
+		t.Run(c, func(t *testing.T) {
+			data := t.TempDir()
+			rel := blobRel(d)
+			p := filepath.Join(data, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			uid, gid := os.Geteuid(), os.Getegid()
+			if root {
+				uid, gid = 4321, 4322
+				if err := os.Chown(filepath.Dir(p), uid, gid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c == "rotten" {
+				if err := os.WriteFile(p, []byte("rotten"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(p, 0o640)
+				if root {
+					if err := os.Chown(p, uid, gid); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			_, err := newHealer(t).Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)),
+				Repos: []string{"org/app"}}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := os.FileMode(0o640)
+			if c == "missing" {
+				want = 0o644
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("healed file mode %v, want %v", fi.Mode().Perm(), want)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != gid {
+				t.Errorf("healed file owned by %d:%d, want %d:%d", st.Uid, st.Gid, uid, gid)
 			}
 		})
 	}
