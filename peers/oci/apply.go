@@ -317,20 +317,34 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	next := newSynced() // what is replicated and present after this round
 	for _, repo := range sortedKeys(localView) {
 		have, want := localView[repo], live[repo]
-		for _, tag := range sortedKeys(have.Tags) {
-			if _, ok := want.Tags[tag]; ok {
-				continue
-			}
-			if d := have.Tags[tag]; d != "" && prev.tag(repo, tag) == d && !r.delete(repo, tag, false) {
-				next.addTag(repo, tag, d) // still there: try again later
-			}
-		}
+		// A manifest a tag still points at is kept: a live tag needs it, and a local tag live does
+		// not know (a push not observed yet) would be deleted with it (distribution deletes the
+		// tags of a manifest deleted by digest).
 		targets := map[string]bool{}
 		for _, d := range want.Tags {
 			targets[d] = true
 		}
+		for _, tag := range sortedKeys(have.Tags) {
+			d := have.Tags[tag]
+			if _, ok := want.Tags[tag]; ok {
+				continue
+			}
+			if d != "" && prev.tag(repo, tag) == d {
+				if r.delete(repo, tag, false) {
+					continue
+				}
+				next.addTag(repo, tag, d) // still there: try again later
+			}
+			targets[d] = true
+		}
 		for _, d := range sortedKeys(have.Manifests) {
-			if _, ok := want.Manifests[d]; ok || targets[d] {
+			if _, ok := want.Manifests[d]; ok {
+				continue
+			}
+			if targets[d] {
+				if prev.manifest(repo, d) {
+					next.addManifest(repo, d) // deleted once no tag points at it
+				}
 				continue
 			}
 			if prev.manifest(repo, d) && !r.delete(repo, d, true) {

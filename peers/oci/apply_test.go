@@ -660,3 +660,53 @@ func TestApplySkipsRepositoryNamesOutsideTheReferenceGrammar(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyKeepsAManifestAnUnobservedLocalTagPointsAt: a manifest deleted elsewhere is kept while
+// a tag of the local registry that live does not know (a push the node has not observed) points
+// at it: distribution deletes every tag of a manifest deleted by digest, so deleting it would
+// lose that push.
+func TestApplyKeepsAManifestAnUnobservedLocalTagPointsAt(t *testing.T) {
+	f := newFixture(t, "")
+	tags := pushRandom(t, f.a, "org/app", 2)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	// A local push of tag "fresh" onto t1's manifest, not yet observed.
+	d1 := tags["t1"].String()
+	ref, _ := name.NewTag(f.b.Addr+"/org/app:t1", name.Insecure)
+	desc, err := remote.Get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := name.NewTag(f.b.Addr+"/org/app:fresh", name.Insecure)
+	if err := remote.Put(fresh, desc); err != nil {
+		t.Fatal(err)
+	}
+	// Elsewhere: t1 and its manifest deleted.
+	rp := live["org/app"]
+	delete(rp.Tags, "t1")
+	delete(rp.Manifests, d1)
+	res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := viewOf(t, f.b.Dir)["org/app"]
+	if got.Tags["fresh"] != d1 {
+		t.Fatalf("the unobserved local tag went with the deleted manifest: tags %v, result %+v", got.Tags, res)
+	}
+	if _, ok := got.Manifests[d1]; !ok {
+		t.Fatalf("manifest %s deleted while a local tag points at it", d1)
+	}
+	if _, ok := got.Tags["t1"]; ok || res.DeletedTags != 1 {
+		t.Fatalf("tag t1 not deleted: %v, %+v", got.Tags, res)
+	}
+	// Once the local tag is gone too, the next round deletes the manifest.
+	if err := remote.Delete(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.ap.ApplyResult(context.Background(), live, srcs); err != nil || res.DeletedManifests != 1 {
+		t.Fatalf("manifest not deleted once unreferenced: %+v, %v", res, err)
+	}
+}
