@@ -52,8 +52,14 @@ type Options struct {
 	// failure; defaults 1s and 1 min). RefusedRetry is how long a delete the local registry refused
 	// waits before it is tried again (default 10 min).
 	BackoffStart, BackoffMax, RefusedRetry time.Duration
-	Logger                                 *slog.Logger
-	Now                                    func() time.Time
+	// StallTimeout and MinRate bound a slow registry request: a request is abandoned (a failure of
+	// that source) when a StallTimeout window passes without its response headers, or with fewer
+	// than MinRate bytes per second of its body (defaults 30 s and 1 KiB/s). The node gives Apply
+	// no deadline: without this a hung or slowloris peer would stall every round.
+	StallTimeout time.Duration
+	MinRate      int64
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 // Result counts what one Apply did.
@@ -99,9 +105,10 @@ type Stats struct {
 // Applier makes the local registry hold a replicated View. It implements peers.Applier. Apply calls
 // are serialised; Stats may be called at any time.
 type Applier struct {
-	o   Options
-	log *slog.Logger
-	rt  http.RoundTripper
+	o      Options
+	log    *slog.Logger
+	rt     http.RoundTripper // uploads, manifest PUTs and DELETEs to the local registry
+	readRT http.RoundTripper // every GET and HEAD: rt, abandoning stalled requests
 
 	// applyMu serialises Apply.
 	applyMu sync.Mutex
@@ -147,6 +154,12 @@ func New(o Options) (*Applier, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 30 * time.Second
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = 1 << 10
+	}
 	a := &Applier{o: o, log: o.Logger, rt: o.Transport, sources: map[string]*SourceStats{}, refused: map[string]refusal{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -154,6 +167,9 @@ func New(o Options) (*Applier, error) {
 	if a.rt == nil {
 		a.rt = http.DefaultTransport
 	}
+	// Reads (GETs and HEADs, from sources and the local registry) are abandoned when they stall;
+	// uploads are not (a large blob's response comes only once its body is sent).
+	a.readRT = &stallTransport{rt: a.rt, d: o.StallTimeout, min: max(1, o.MinRate*int64(o.StallTimeout)/int64(time.Second))}
 	return a, nil
 }
 
@@ -232,7 +248,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	if err != nil {
 		return Result{}, fmt.Errorf("oci: reading the local registry's view: %w", err)
 	}
-	local, _ := newEndpoint("local", a.o.LocalURL, a.rt)
+	local, _ := newEndpoint("local", a.o.LocalURL, a.readRT)
 	pusher, err := remote.NewPusher(remote.WithTransport(a.rt), remote.WithContext(ctx),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
 	if err != nil {
@@ -241,7 +257,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}, blobSem: make(chan struct{}, a.o.Jobs)}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
-		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
+		ep, err := newEndpoint(s.Name, s.RegistryURL, a.readRT)
 		if err != nil {
 			a.sourceFailed(s.Name, err, false)
 			continue

@@ -710,3 +710,67 @@ func TestApplyKeepsAManifestAnUnobservedLocalTagPointsAt(t *testing.T) {
 		t.Fatalf("manifest not deleted once unreferenced: %+v, %v", res, err)
 	}
 }
+
+// stalling is a proxy in front of a registry that, for manifest GETs ("silent") or blob GETs
+// ("trickle"), sends nothing or a byte every 50 ms: a hung or slowloris peer.
+func stalling(t *testing.T, target *regtest.Registry, mode string) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case mode == "silent" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/"):
+			<-r.Context().Done()
+		case mode == "trickle" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/"):
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, r)
+			b := rec.Body.Bytes()
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.WriteHeader(rec.Code)
+			for _, c := range b {
+				w.Write([]byte{c})
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		default:
+			p.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestApplyAbandonsStalledSources: a source that never answers, or trickles a blob a byte at a
+// time, is abandoned after StallTimeout, counted as a failure and backed off; the round finishes
+// with the content from the next source instead of hanging (the node passes no deadline).
+func TestApplyAbandonsStalledSources(t *testing.T) {
+	for _, mode := range []string{"silent", "trickle"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, "")
+			pushRandom(t, f.a, "org/app", 1)
+			live := viewOf(t, f.a.Dir)
+			ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, Transport: f.rt,
+				TempDir: t.TempDir(), MemLimit: 2048, BackoffStart: time.Minute, StallTimeout: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := stalling(t, f.a, mode)
+			srcs := []peers.Source{{Name: "stalled", RegistryURL: s.URL}, {Name: "a", RegistryURL: f.a.URL()}}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			err = ap.Apply(ctx, live, srcs)
+			if el := time.Since(start); err != nil || el > 10*time.Second {
+				t.Fatalf("Apply past a stalled source: %v after %v", err, el)
+			}
+			assertServesSame(t, f.a, f.b, live)
+			st := ap.Stats().Sources["stalled"]
+			if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) || !strings.Contains(st.LastError, "stalled") {
+				t.Fatalf("stalled source: %+v", st)
+			}
+		})
+	}
+}

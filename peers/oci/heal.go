@@ -59,7 +59,7 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 	r := &round{a: a, ctx: ctx, flights: map[string]*flight{}}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
-		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
+		ep, err := newEndpoint(s.Name, s.RegistryURL, a.readRT)
 		if err != nil {
 			a.sourceFailed(s.Name, err, false)
 			continue
