@@ -570,6 +570,10 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 		var errs []string
 		for _, src := range srcs {
 			sp, err := src.getBlob(r.ctx, repo, desc, r.a.o.MemLimit, r.a.o.TempDir)
+			var de *DescriptorError
+			if errors.As(err, &de) {
+				return fmt.Errorf("blob %s@%s from %s: %w", repo, desc.Digest, src.name, err) // every source would serve the same
+			}
 			if err != nil {
 				errs = append(errs, src.name+": "+err.Error())
 				r.failed(src, err)
@@ -964,7 +968,6 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 	if err := want.Validate(); err != nil {
 		return nil, err
 	}
-	v := want.Algorithm().Hash()
 	sp := &spool{}
 	var w io.Writer
 	var buf bytes.Buffer
@@ -977,25 +980,63 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 		}
 		sp.f, w = f, f
 	}
-	limit := size + 1
-	if size < 0 {
-		limit = 1 << 62
-	}
-	n, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(r, limit))
+	n, err := copyVerified(w, r, want, size)
 	if err != nil {
 		sp.close()
 		return nil, err
 	}
-	if size >= 0 && n != size {
-		sp.close()
-		return nil, &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
-	}
-	if got := digest.NewDigest(want.Algorithm(), v); got != want {
-		sp.close()
-		return nil, &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
-	}
 	sp.size, sp.mem = n, buf.Bytes()
 	return sp, nil
+}
+
+// sizeSlack is how far past a descriptor's size a blob is still read (hashed, not kept) to tell a
+// descriptor that lies about the size from a source that serves too much.
+const sizeSlack = 64 << 20
+
+// copyVerified copies r to w (at most size+1 bytes when size is known) and fails unless the size
+// and digest match. When the size differs but the bytes (up to sizeSlack past the size) hash to
+// the digest, the source served the real blob and the descriptor is wrong: a *DescriptorError.
+func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size int64) (int64, error) {
+	h := want.Algorithm().Hash()
+	limit := int64(1 << 62)
+	if size >= 0 {
+		limit = size + 1
+	}
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
+	if err != nil {
+		return n, err
+	}
+	if size >= 0 && n != size {
+		total := n
+		if n > size {
+			m, err := io.Copy(h, io.LimitReader(r, sizeSlack))
+			if err != nil || m == sizeSlack {
+				total = -1 // not the whole blob: cannot tell
+			} else {
+				total += m
+			}
+		}
+		if total >= 0 && digest.NewDigest(want.Algorithm(), h) == want {
+			return n, &DescriptorError{Digest: want.String(), Size: size, Actual: total}
+		}
+		return n, &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
+	}
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+		return n, &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
+	}
+	return n, nil
+}
+
+// DescriptorError is a descriptor whose size is not its blob's: the manifest that holds it is
+// wrong, not the source that served the blob, so no source is blamed and the manifest is not
+// applied.
+type DescriptorError struct {
+	Digest       string
+	Size, Actual int64
+}
+
+func (e *DescriptorError) Error() string {
+	return fmt.Sprintf("blob %s: the descriptor's size is %d but the blob (digest verified) is %d bytes: the manifest is refused", e.Digest, e.Size, e.Actual)
 }
 
 func checkStatus(resp *http.Response, what string) error {

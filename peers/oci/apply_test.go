@@ -23,6 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/trowfs/trowfs/integration/regtest"
 	"github.com/trowfs/trowfs/peers"
@@ -770,6 +771,67 @@ func TestApplyAbandonsStalledSources(t *testing.T) {
 			st := ap.Stats().Sources["stalled"]
 			if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) || !strings.Contains(st.LastError, "stalled") {
 				t.Fatalf("stalled source: %+v", st)
+			}
+		})
+	}
+}
+
+// putLyingManifest pushes to reg an image manifest whose layer descriptor has the right digest but
+// the size off by delta, and returns its digest.
+func putLyingManifest(t *testing.T, reg *regtest.Registry, repo string, delta int64) string {
+	t.Helper()
+	repoRef, _ := name.NewRepository(reg.Addr+"/"+repo, name.Insecure)
+	var descs []string
+	for _, body := range []string{`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`, strings.Repeat("layer bytes ", 300)} {
+		l := static.NewLayer([]byte(body), "application/octet-stream")
+		if err := remote.WriteLayer(repoRef, l); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := l.Digest()
+		descs = append(descs, fmt.Sprintf(`{"mediaType":"application/octet-stream","digest":%q,"size":%d}`, d.String(), len(body)))
+	}
+	var size int
+	fmt.Sscanf(descs[1][strings.LastIndex(descs[1], `"size":`)+7:], "%d", &size)
+	descs[1] = descs[1][:strings.LastIndex(descs[1], `"size":`)] + fmt.Sprintf(`"size":%d}`, int64(size)+delta)
+	m := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":` +
+		strings.Replace(descs[0], "application/octet-stream", "application/vnd.oci.image.config.v1+json", 1) + `,"layers":[` + descs[1] + `]}`
+	sum := sha256.Sum256([]byte(m))
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	req, _ := http.NewRequest(http.MethodPut, reg.URL()+"/v2/"+repo+"/manifests/"+d, strings.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT lying manifest: %s %s", resp.Status, b)
+	}
+	return d
+}
+
+// TestApplyDoesNotBlameSourcesForADescriptorsWrongSize: a manifest (digest-verified, so as its
+// author wrote it) whose layer descriptor has the right digest but a wrong size fails with a clear
+// error, and the honest source that served the real blob is neither counted as lying nor backed
+// off (else one bad manifest in live would cut every node off from every honest peer).
+func TestApplyDoesNotBlameSourcesForADescriptorsWrongSize(t *testing.T) {
+	for _, delta := range []int64{-10, 10, 1 << 20} {
+		t.Run(fmt.Sprint(delta), func(t *testing.T) {
+			f := newFixture(t, "")
+			d := putLyingManifest(t, f.a, "org/bad", delta)
+			live := crdt.View{"org/bad": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}
+			srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+			err := f.ap.Apply(context.Background(), live, srcs)
+			if err == nil || !strings.Contains(err.Error(), "size") {
+				t.Fatalf("Apply of a manifest with a wrong layer size: %v", err)
+			}
+			st := f.ap.Stats().Sources["a"]
+			if st.Rejected != 0 || !st.BackoffUntil.IsZero() {
+				t.Fatalf("the honest source was blamed: %+v", st)
+			}
+			if n := assertBlobFilesMatchNames(t, f.b.Dir); n != 1 { // the config only
+				t.Errorf("B holds %d blobs", n)
 			}
 		})
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"strings"
@@ -101,6 +100,10 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				if errors.As(err, &nf) {
 					continue // try the next repository
 				}
+				var de *DescriptorError
+				if errors.As(err, &de) {
+					return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // the request's size is wrong, not the source
+				}
 				errs = append(errs, src.name+": "+err.Error())
 				r.failed(src, err)
 				break
@@ -192,31 +195,10 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 	if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
-	if err := copyVerified(f, resp.Body, desc.Digest, desc.Size); err != nil {
+	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size); err != nil {
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
-}
-
-// copyVerified copies r to w (at most size+1 bytes when size is known) and fails unless the size
-// and digest match.
-func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size int64) error {
-	h := want.Algorithm().Hash()
-	limit := int64(1 << 62)
-	if size >= 0 {
-		limit = size + 1
-	}
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
-	if err != nil {
-		return err
-	}
-	if size >= 0 && n != size {
-		return &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
-	}
-	if got := digest.NewDigest(want.Algorithm(), h); got != want {
-		return &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
-	}
-	return nil
 }
 
 // openParentBeneath opens rel's parent directory (O_PATH) beneath dirFd without following any

@@ -193,3 +193,31 @@ func TestHealKeepsTheFilesModeAndOwner(t *testing.T) {
 		})
 	}
 }
+
+// TestHealWithAWrongSizeBlamesNoSource: a request whose Size is not the blob's fails with a
+// *DescriptorError, leaves the file alone and does not back off the source that served the real
+// blob.
+func TestHealWithAWrongSizeBlamesNoSource(t *testing.T) {
+	a, d, good := healSetup(t)
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("rotten"), 0o644)
+	ap := newHealer(t)
+	_, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)) - 1,
+		Repos: []string{"org/app"}}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+	var de *oci.DescriptorError
+	if !errors.As(err, &de) || de.Actual != int64(len(good)) {
+		t.Fatalf("Heal with a wrong size: %v", err)
+	}
+	if st := ap.Stats().Sources["a"]; st.Rejected != 0 || !st.BackoffUntil.IsZero() {
+		t.Fatalf("the source was blamed: %+v", st)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "rotten" {
+		t.Fatalf("file changed: %q", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
