@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/crdt"
@@ -565,6 +566,11 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 		if ok {
 			return nil
 		}
+		if desc.Size > r.a.o.MemLimit {
+			if err := checkFree(r.a.o.TempDir, desc.Size); err != nil {
+				return fmt.Errorf("blob %s@%s: %w", repo, desc.Digest, err) // no source is to blame
+			}
+		}
 		srcs := r.usable()
 		sort.SliceStable(srcs, func(i, j int) bool { return srcs[i] == first && srcs[j] != first })
 		var errs []string
@@ -987,6 +993,22 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 	}
 	sp.size, sp.mem = n, buf.Bytes()
 	return sp, nil
+}
+
+// checkFree fails when the file system of dir (os.TempDir() when "") has fewer than size bytes
+// free: a blob declared larger could never be spooled, and fetching it would fill the disk first.
+func checkFree(dir string, size int64) error {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return err
+	}
+	if free := int64(fs.Bavail) * int64(fs.Bsize); fs.Bavail < 1<<62/uint64(max(fs.Bsize, 1)) && size > free {
+		return fmt.Errorf("declared %d bytes, more than the %d free in %s: not fetched", size, free, dir)
+	}
+	return nil
 }
 
 // sizeSlack is how far past a descriptor's size a blob is still read (hashed, not kept) to tell a

@@ -836,3 +836,59 @@ func TestApplyDoesNotBlameSourcesForADescriptorsWrongSize(t *testing.T) {
 		})
 	}
 }
+
+// endless is a source whose GETs of blob only stream zeros without end (about 64 MB/s at most),
+// counting the bytes sent.
+func endless(t *testing.T, target *regtest.Registry, only string, sent *atomicInt) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+only) {
+			p.ServeHTTP(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		buf := make([]byte, 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			sent.add(int64(len(buf)))
+			time.Sleep(time.Millisecond)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+type atomicInt struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *atomicInt) add(n int64) { a.mu.Lock(); a.n += n; a.mu.Unlock() }
+func (a *atomicInt) get() int64  { a.mu.Lock(); defer a.mu.Unlock(); return a.n }
+
+// TestApplyRefusesABlobLargerThanTheFreeSpace: a descriptor declaring 2^62 bytes is refused before
+// any byte is fetched (it could never be spooled), instead of letting a source stream into the
+// temporary directory until the disk is full.
+func TestApplyRefusesABlobLargerThanTheFreeSpace(t *testing.T) {
+	f := newFixture(t, "")
+	d := putLyingManifest(t, f.a, "org/huge", 1<<62-3600)
+	var sent atomicInt
+	layer, _ := static.NewLayer([]byte(strings.Repeat("layer bytes ", 300)), "").Digest() // putLyingManifest's
+	s := endless(t, f.a, layer.String(), &sent)
+	live := crdt.View{"org/huge": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := f.ap.Apply(ctx, live, []peers.Source{{Name: "endless", RegistryURL: s.URL}})
+	if err == nil || !strings.Contains(err.Error(), "free") || ctx.Err() != nil {
+		t.Fatalf("Apply of a 2^62-byte blob: %v (ctx %v)", err, ctx.Err())
+	}
+	if n := sent.get(); n != 0 {
+		t.Fatalf("%d bytes fetched for a blob that cannot fit", n)
+	}
+	if st := f.ap.Stats().Sources["endless"]; st.Rejected != 0 || st.Failures != 0 {
+		t.Fatalf("source blamed for the manifest's size: %+v", st)
+	}
+}
