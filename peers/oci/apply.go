@@ -63,6 +63,10 @@ type Options struct {
 	Now          func() time.Time
 }
 
+// MaxDepth is the deepest chain of manifests applied: an index holding an index holding ... an
+// image, or referrers of referrers through their subject (an image below one index is depth 2).
+const MaxDepth = 8
+
 // Result counts what one Apply did.
 type Result struct {
 	Manifests        int              // manifests pushed (by digest)
@@ -299,7 +303,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := r.ensureManifest(j.repo, j.d); err != nil {
+			if _, err := r.ensureManifest(j.repo, j.d, 0); err != nil {
 				fmu.Lock()
 				failed[j.repo+"@"+j.d] = err
 				fmu.Unlock()
@@ -460,7 +464,14 @@ func (r *round) once(key string, f func() error) error {
 
 // ensureManifest makes the local repo hold manifest d and everything it references; it returns the
 // verified bytes when it had to fetch them (nil when the local registry already had d).
-func (r *round) ensureManifest(repo, d string) ([]byte, error) {
+//
+// depth is how many manifests (indexes, or referrers through their subject) lead to d; past
+// MaxDepth d is refused: each level keeps its verified bytes (up to 4 MiB) while its children are
+// applied, so an unbounded chain from a hostile peer would be unbounded memory.
+func (r *round) ensureManifest(repo, d string, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, fmt.Errorf("manifest %s@%s: nested deeper than %d manifests: refused", repo, d, MaxDepth)
+	}
 	var raw []byte
 	err := r.once("m\x00"+repo+"@"+d, func() error {
 		ok, err := r.local.has(r.ctx, repo, "manifests", d)
@@ -486,7 +497,7 @@ func (r *round) ensureManifest(repo, d string) ([]byte, error) {
 					}
 					continue
 				}
-				if _, err := r.ensureManifest(repo, c.Digest.String()); err != nil {
+				if _, err := r.ensureManifest(repo, c.Digest.String(), depth+1); err != nil {
 					return fmt.Errorf("child %s: %w", c.Digest, err)
 				}
 			}
@@ -495,7 +506,7 @@ func (r *round) ensureManifest(repo, d string) ([]byte, error) {
 		}
 		if m.Subject != nil {
 			// Best effort: a registry may accept a referrer whose subject is absent.
-			if _, err := r.ensureManifest(repo, m.Subject.Digest.String()); err != nil {
+			if _, err := r.ensureManifest(repo, m.Subject.Digest.String(), depth+1); err != nil {
 				r.a.log.Debug("peers: subject not applied", "repo", repo, "subject", m.Subject.Digest, "err", err)
 			}
 		}
@@ -621,7 +632,7 @@ func (r *round) upload(repo string, desc registry.Descriptor, sp *spool) error {
 
 // setTag points repo:tag at d (already present locally).
 func (r *round) setTag(repo, tag, d string) error {
-	b, err := r.ensureManifest(repo, d)
+	b, err := r.ensureManifest(repo, d, 0)
 	if err != nil {
 		return err
 	}

@@ -892,3 +892,61 @@ func TestApplyRefusesABlobLargerThanTheFreeSpace(t *testing.T) {
 		t.Fatalf("source blamed for the manifest's size: %+v", st)
 	}
 }
+
+// putNestedIndexes pushes an image and n indexes above it, each holding the previous one, and
+// returns the top index's digest.
+func putNestedIndexes(t *testing.T, reg *regtest.Registry, repo string, n int) string {
+	t.Helper()
+	img, _ := random.Image(100, 1)
+	d, _ := img.Digest()
+	ref, _ := name.NewDigest(reg.Addr+"/"+repo+"@"+d.String(), name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.RawManifest()
+	child := fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d}`, d.String(), len(raw))
+	var top string
+	for range n {
+		m := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + child + `]}`
+		sum := sha256.Sum256([]byte(m))
+		top = "sha256:" + hex.EncodeToString(sum[:])
+		req, _ := http.NewRequest(http.MethodPut, reg.URL()+"/v2/"+repo+"/manifests/"+top, strings.NewReader(m))
+		req.Header.Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT index: %s", resp.Status)
+		}
+		child = fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.index.v1+json","digest":%q,"size":%d}`, top, len(m))
+	}
+	return top
+}
+
+// TestApplyBoundsIndexNesting: indexes nested deeper than MaxDepth fail with a clear error and
+// push nothing (each level holds up to 4 MiB while its children are applied, so an unbounded
+// chain from a hostile peer is unbounded memory); a nesting within the bound applies.
+func TestApplyBoundsIndexNesting(t *testing.T) {
+	f := newFixture(t, "")
+	deep := putNestedIndexes(t, f.a, "org/deep", 50)
+	ok := putNestedIndexes(t, f.a, "org/ok", 3)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	live := crdt.View{"org/deep": {Manifests: map[string]struct{}{deep: {}}, Tags: map[string]string{}}}
+	err := f.ap.Apply(context.Background(), live, srcs)
+	if err == nil || !strings.Contains(err.Error(), "nested") {
+		t.Fatalf("Apply of indexes nested 50 deep: %v", err)
+	}
+	if v := viewOf(t, f.b.Dir); len(v) != 0 {
+		t.Fatalf("B holds %v", v)
+	}
+	if st := f.ap.Stats().Sources["a"]; st.Rejected != 0 || !st.BackoffUntil.IsZero() {
+		t.Fatalf("the source was blamed: %+v", st)
+	}
+	live = crdt.View{"org/ok": {Manifests: map[string]struct{}{ok: {}}, Tags: map[string]string{"v": ok}}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+}
