@@ -546,20 +546,33 @@ func (r *round) fetchManifest(repo, d string) ([]byte, *endpoint, error) {
 
 // ensureBlobs makes the local repo hold every blob of descs, at most Jobs transfers at once in the
 // round (blobs reference nothing, so the bound cannot deadlock).
+// A slot is taken before its goroutine starts, so a manifest of tens of thousands of descriptors
+// costs Jobs goroutines, not one per descriptor.
 func (r *round) ensureBlobs(repo string, descs []registry.Descriptor, first *endpoint) error {
 	errs := make([]error, len(descs))
+	type key struct {
+		d    digest.Digest
+		size int64
+		mt   string
+	}
+	seen := make(map[key]bool, len(descs))
 	var wg sync.WaitGroup
 	for i, d := range descs {
+		k := key{d.Digest, d.Size, d.MediaType}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		select {
+		case r.blobSem <- struct{}{}:
+		case <-r.ctx.Done():
+			errs[i] = r.ctx.Err()
+			wg.Wait()
+			return errors.Join(errs...)
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			select {
-			case r.blobSem <- struct{}{}:
-			case <-r.ctx.Done():
-				errs[i] = r.ctx.Err()
-				return
-			}
-			defer func() { <-r.blobSem }()
+			defer func() { <-r.blobSem; wg.Done() }()
 			errs[i] = r.ensureBlob(repo, d, first)
 		}()
 	}

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -949,4 +950,71 @@ func TestApplyBoundsIndexNesting(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertServesSame(t, f.a, f.b, live)
+}
+
+// goroutinePeak is a transport that records the most goroutines seen at any request.
+type goroutinePeak struct {
+	rt   http.RoundTripper
+	mu   sync.Mutex
+	peak int
+}
+
+func (g *goroutinePeak) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := runtime.NumGoroutine()
+	g.mu.Lock()
+	g.peak = max(g.peak, n)
+	g.mu.Unlock()
+	return g.rt.RoundTrip(req)
+}
+
+// TestApplyManyLayersKeepsGoroutinesBounded: an image of 20000 layer descriptors (a 4 MiB manifest
+// holds about 40000) applies with a bounded number of goroutines, not one per descriptor.
+func TestApplyManyLayersKeepsGoroutinesBounded(t *testing.T) {
+	f := newFixture(t, "")
+	repoRef, _ := name.NewRepository(f.a.Addr+"/org/wide", name.Insecure)
+	cfg := static.NewLayer([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`), "")
+	layer := static.NewLayer([]byte("one small layer"), "")
+	for _, l := range []v1.Layer{cfg, layer} {
+		if err := remote.WriteLayer(repoRef, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cd, _ := cfg.Digest()
+	cs, _ := cfg.Size()
+	ld, _ := layer.Digest()
+	ls, _ := layer.Size()
+	var layers []string
+	for i := range 20000 { // distinct descriptors (media types) of one blob
+		layers = append(layers, fmt.Sprintf(`{"mediaType":"application/vnd.example.layer.%d","digest":%q,"size":%d}`, i, ld, ls))
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[%s]}`,
+		cd, cs, strings.Join(layers, ","))
+	sum := sha256.Sum256([]byte(m))
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	req, _ := http.NewRequest(http.MethodPut, f.a.URL()+"/v2/org/wide/manifests/"+d, strings.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %s", resp.Status)
+	}
+	g := &goroutinePeak{rt: http.DefaultTransport}
+	ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, Transport: g, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	live := crdt.View{"org/wide": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{"v": d}}}
+	if err := ap.Apply(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := rawManifest(t, f.b, "org/wide", d); string(got) != m {
+		t.Fatal("B does not serve the manifest")
+	}
+	if g.peak-base > 500 {
+		t.Fatalf("%d goroutines above the %d at start for one manifest's layers", g.peak-base, base)
+	}
 }
