@@ -90,6 +90,11 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 		return "", fmt.Errorf("oci: heal %s: not a regular file: refusing to replace it", req.RelPath)
 	}
 
+	if req.Size > 0 {
+		if err := checkFree(req.DataDir, req.Size); err != nil {
+			return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // no source is to blame
+		}
+	}
 	desc := registry.Descriptor{Digest: req.Digest, Size: req.Size}
 	var errs []string
 	for _, src := range r.usable() {

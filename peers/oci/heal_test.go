@@ -6,8 +6,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -219,5 +221,30 @@ func TestHealWithAWrongSizeBlamesNoSource(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// TestHealRefusesASizeLargerThanDATAsFreeSpace: a heal of a blob declared larger than DATA's free
+// space fetches nothing (a source streaming it would fill the registry's disk first).
+func TestHealRefusesASizeLargerThanDATAsFreeSpace(t *testing.T) {
+	a, d, _ := healSetup(t)
+	var sent atomicInt
+	s := endless(t, a, d.String(), &sent)
+	data := t.TempDir()
+	rel := blobRel(d)
+	os.MkdirAll(filepath.Dir(filepath.Join(data, filepath.FromSlash(rel))), 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ap := newHealer(t)
+	_, err := ap.Heal(ctx, oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: 1 << 62,
+		Repos: []string{"org/app"}}, []peers.Source{{Name: "endless", RegistryURL: s.URL}})
+	if err == nil || !strings.Contains(err.Error(), "free") || ctx.Err() != nil {
+		t.Fatalf("Heal of a 2^62-byte blob: %v (ctx %v)", err, ctx.Err())
+	}
+	if n := sent.get(); n != 0 {
+		t.Fatalf("%d bytes fetched", n)
+	}
+	if st := ap.Stats().Sources["endless"]; st.Rejected != 0 || st.Failures != 0 {
+		t.Fatalf("source blamed: %+v", st)
 	}
 }
