@@ -1018,3 +1018,27 @@ func TestApplyManyLayersKeepsGoroutinesBounded(t *testing.T) {
 		t.Fatalf("%d goroutines above the %d at start for one manifest's layers", g.peak-base, base)
 	}
 }
+
+// TestApplyRestoresAManifestWhoseBlobFileWentMissing: a manifest of the local registry whose blob
+// file is gone (its revision link left behind) is not served, so it is applied again.
+func TestApplyRestoresAManifestWhoseBlobFileWentMissing(t *testing.T) {
+	f := newFixture(t, "")
+	tags := pushRandom(t, f.a, "org/app", 1)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	d := tags["t0"]
+	if err := os.Remove(filepath.Join(f.b.Dir, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := rawManifest(t, f.b, "org/app", d.String()); code == http.StatusOK {
+		t.Fatal("B still serves the manifest")
+	}
+	res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+	if err != nil || res.Manifests != 1 {
+		t.Fatalf("second Apply: %+v, %v", res, err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+}
