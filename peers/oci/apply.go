@@ -88,6 +88,8 @@ type SourceStats struct {
 	Failures      uint64    `json:"failures"`       // transport or HTTP failures
 	BackoffUntil  time.Time `json:"backoff_until"`  // skipped until then
 	LastError     string    `json:"last_error,omitempty"`
+
+	backoff time.Duration // the last back-off, doubled at the next failure
 }
 
 // Stats are the Applier's counters since start.
@@ -765,15 +767,20 @@ func (a *Applier) sourceFailed(name string, err error, mismatch bool) {
 		st.Failures++
 	}
 	st.LastError = err.Error()
-	// Back off from the current length: doubling, from BackoffStart to BackoffMax.
+	// Back off twice as long as the last time, from BackoffStart to BackoffMax (a source that
+	// ran BackoffMax without failing starts again from BackoffStart: content that did match does
+	// not reset it, a liar may serve some right). Failures of requests already in flight while
+	// backed off do not lengthen it again.
 	now := a.o.Now()
+	if now.Before(st.BackoffUntil) {
+		return
+	}
 	wait := a.o.BackoffStart
-	if !st.BackoffUntil.IsZero() {
-		if prev := st.BackoffUntil.Sub(now); prev > 0 {
-			wait = 2 * prev
-		}
+	if st.backoff > 0 && now.Sub(st.BackoffUntil) < a.o.BackoffMax {
+		wait = 2 * st.backoff
 	}
 	wait = min(wait, a.o.BackoffMax)
+	st.backoff = wait
 	st.BackoffUntil = now.Add(wait)
 	a.log.Warn("peers: source failed; backing off", "source", name, "err", err, "for", wait, "mismatch", mismatch)
 }

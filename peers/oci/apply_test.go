@@ -1042,3 +1042,42 @@ func TestApplyRestoresAManifestWhoseBlobFileWentMissing(t *testing.T) {
 	}
 	assertServesSame(t, f.a, f.b, live)
 }
+
+// TestApplyBackoffDoublesForARepeatLiar: a source that lies again each time its back-off ends is
+// backed off twice as long each time (1 s, 2 s, 4 s ...), not BackoffStart again; after BackoffMax
+// without a failure it starts from BackoffStart.
+func TestApplyBackoffDoublesForARepeatLiar(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 1)
+	live := viewOf(t, f.a.Dir)
+	bad := liar(t, f.a, "flip", nil)
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, TempDir: t.TempDir(), MemLimit: 2048,
+		Jobs: 1, BackoffStart: time.Second, BackoffMax: time.Minute, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := []peers.Source{{Name: "liar", RegistryURL: bad.URL}}
+	var got []time.Duration
+	for range 4 {
+		ap.Apply(context.Background(), live, srcs)
+		st := ap.Stats().Sources["liar"]
+		got = append(got, st.BackoffUntil.Sub(clock()))
+		mu.Lock()
+		now = st.BackoffUntil.Add(time.Millisecond)
+		mu.Unlock()
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("back-offs %v, want %v", got, want)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	ap.Apply(context.Background(), live, srcs)
+	if d := ap.Stats().Sources["liar"].BackoffUntil.Sub(clock()); d != time.Second {
+		t.Fatalf("back-off after a quiet BackoffMax: %v, want 1s", d)
+	}
+}
