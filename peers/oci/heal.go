@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -177,6 +178,7 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 	if err != nil {
 		return nil, fmt.Errorf("open %s beneath DATA: %w", stateDirName, err)
 	}
+	removeStaleTemps(dirFd)
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := "heal." + hex.EncodeToString(rnd[:]) + ".tmp"
@@ -204,6 +206,34 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
+}
+
+// staleTempAge is how old a heal's temporary file must be to be taken for one left by a crash.
+const staleTempAge = 24 * time.Hour
+
+// removeStaleTemps removes the heal temporary files (regular files named heal.*.tmp) in dirFd
+// older than staleTempAge: a crash mid-heal would otherwise leave a blob-sized file in DATA for
+// ever. Errors are ignored: this is housekeeping.
+func removeStaleTemps(dirFd int) {
+	fd, err := unix.Dup(dirFd)
+	if err != nil {
+		return
+	}
+	d := os.NewFile(uintptr(fd), stateDirName)
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	for _, n := range names {
+		if !strings.HasPrefix(n, "heal.") || !strings.HasSuffix(n, ".tmp") {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstatat(dirFd, n, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		if time.Since(time.Unix(st.Mtim.Unix())) > staleTempAge {
+			_ = unix.Unlinkat(dirFd, n, 0)
+		}
+	}
 }
 
 // openParentBeneath opens rel's parent directory (O_PATH) beneath dirFd without following any

@@ -248,3 +248,34 @@ func TestHealRefusesASizeLargerThanDATAsFreeSpace(t *testing.T) {
 		t.Fatalf("source blamed: %+v", st)
 	}
 }
+
+// TestHealRemovesStaleTempFiles: a heal's temporary file left in DATA/.trowfs by a crash (older
+// than a day) is removed by the next heal instead of taking the registry's disk forever; a recent
+// one (a heal still running) and other files are left.
+func TestHealRemovesStaleTempFiles(t *testing.T) {
+	a, d, good := healSetup(t)
+	data := t.TempDir()
+	rel := blobRel(d)
+	os.MkdirAll(filepath.Dir(filepath.Join(data, filepath.FromSlash(rel))), 0o755)
+	st := filepath.Join(data, ".trowfs")
+	os.MkdirAll(st, 0o700)
+	old, recent, other := filepath.Join(st, "heal.00aa.tmp"), filepath.Join(st, "heal.00bb.tmp"), filepath.Join(st, "state")
+	for _, p := range []string{old, recent, other} {
+		os.WriteFile(p, []byte("x"), 0o600)
+	}
+	long := time.Now().Add(-25 * time.Hour)
+	os.Chtimes(old, long, long)
+	os.Chtimes(other, long, long)
+	if _, err := newHealer(t).Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: int64(len(good)),
+		Repos: []string{"org/app"}}, []peers.Source{{Name: "a", RegistryURL: a.URL()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(old); !os.IsNotExist(err) {
+		t.Errorf("stale temporary file left: %v", err)
+	}
+	for _, p := range []string{recent, other} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+}
