@@ -1017,7 +1017,7 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 		}
 		sp.f, w = f, f
 	}
-	n, err := copyVerified(w, r, want, size)
+	n, err := copyVerified(w, r, want, size, 1<<62)
 	if err != nil {
 		sp.close()
 		return nil, err
@@ -1046,18 +1046,21 @@ func checkFree(dir string, size int64) error {
 // descriptor that lies about the size from a source that serves too much.
 const sizeSlack = 64 << 20
 
-// copyVerified copies r to w (at most size+1 bytes when size is known) and fails unless the size
-// and digest match. When the size differs but the bytes (up to sizeSlack past the size) hash to
+// copyVerified copies r to w (at most size+1 bytes when size is known, else at most maxUnknown)
+// and fails unless the size and digest match. When the size differs but the bytes (up to sizeSlack past the size) hash to
 // the digest, the source served the real blob and the descriptor is wrong: a *DescriptorError.
-func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size int64) (int64, error) {
+func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size, maxUnknown int64) (int64, error) {
 	h := want.Algorithm().Hash()
-	limit := int64(1 << 62)
+	limit := maxUnknown
 	if size >= 0 {
 		limit = size + 1
 	}
 	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
 	if err != nil {
 		return n, err
+	}
+	if size < 0 && n == maxUnknown {
+		return n, fmt.Errorf("blob %s of unknown size: more than %d bytes served: abandoned", want, maxUnknown)
 	}
 	if size >= 0 && n != size {
 		total := n

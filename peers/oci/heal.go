@@ -202,7 +202,17 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 	if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
-	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size); err != nil {
+	// A blob of unknown size may take at most half of DATA's free space: a source streaming
+	// without end must not fill the registry's disk.
+	maxUnknown := int64(1 << 62)
+	if desc.Size < 0 {
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(dirFd, &fs); err != nil {
+			return fail(err)
+		}
+		maxUnknown = max(1, int64(fs.Bavail)*int64(fs.Bsize)/2)
+	}
+	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil

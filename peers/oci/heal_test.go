@@ -279,3 +279,35 @@ func TestHealRemovesStaleTempFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestHealOfUnknownSizeCannotFillDATA: a heal with Size -1 reads at most half of DATA's free space,
+// so a source streaming without end fails the heal instead of filling the registry's disk (DATA
+// here is a 16 MiB tmpfs; root only).
+func TestHealOfUnknownSizeCannotFillDATA(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	a, d, _ := healSetup(t)
+	var sent atomicInt
+	s := endless(t, a, d.String(), &sent)
+	data := t.TempDir()
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(data, 0) })
+	rel := blobRel(d)
+	os.MkdirAll(filepath.Dir(filepath.Join(data, filepath.FromSlash(rel))), 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ap := newHealer(t)
+	_, err := ap.Heal(ctx, oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+		Repos: []string{"org/app"}}, []peers.Source{{Name: "endless", RegistryURL: s.URL}})
+	if err == nil || strings.Contains(err.Error(), "no space") || ctx.Err() != nil {
+		t.Fatalf("Heal of an endless blob of unknown size: %v (ctx %v)", err, ctx.Err())
+	}
+	var fs syscall.Statfs_t
+	syscall.Statfs(data, &fs)
+	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 || fs.Bavail*uint64(fs.Bsize) < 7<<20 {
+		t.Fatalf("temporary files left %v, %d bytes free", left, fs.Bavail*uint64(fs.Bsize))
+	}
+}
