@@ -44,7 +44,8 @@ func (c Catalog) Repos() []string {
 // Catalog returns, per repository, the manifests and tags the registry
 // serves, from the model trowfs already keeps (it reads only the metadata
 // files changed since the last call, never rescans DATA, and parses no
-// manifest):
+// manifest; in the file layouts a manifest whose blob file is missing is
+// left out, with its tags: the registry cannot serve it):
 //   - trow-sqlite: the tag rows, and the manifests repo_blob_assoc
 //     associates with a repository; a manifest or tag target without a
 //     manifest row is not served and is left out.
@@ -86,7 +87,7 @@ func (r *Registry) Catalog() Catalog {
 				continue
 			}
 			tf, _ := e.meta.(*tagFile)
-			if tf == nil || tf.current == "" {
+			if tf == nil || tf.current == "" || r.blobs[""][tf.current] == nil {
 				continue
 			}
 			if _, byDigest := parseDigest(e.name); byDigest {
@@ -97,7 +98,7 @@ func (r *Registry) Catalog() Catalog {
 		}
 	case Distribution:
 		for _, e := range r.meta {
-			if e.kind == kDistRevision {
+			if e.kind == kDistRevision && r.blobs[""][e.dgst] != nil {
 				c.add(e.repo, e.dgst, "")
 			}
 		}
@@ -121,7 +122,7 @@ func (r *Registry) Catalog() Catalog {
 			}
 			repo := ociRepoName(e.store)
 			for _, desc := range idx.manifests {
-				if desc.MediaType != "" && !isManifestMediaType(desc.MediaType) {
+				if desc.MediaType != "" && !isManifestMediaType(desc.MediaType) || r.blobs[e.store][desc.Digest] == nil {
 					continue
 				}
 				c.add(repo, desc.Digest, desc.Annotations[refNameAnnotation])

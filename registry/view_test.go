@@ -2,6 +2,8 @@ package registry
 
 import (
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -105,5 +107,36 @@ func TestCatalogSQLite(t *testing.T) {
 	want["lib/multi"].Tags["one"] = s.c1.manifest.d
 	if got := r.Catalog(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after tag: Catalog = %v, want %v", got, want)
+	}
+}
+
+// TestCatalogLeavesOutManifestsWhoseBlobFileIsMissing: in the file layouts a manifest is served
+// from its blob file, so one whose file is gone (a link or tag file left behind) is not in the
+// catalog: else the node would announce it and its applier would never restore it.
+func TestCatalogLeavesOutManifestsWhoseBlobFileIsMissing(t *testing.T) {
+	for _, l := range []Layout{TrowFiles, Distribution, OCILayout} {
+		t.Run(l.String(), func(t *testing.T) {
+			root := t.TempDir()
+			w := newWriter(t, l, root)
+			rng := rand.New(rand.NewPCG(3, 4))
+			a, b := makeImage(rng, 1, false), makeImage(rng, 1, false)
+			push(w, "org/app", "v1", a)
+			push(w, "org/app", "v2", b)
+			if err := os.Remove(filepath.Join(root, filepath.FromSlash(w.blobPath(b.manifest.d, "org/app")))); err != nil {
+				t.Fatal(err)
+			}
+			r := newRegistry(t, l, root, Options{})
+			r.Reset(scan(t, l, root))
+			got := r.Catalog()["org/app"]
+			if _, ok := got.Manifests[b.manifest.d]; ok {
+				t.Fatalf("manifest with no blob file listed: %v", got)
+			}
+			if _, ok := got.Tags["v2"]; ok {
+				t.Fatalf("tag of a manifest with no blob file listed: %v", got.Tags)
+			}
+			if got.Tags["v1"] != a.manifest.d {
+				t.Fatalf("tags = %v", got.Tags)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/crdt"
@@ -51,9 +53,19 @@ type Options struct {
 	// failure; defaults 1s and 1 min). RefusedRetry is how long a delete the local registry refused
 	// waits before it is tried again (default 10 min).
 	BackoffStart, BackoffMax, RefusedRetry time.Duration
-	Logger                                 *slog.Logger
-	Now                                    func() time.Time
+	// StallTimeout and MinRate bound a slow registry request: a request is abandoned (a failure of
+	// that source) when a StallTimeout window passes without its response headers, or with fewer
+	// than MinRate bytes per second of its body (defaults 30 s and 1 KiB/s). The node gives Apply
+	// no deadline: without this a hung or slowloris peer would stall every round.
+	StallTimeout time.Duration
+	MinRate      int64
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
+
+// MaxDepth is the deepest chain of manifests applied: an index holding an index holding ... an
+// image, or referrers of referrers through their subject (an image below one index is depth 2).
+const MaxDepth = 8
 
 // Result counts what one Apply did.
 type Result struct {
@@ -76,6 +88,8 @@ type SourceStats struct {
 	Failures      uint64    `json:"failures"`       // transport or HTTP failures
 	BackoffUntil  time.Time `json:"backoff_until"`  // skipped until then
 	LastError     string    `json:"last_error,omitempty"`
+
+	backoff time.Duration // the last back-off, doubled at the next failure
 }
 
 // Stats are the Applier's counters since start.
@@ -98,9 +112,10 @@ type Stats struct {
 // Applier makes the local registry hold a replicated View. It implements peers.Applier. Apply calls
 // are serialised; Stats may be called at any time.
 type Applier struct {
-	o   Options
-	log *slog.Logger
-	rt  http.RoundTripper
+	o      Options
+	log    *slog.Logger
+	rt     http.RoundTripper // uploads, manifest PUTs and DELETEs to the local registry
+	readRT http.RoundTripper // every GET and HEAD: rt, abandoning stalled requests
 
 	// applyMu serialises Apply.
 	applyMu sync.Mutex
@@ -146,6 +161,12 @@ func New(o Options) (*Applier, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 30 * time.Second
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = 1 << 10
+	}
 	a := &Applier{o: o, log: o.Logger, rt: o.Transport, sources: map[string]*SourceStats{}, refused: map[string]refusal{}}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -153,6 +174,9 @@ func New(o Options) (*Applier, error) {
 	if a.rt == nil {
 		a.rt = http.DefaultTransport
 	}
+	// Reads (GETs and HEADs, from sources and the local registry) are abandoned when they stall;
+	// uploads are not (a large blob's response comes only once its body is sent).
+	a.readRT = &stallTransport{rt: a.rt, d: o.StallTimeout, min: max(1, o.MinRate*int64(o.StallTimeout)/int64(time.Second))}
 	return a, nil
 }
 
@@ -231,7 +255,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	if err != nil {
 		return Result{}, fmt.Errorf("oci: reading the local registry's view: %w", err)
 	}
-	local, _ := newEndpoint("local", a.o.LocalURL, a.rt)
+	local, _ := newEndpoint("local", a.o.LocalURL, a.readRT)
 	pusher, err := remote.NewPusher(remote.WithTransport(a.rt), remote.WithContext(ctx),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
 	if err != nil {
@@ -240,7 +264,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	r := &round{a: a, ctx: ctx, local: local, pusher: pusher, flights: map[string]*flight{}, blobSem: make(chan struct{}, a.o.Jobs)}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
-		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
+		ep, err := newEndpoint(s.Name, s.RegistryURL, a.readRT)
 		if err != nil {
 			a.sourceFailed(s.Name, err, false)
 			continue
@@ -281,7 +305,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := r.ensureManifest(j.repo, j.d); err != nil {
+			if _, err := r.ensureManifest(j.repo, j.d, 0); err != nil {
 				fmu.Lock()
 				failed[j.repo+"@"+j.d] = err
 				fmu.Unlock()
@@ -316,20 +340,34 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	next := newSynced() // what is replicated and present after this round
 	for _, repo := range sortedKeys(localView) {
 		have, want := localView[repo], live[repo]
-		for _, tag := range sortedKeys(have.Tags) {
-			if _, ok := want.Tags[tag]; ok {
-				continue
-			}
-			if d := have.Tags[tag]; d != "" && prev.tag(repo, tag) == d && !r.delete(repo, tag, false) {
-				next.addTag(repo, tag, d) // still there: try again later
-			}
-		}
+		// A manifest a tag still points at is kept: a live tag needs it, and a local tag live does
+		// not know (a push not observed yet) would be deleted with it (distribution deletes the
+		// tags of a manifest deleted by digest).
 		targets := map[string]bool{}
 		for _, d := range want.Tags {
 			targets[d] = true
 		}
+		for _, tag := range sortedKeys(have.Tags) {
+			d := have.Tags[tag]
+			if _, ok := want.Tags[tag]; ok {
+				continue
+			}
+			if d != "" && prev.tag(repo, tag) == d {
+				if r.delete(repo, tag, false) {
+					continue
+				}
+				next.addTag(repo, tag, d) // still there: try again later
+			}
+			targets[d] = true
+		}
 		for _, d := range sortedKeys(have.Manifests) {
-			if _, ok := want.Manifests[d]; ok || targets[d] {
+			if _, ok := want.Manifests[d]; ok {
+				continue
+			}
+			if targets[d] {
+				if prev.manifest(repo, d) {
+					next.addManifest(repo, d) // deleted once no tag points at it
+				}
 				continue
 			}
 			if prev.manifest(repo, d) && !r.delete(repo, d, true) {
@@ -380,7 +418,7 @@ func (r *round) valid(v crdt.View, which string) crdt.View {
 	}
 	for _, repo := range sortedKeys(v) {
 		rp := v[repo]
-		if _, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...); err != nil || strings.HasPrefix(repo, ".") {
+		if _, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...); err != nil || !repoNameRE.MatchString(repo) {
 			skip("repository " + repo)
 			continue
 		}
@@ -405,6 +443,11 @@ func (r *round) valid(v crdt.View, which string) crdt.View {
 	return out
 }
 
+// repoNameRE is the distribution reference grammar for a repository path (go-containerregistry
+// checks only the characters, so "org/../app" or "org//app" would pass it and reach the registry,
+// which cleans such a path into another repository or refuses it every round).
+var repoNameRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+
 // once runs f once per key in a round; concurrent callers wait for the first.
 func (r *round) once(key string, f func() error) error {
 	r.mu.Lock()
@@ -423,7 +466,14 @@ func (r *round) once(key string, f func() error) error {
 
 // ensureManifest makes the local repo hold manifest d and everything it references; it returns the
 // verified bytes when it had to fetch them (nil when the local registry already had d).
-func (r *round) ensureManifest(repo, d string) ([]byte, error) {
+//
+// depth is how many manifests (indexes, or referrers through their subject) lead to d; past
+// MaxDepth d is refused: each level keeps its verified bytes (up to 4 MiB) while its children are
+// applied, so an unbounded chain from a hostile peer would be unbounded memory.
+func (r *round) ensureManifest(repo, d string, depth int) ([]byte, error) {
+	if depth >= MaxDepth {
+		return nil, fmt.Errorf("manifest %s@%s: nested deeper than %d manifests: refused", repo, d, MaxDepth)
+	}
 	var raw []byte
 	err := r.once("m\x00"+repo+"@"+d, func() error {
 		ok, err := r.local.has(r.ctx, repo, "manifests", d)
@@ -449,7 +499,7 @@ func (r *round) ensureManifest(repo, d string) ([]byte, error) {
 					}
 					continue
 				}
-				if _, err := r.ensureManifest(repo, c.Digest.String()); err != nil {
+				if _, err := r.ensureManifest(repo, c.Digest.String(), depth+1); err != nil {
 					return fmt.Errorf("child %s: %w", c.Digest, err)
 				}
 			}
@@ -458,7 +508,7 @@ func (r *round) ensureManifest(repo, d string) ([]byte, error) {
 		}
 		if m.Subject != nil {
 			// Best effort: a registry may accept a referrer whose subject is absent.
-			if _, err := r.ensureManifest(repo, m.Subject.Digest.String()); err != nil {
+			if _, err := r.ensureManifest(repo, m.Subject.Digest.String(), depth+1); err != nil {
 				r.a.log.Debug("peers: subject not applied", "repo", repo, "subject", m.Subject.Digest, "err", err)
 			}
 		}
@@ -498,20 +548,33 @@ func (r *round) fetchManifest(repo, d string) ([]byte, *endpoint, error) {
 
 // ensureBlobs makes the local repo hold every blob of descs, at most Jobs transfers at once in the
 // round (blobs reference nothing, so the bound cannot deadlock).
+// A slot is taken before its goroutine starts, so a manifest of tens of thousands of descriptors
+// costs Jobs goroutines, not one per descriptor.
 func (r *round) ensureBlobs(repo string, descs []registry.Descriptor, first *endpoint) error {
 	errs := make([]error, len(descs))
+	type key struct {
+		d    digest.Digest
+		size int64
+		mt   string
+	}
+	seen := make(map[key]bool, len(descs))
 	var wg sync.WaitGroup
 	for i, d := range descs {
+		k := key{d.Digest, d.Size, d.MediaType}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		select {
+		case r.blobSem <- struct{}{}:
+		case <-r.ctx.Done():
+			errs[i] = r.ctx.Err()
+			wg.Wait()
+			return errors.Join(errs...)
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			select {
-			case r.blobSem <- struct{}{}:
-			case <-r.ctx.Done():
-				errs[i] = r.ctx.Err()
-				return
-			}
-			defer func() { <-r.blobSem }()
+			defer func() { <-r.blobSem; wg.Done() }()
 			errs[i] = r.ensureBlob(repo, d, first)
 		}()
 	}
@@ -529,11 +592,20 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 		if ok {
 			return nil
 		}
+		if desc.Size > r.a.o.MemLimit {
+			if err := checkFree(r.a.o.TempDir, desc.Size); err != nil {
+				return fmt.Errorf("blob %s@%s: %w", repo, desc.Digest, err) // no source is to blame
+			}
+		}
 		srcs := r.usable()
 		sort.SliceStable(srcs, func(i, j int) bool { return srcs[i] == first && srcs[j] != first })
 		var errs []string
 		for _, src := range srcs {
 			sp, err := src.getBlob(r.ctx, repo, desc, r.a.o.MemLimit, r.a.o.TempDir)
+			var de *DescriptorError
+			if errors.As(err, &de) {
+				return fmt.Errorf("blob %s@%s from %s: %w", repo, desc.Digest, src.name, err) // every source would serve the same
+			}
 			if err != nil {
 				errs = append(errs, src.name+": "+err.Error())
 				r.failed(src, err)
@@ -575,7 +647,7 @@ func (r *round) upload(repo string, desc registry.Descriptor, sp *spool) error {
 
 // setTag points repo:tag at d (already present locally).
 func (r *round) setTag(repo, tag, d string) error {
-	b, err := r.ensureManifest(repo, d)
+	b, err := r.ensureManifest(repo, d, 0)
 	if err != nil {
 		return err
 	}
@@ -695,15 +767,20 @@ func (a *Applier) sourceFailed(name string, err error, mismatch bool) {
 		st.Failures++
 	}
 	st.LastError = err.Error()
-	// Back off from the current length: doubling, from BackoffStart to BackoffMax.
+	// Back off twice as long as the last time, from BackoffStart to BackoffMax (a source that
+	// ran BackoffMax without failing starts again from BackoffStart: content that did match does
+	// not reset it, a liar may serve some right). Failures of requests already in flight while
+	// backed off do not lengthen it again.
 	now := a.o.Now()
+	if now.Before(st.BackoffUntil) {
+		return
+	}
 	wait := a.o.BackoffStart
-	if !st.BackoffUntil.IsZero() {
-		if prev := st.BackoffUntil.Sub(now); prev > 0 {
-			wait = 2 * prev
-		}
+	if st.backoff > 0 && now.Sub(st.BackoffUntil) < a.o.BackoffMax {
+		wait = 2 * st.backoff
 	}
 	wait = min(wait, a.o.BackoffMax)
+	st.backoff = wait
 	st.BackoffUntil = now.Add(wait)
 	a.log.Warn("peers: source failed; backing off", "source", name, "err", err, "for", wait, "mismatch", mismatch)
 }
@@ -928,7 +1005,6 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 	if err := want.Validate(); err != nil {
 		return nil, err
 	}
-	v := want.Algorithm().Hash()
 	sp := &spool{}
 	var w io.Writer
 	var buf bytes.Buffer
@@ -941,25 +1017,82 @@ func spoolVerified(r io.Reader, want digest.Digest, size, memLimit int64, dir st
 		}
 		sp.f, w = f, f
 	}
-	limit := size + 1
-	if size < 0 {
-		limit = 1 << 62
-	}
-	n, err := io.Copy(io.MultiWriter(w, v), io.LimitReader(r, limit))
+	n, err := copyVerified(w, r, want, size, 1<<62)
 	if err != nil {
 		sp.close()
 		return nil, err
 	}
-	if size >= 0 && n != size {
-		sp.close()
-		return nil, &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
-	}
-	if got := digest.NewDigest(want.Algorithm(), v); got != want {
-		sp.close()
-		return nil, &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
-	}
 	sp.size, sp.mem = n, buf.Bytes()
 	return sp, nil
+}
+
+// checkFree fails when the file system of dir (os.TempDir() when "") has fewer than size bytes
+// free: a blob declared larger could never be spooled, and fetching it would fill the disk first.
+func checkFree(dir string, size int64) error {
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return err
+	}
+	if free := int64(fs.Bavail) * int64(fs.Bsize); fs.Bavail < 1<<62/uint64(max(fs.Bsize, 1)) && size > free {
+		return fmt.Errorf("declared %d bytes, more than the %d free in %s: not fetched", size, free, dir)
+	}
+	return nil
+}
+
+// sizeSlack is how far past a descriptor's size a blob is still read (hashed, not kept) to tell a
+// descriptor that lies about the size from a source that serves too much.
+const sizeSlack = 64 << 20
+
+// copyVerified copies r to w (at most size+1 bytes when size is known, else at most maxUnknown)
+// and fails unless the size and digest match. When the size differs but the bytes (up to sizeSlack past the size) hash to
+// the digest, the source served the real blob and the descriptor is wrong: a *DescriptorError.
+func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size, maxUnknown int64) (int64, error) {
+	h := want.Algorithm().Hash()
+	limit := maxUnknown
+	if size >= 0 {
+		limit = size + 1
+	}
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
+	if err != nil {
+		return n, err
+	}
+	if size < 0 && n == maxUnknown {
+		return n, fmt.Errorf("blob %s of unknown size: more than %d bytes served: abandoned", want, maxUnknown)
+	}
+	if size >= 0 && n != size {
+		total := n
+		if n > size {
+			m, err := io.Copy(h, io.LimitReader(r, sizeSlack))
+			if err != nil || m == sizeSlack {
+				total = -1 // not the whole blob: cannot tell
+			} else {
+				total += m
+			}
+		}
+		if total >= 0 && digest.NewDigest(want.Algorithm(), h) == want {
+			return n, &DescriptorError{Digest: want.String(), Size: size, Actual: total}
+		}
+		return n, &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
+	}
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+		return n, &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
+	}
+	return n, nil
+}
+
+// DescriptorError is a descriptor whose size is not its blob's: the manifest that holds it is
+// wrong, not the source that served the blob, so no source is blamed and the manifest is not
+// applied.
+type DescriptorError struct {
+	Digest       string
+	Size, Actual int64
+}
+
+func (e *DescriptorError) Error() string {
+	return fmt.Sprintf("blob %s: the descriptor's size is %d but the blob (digest verified) is %d bytes: the manifest is refused", e.Digest, e.Size, e.Actual)
 }
 
 func checkStatus(resp *http.Response, what string) error {

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/trowfs/trowfs/integration/regtest"
 	"github.com/trowfs/trowfs/peers"
@@ -623,5 +625,459 @@ func TestApplySurvivesSourceDyingMidTransfer(t *testing.T) {
 	st := f.ap.Stats().Sources["dying"]
 	if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) {
 		t.Fatalf("dying source: %+v", st)
+	}
+}
+
+// TestApplySkipsRepositoryNamesOutsideTheReferenceGrammar: repository names that go-containerregistry
+// accepts but the distribution reference grammar does not ("..", empty or "." path components,
+// separators at the ends) are skipped like any other name the API cannot carry: no request (a
+// registry would clean "org/../app" into another repository, or answer NAME_INVALID every round).
+func TestApplySkipsRepositoryNamesOutsideTheReferenceGrammar(t *testing.T) {
+	rt := &counter{rt: http.DefaultTransport, n: map[string]int{}}
+	ap, err := oci.New(oci.Options{LocalURL: "http://127.0.0.1:1", Local: emptyView{}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := "sha256:" + strings.Repeat("a", 64)
+	bad := []string{"org/../app", "org//app", "org/./app", "org/app/", "org/app-", "-org/app", "org/a___b", "org/..", "a" + strings.Repeat("/b", 200)}
+	live := crdt.View{}
+	for _, repo := range bad {
+		live[repo] = crdt.Repo{Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{"t": d}}
+	}
+	res, err := ap.ApplyResult(context.Background(), live, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Skipped) != len(bad) {
+		t.Fatalf("skipped %v, want the %d names %v", res.Skipped, len(bad), bad)
+	}
+	if n := rt.reset(); len(n) != 0 {
+		t.Fatalf("requests sent: %v", n)
+	}
+	// Names the grammar allows are not skipped.
+	for _, repo := range []string{"org/a__b", "org/a.b-c", "a/b/c/d", "x-----y"} {
+		res, _ := ap.ApplyResult(context.Background(), crdt.View{repo: {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}, nil)
+		if len(res.Skipped) != 0 {
+			t.Errorf("%s skipped: %v", repo, res.Skipped)
+		}
+	}
+}
+
+// TestApplyKeepsAManifestAnUnobservedLocalTagPointsAt: a manifest deleted elsewhere is kept while
+// a tag of the local registry that live does not know (a push the node has not observed) points
+// at it: distribution deletes every tag of a manifest deleted by digest, so deleting it would
+// lose that push.
+func TestApplyKeepsAManifestAnUnobservedLocalTagPointsAt(t *testing.T) {
+	f := newFixture(t, "")
+	tags := pushRandom(t, f.a, "org/app", 2)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	// A local push of tag "fresh" onto t1's manifest, not yet observed.
+	d1 := tags["t1"].String()
+	ref, _ := name.NewTag(f.b.Addr+"/org/app:t1", name.Insecure)
+	desc, err := remote.Get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := name.NewTag(f.b.Addr+"/org/app:fresh", name.Insecure)
+	if err := remote.Put(fresh, desc); err != nil {
+		t.Fatal(err)
+	}
+	// Elsewhere: t1 and its manifest deleted.
+	rp := live["org/app"]
+	delete(rp.Tags, "t1")
+	delete(rp.Manifests, d1)
+	res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := viewOf(t, f.b.Dir)["org/app"]
+	if got.Tags["fresh"] != d1 {
+		t.Fatalf("the unobserved local tag went with the deleted manifest: tags %v, result %+v", got.Tags, res)
+	}
+	if _, ok := got.Manifests[d1]; !ok {
+		t.Fatalf("manifest %s deleted while a local tag points at it", d1)
+	}
+	if _, ok := got.Tags["t1"]; ok || res.DeletedTags != 1 {
+		t.Fatalf("tag t1 not deleted: %v, %+v", got.Tags, res)
+	}
+	// Once the local tag is gone too, the next round deletes the manifest.
+	if err := remote.Delete(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.ap.ApplyResult(context.Background(), live, srcs); err != nil || res.DeletedManifests != 1 {
+		t.Fatalf("manifest not deleted once unreferenced: %+v, %v", res, err)
+	}
+}
+
+// stalling is a proxy in front of a registry that, for manifest GETs ("silent") or blob GETs
+// ("trickle"), sends nothing or a byte every 50 ms: a hung or slowloris peer.
+func stalling(t *testing.T, target *regtest.Registry, mode string) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case mode == "silent" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/"):
+			<-r.Context().Done()
+		case mode == "trickle" && r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/"):
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, r)
+			b := rec.Body.Bytes()
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.WriteHeader(rec.Code)
+			for _, c := range b {
+				w.Write([]byte{c})
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		default:
+			p.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestApplyAbandonsStalledSources: a source that never answers, or trickles a blob a byte at a
+// time, is abandoned after StallTimeout, counted as a failure and backed off; the round finishes
+// with the content from the next source instead of hanging (the node passes no deadline).
+func TestApplyAbandonsStalledSources(t *testing.T) {
+	for _, mode := range []string{"silent", "trickle"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, "")
+			pushRandom(t, f.a, "org/app", 1)
+			live := viewOf(t, f.a.Dir)
+			ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, Transport: f.rt,
+				TempDir: t.TempDir(), MemLimit: 2048, BackoffStart: time.Minute, StallTimeout: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := stalling(t, f.a, mode)
+			srcs := []peers.Source{{Name: "stalled", RegistryURL: s.URL}, {Name: "a", RegistryURL: f.a.URL()}}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			start := time.Now()
+			err = ap.Apply(ctx, live, srcs)
+			if el := time.Since(start); err != nil || el > 10*time.Second {
+				t.Fatalf("Apply past a stalled source: %v after %v", err, el)
+			}
+			assertServesSame(t, f.a, f.b, live)
+			st := ap.Stats().Sources["stalled"]
+			if st.Failures == 0 || st.Rejected != 0 || !st.BackoffUntil.After(time.Now()) || !strings.Contains(st.LastError, "stalled") {
+				t.Fatalf("stalled source: %+v", st)
+			}
+		})
+	}
+}
+
+// putLyingManifest pushes to reg an image manifest whose layer descriptor has the right digest but
+// the size off by delta, and returns its digest.
+func putLyingManifest(t *testing.T, reg *regtest.Registry, repo string, delta int64) string {
+	t.Helper()
+	repoRef, _ := name.NewRepository(reg.Addr+"/"+repo, name.Insecure)
+	var descs []string
+	for _, body := range []string{`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`, strings.Repeat("layer bytes ", 300)} {
+		l := static.NewLayer([]byte(body), "application/octet-stream")
+		if err := remote.WriteLayer(repoRef, l); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := l.Digest()
+		descs = append(descs, fmt.Sprintf(`{"mediaType":"application/octet-stream","digest":%q,"size":%d}`, d.String(), len(body)))
+	}
+	var size int
+	fmt.Sscanf(descs[1][strings.LastIndex(descs[1], `"size":`)+7:], "%d", &size)
+	descs[1] = descs[1][:strings.LastIndex(descs[1], `"size":`)] + fmt.Sprintf(`"size":%d}`, int64(size)+delta)
+	m := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":` +
+		strings.Replace(descs[0], "application/octet-stream", "application/vnd.oci.image.config.v1+json", 1) + `,"layers":[` + descs[1] + `]}`
+	sum := sha256.Sum256([]byte(m))
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	req, _ := http.NewRequest(http.MethodPut, reg.URL()+"/v2/"+repo+"/manifests/"+d, strings.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT lying manifest: %s %s", resp.Status, b)
+	}
+	return d
+}
+
+// TestApplyDoesNotBlameSourcesForADescriptorsWrongSize: a manifest (digest-verified, so as its
+// author wrote it) whose layer descriptor has the right digest but a wrong size fails with a clear
+// error, and the honest source that served the real blob is neither counted as lying nor backed
+// off (else one bad manifest in live would cut every node off from every honest peer).
+func TestApplyDoesNotBlameSourcesForADescriptorsWrongSize(t *testing.T) {
+	for _, delta := range []int64{-10, 10, 1 << 20} {
+		t.Run(fmt.Sprint(delta), func(t *testing.T) {
+			f := newFixture(t, "")
+			d := putLyingManifest(t, f.a, "org/bad", delta)
+			live := crdt.View{"org/bad": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}
+			srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+			err := f.ap.Apply(context.Background(), live, srcs)
+			if err == nil || !strings.Contains(err.Error(), "size") {
+				t.Fatalf("Apply of a manifest with a wrong layer size: %v", err)
+			}
+			st := f.ap.Stats().Sources["a"]
+			if st.Rejected != 0 || !st.BackoffUntil.IsZero() {
+				t.Fatalf("the honest source was blamed: %+v", st)
+			}
+			if n := assertBlobFilesMatchNames(t, f.b.Dir); n != 1 { // the config only
+				t.Errorf("B holds %d blobs", n)
+			}
+		})
+	}
+}
+
+// endless is a source whose GETs of blob only stream zeros without end (about 64 MB/s at most),
+// counting the bytes sent.
+func endless(t *testing.T, target *regtest.Registry, only string, sent *atomicInt) *httptest.Server {
+	u, _ := url.Parse(target.URL())
+	p := httputil.NewSingleHostReverseProxy(u)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+only) {
+			p.ServeHTTP(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		buf := make([]byte, 64<<10)
+		for r.Context().Err() == nil {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			sent.add(int64(len(buf)))
+			time.Sleep(time.Millisecond)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+type atomicInt struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *atomicInt) add(n int64) { a.mu.Lock(); a.n += n; a.mu.Unlock() }
+func (a *atomicInt) get() int64  { a.mu.Lock(); defer a.mu.Unlock(); return a.n }
+
+// TestApplyRefusesABlobLargerThanTheFreeSpace: a descriptor declaring 2^62 bytes is refused before
+// any byte is fetched (it could never be spooled), instead of letting a source stream into the
+// temporary directory until the disk is full.
+func TestApplyRefusesABlobLargerThanTheFreeSpace(t *testing.T) {
+	f := newFixture(t, "")
+	d := putLyingManifest(t, f.a, "org/huge", 1<<62-3600)
+	var sent atomicInt
+	layer, _ := static.NewLayer([]byte(strings.Repeat("layer bytes ", 300)), "").Digest() // putLyingManifest's
+	s := endless(t, f.a, layer.String(), &sent)
+	live := crdt.View{"org/huge": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := f.ap.Apply(ctx, live, []peers.Source{{Name: "endless", RegistryURL: s.URL}})
+	if err == nil || !strings.Contains(err.Error(), "free") || ctx.Err() != nil {
+		t.Fatalf("Apply of a 2^62-byte blob: %v (ctx %v)", err, ctx.Err())
+	}
+	if n := sent.get(); n != 0 {
+		t.Fatalf("%d bytes fetched for a blob that cannot fit", n)
+	}
+	if st := f.ap.Stats().Sources["endless"]; st.Rejected != 0 || st.Failures != 0 {
+		t.Fatalf("source blamed for the manifest's size: %+v", st)
+	}
+}
+
+// putNestedIndexes pushes an image and n indexes above it, each holding the previous one, and
+// returns the top index's digest.
+func putNestedIndexes(t *testing.T, reg *regtest.Registry, repo string, n int) string {
+	t.Helper()
+	img, _ := random.Image(100, 1)
+	d, _ := img.Digest()
+	ref, _ := name.NewDigest(reg.Addr+"/"+repo+"@"+d.String(), name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.RawManifest()
+	child := fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d}`, d.String(), len(raw))
+	var top string
+	for range n {
+		m := `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[` + child + `]}`
+		sum := sha256.Sum256([]byte(m))
+		top = "sha256:" + hex.EncodeToString(sum[:])
+		req, _ := http.NewRequest(http.MethodPut, reg.URL()+"/v2/"+repo+"/manifests/"+top, strings.NewReader(m))
+		req.Header.Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT index: %s", resp.Status)
+		}
+		child = fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.index.v1+json","digest":%q,"size":%d}`, top, len(m))
+	}
+	return top
+}
+
+// TestApplyBoundsIndexNesting: indexes nested deeper than MaxDepth fail with a clear error and
+// push nothing (each level holds up to 4 MiB while its children are applied, so an unbounded
+// chain from a hostile peer is unbounded memory); a nesting within the bound applies.
+func TestApplyBoundsIndexNesting(t *testing.T) {
+	f := newFixture(t, "")
+	deep := putNestedIndexes(t, f.a, "org/deep", 50)
+	ok := putNestedIndexes(t, f.a, "org/ok", 3)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	live := crdt.View{"org/deep": {Manifests: map[string]struct{}{deep: {}}, Tags: map[string]string{}}}
+	err := f.ap.Apply(context.Background(), live, srcs)
+	if err == nil || !strings.Contains(err.Error(), "nested") {
+		t.Fatalf("Apply of indexes nested 50 deep: %v", err)
+	}
+	if v := viewOf(t, f.b.Dir); len(v) != 0 {
+		t.Fatalf("B holds %v", v)
+	}
+	if st := f.ap.Stats().Sources["a"]; st.Rejected != 0 || !st.BackoffUntil.IsZero() {
+		t.Fatalf("the source was blamed: %+v", st)
+	}
+	live = crdt.View{"org/ok": {Manifests: map[string]struct{}{ok: {}}, Tags: map[string]string{"v": ok}}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+}
+
+// goroutinePeak is a transport that records the most goroutines seen at any request.
+type goroutinePeak struct {
+	rt   http.RoundTripper
+	mu   sync.Mutex
+	peak int
+}
+
+func (g *goroutinePeak) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := runtime.NumGoroutine()
+	g.mu.Lock()
+	g.peak = max(g.peak, n)
+	g.mu.Unlock()
+	return g.rt.RoundTrip(req)
+}
+
+// TestApplyManyLayersKeepsGoroutinesBounded: an image of 20000 layer descriptors (a 4 MiB manifest
+// holds about 40000) applies with a bounded number of goroutines, not one per descriptor.
+func TestApplyManyLayersKeepsGoroutinesBounded(t *testing.T) {
+	f := newFixture(t, "")
+	repoRef, _ := name.NewRepository(f.a.Addr+"/org/wide", name.Insecure)
+	cfg := static.NewLayer([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`), "")
+	layer := static.NewLayer([]byte("one small layer"), "")
+	for _, l := range []v1.Layer{cfg, layer} {
+		if err := remote.WriteLayer(repoRef, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cd, _ := cfg.Digest()
+	cs, _ := cfg.Size()
+	ld, _ := layer.Digest()
+	ls, _ := layer.Size()
+	var layers []string
+	for i := range 20000 { // distinct descriptors (media types) of one blob
+		layers = append(layers, fmt.Sprintf(`{"mediaType":"application/vnd.example.layer.%d","digest":%q,"size":%d}`, i, ld, ls))
+	}
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[%s]}`,
+		cd, cs, strings.Join(layers, ","))
+	sum := sha256.Sum256([]byte(m))
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	req, _ := http.NewRequest(http.MethodPut, f.a.URL()+"/v2/org/wide/manifests/"+d, strings.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %s", resp.Status)
+	}
+	g := &goroutinePeak{rt: http.DefaultTransport}
+	ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, Transport: g, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	live := crdt.View{"org/wide": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{"v": d}}}
+	if err := ap.Apply(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := rawManifest(t, f.b, "org/wide", d); string(got) != m {
+		t.Fatal("B does not serve the manifest")
+	}
+	if g.peak-base > 500 {
+		t.Fatalf("%d goroutines above the %d at start for one manifest's layers", g.peak-base, base)
+	}
+}
+
+// TestApplyRestoresAManifestWhoseBlobFileWentMissing: a manifest of the local registry whose blob
+// file is gone (its revision link left behind) is not served, so it is applied again.
+func TestApplyRestoresAManifestWhoseBlobFileWentMissing(t *testing.T) {
+	f := newFixture(t, "")
+	tags := pushRandom(t, f.a, "org/app", 1)
+	live := viewOf(t, f.a.Dir)
+	srcs := []peers.Source{{Name: "a", RegistryURL: f.a.URL()}}
+	if err := f.ap.Apply(context.Background(), live, srcs); err != nil {
+		t.Fatal(err)
+	}
+	d := tags["t0"]
+	if err := os.Remove(filepath.Join(f.b.Dir, "docker/registry/v2/blobs/sha256", d.Hex[:2], d.Hex, "data")); err != nil {
+		t.Fatal(err)
+	}
+	if _, code := rawManifest(t, f.b, "org/app", d.String()); code == http.StatusOK {
+		t.Fatal("B still serves the manifest")
+	}
+	res, err := f.ap.ApplyResult(context.Background(), live, srcs)
+	if err != nil || res.Manifests != 1 {
+		t.Fatalf("second Apply: %+v, %v", res, err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+}
+
+// TestApplyBackoffDoublesForARepeatLiar: a source that lies again each time its back-off ends is
+// backed off twice as long each time (1 s, 2 s, 4 s ...), not BackoffStart again; after BackoffMax
+// without a failure it starts from BackoffStart.
+func TestApplyBackoffDoublesForARepeatLiar(t *testing.T) {
+	f := newFixture(t, "")
+	pushRandom(t, f.a, "org/app", 1)
+	live := viewOf(t, f.a.Dir)
+	bad := liar(t, f.a, "flip", nil)
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, TempDir: t.TempDir(), MemLimit: 2048,
+		Jobs: 1, BackoffStart: time.Second, BackoffMax: time.Minute, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := []peers.Source{{Name: "liar", RegistryURL: bad.URL}}
+	var got []time.Duration
+	for range 4 {
+		ap.Apply(context.Background(), live, srcs)
+		st := ap.Stats().Sources["liar"]
+		got = append(got, st.BackoffUntil.Sub(clock()))
+		mu.Lock()
+		now = st.BackoffUntil.Add(time.Millisecond)
+		mu.Unlock()
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("back-offs %v, want %v", got, want)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	ap.Apply(context.Background(), live, srcs)
+	if d := ap.Stats().Sources["liar"].BackoffUntil.Sub(clock()); d != time.Second {
+		t.Fatalf("back-off after a quiet BackoffMax: %v, want 1s", d)
 	}
 }

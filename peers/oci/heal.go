@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -59,7 +59,7 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 	r := &round{a: a, ctx: ctx, flights: map[string]*flight{}}
 	r.res.Rejected = map[string]int64{}
 	for _, s := range sources {
-		ep, err := newEndpoint(s.Name, s.RegistryURL, a.rt)
+		ep, err := newEndpoint(s.Name, s.RegistryURL, a.readRT)
 		if err != nil {
 			a.sourceFailed(s.Name, err, false)
 			continue
@@ -76,15 +76,26 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	}
 	defer unix.Close(parentFd)
+	// The healed file takes the mode and owner of the file it replaces (or, for a missing file,
+	// 0644 and the directory's owner): the registry may run as another user than trowfs.
 	var st unix.Stat_t
 	switch err := unix.Fstatat(parentFd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case errors.Is(err, unix.ENOENT):
+		if err := unix.Fstat(parentFd, &st); err != nil {
+			return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+		}
+		st.Mode = unix.S_IFREG | 0o644
 	case err != nil:
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return "", fmt.Errorf("oci: heal %s: not a regular file: refusing to replace it", req.RelPath)
 	}
 
+	if req.Size > 0 {
+		if err := checkFree(req.DataDir, req.Size); err != nil {
+			return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // no source is to blame
+		}
+	}
 	desc := registry.Descriptor{Digest: req.Digest, Size: req.Size}
 	var errs []string
 	for _, src := range r.usable() {
@@ -95,11 +106,15 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				if errors.As(err, &nf) {
 					continue // try the next repository
 				}
+				var de *DescriptorError
+				if errors.As(err, &de) {
+					return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // the request's size is wrong, not the source
+				}
 				errs = append(errs, src.name+": "+err.Error())
 				r.failed(src, err)
 				break
 			}
-			err = sp.install(parentFd, base)
+			err = sp.install(parentFd, base, st.Mode&0o7777, int(st.Uid), int(st.Gid))
 			if err != nil {
 				return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 			}
@@ -120,13 +135,25 @@ type healTemp struct {
 	name  string
 }
 
-// install fsyncs the copy, renames it over parentFd/base and fsyncs that directory.
-func (h *healTemp) install(parentFd int, base string) error {
+// install gives the copy mode and owner uid:gid, fsyncs it, renames it over parentFd/base and
+// fsyncs that directory.
+func (h *healTemp) install(parentFd int, base string, mode uint32, uid, gid int) error {
 	defer unix.Close(h.dirFd)
 	defer h.f.Close()
-	if err := h.f.Sync(); err != nil {
+	fail := func(err error) error {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
 		return err
+	}
+	if err := unix.Fchmod(int(h.f.Fd()), mode); err != nil {
+		return fail(fmt.Errorf("set the healed copy's mode: %w", err))
+	}
+	if uid != os.Geteuid() || gid != os.Getegid() {
+		if err := unix.Fchown(int(h.f.Fd()), uid, gid); err != nil {
+			return fail(fmt.Errorf("give the healed copy the owner %d:%d of the file it replaces: %w", uid, gid, err))
+		}
+	}
+	if err := h.f.Sync(); err != nil {
+		return fail(err)
 	}
 	if err := unix.Renameat(h.dirFd, h.name, parentFd, base); err != nil {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
@@ -151,6 +178,7 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 	if err != nil {
 		return nil, fmt.Errorf("open %s beneath DATA: %w", stateDirName, err)
 	}
+	removeStaleTemps(dirFd)
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := "heal." + hex.EncodeToString(rnd[:]) + ".tmp"
@@ -174,31 +202,48 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 	if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
-	if err := copyVerified(f, resp.Body, desc.Digest, desc.Size); err != nil {
+	// A blob of unknown size may take at most half of DATA's free space: a source streaming
+	// without end must not fill the registry's disk.
+	maxUnknown := int64(1 << 62)
+	if desc.Size < 0 {
+		var fs unix.Statfs_t
+		if err := unix.Fstatfs(dirFd, &fs); err != nil {
+			return fail(err)
+		}
+		maxUnknown = max(1, int64(fs.Bavail)*int64(fs.Bsize)/2)
+	}
+	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
 }
 
-// copyVerified copies r to w (at most size+1 bytes when size is known) and fails unless the size
-// and digest match.
-func copyVerified(w io.Writer, r io.Reader, want digest.Digest, size int64) error {
-	h := want.Algorithm().Hash()
-	limit := int64(1 << 62)
-	if size >= 0 {
-		limit = size + 1
-	}
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, limit))
+// staleTempAge is how old a heal's temporary file must be to be taken for one left by a crash.
+const staleTempAge = 24 * time.Hour
+
+// removeStaleTemps removes the heal temporary files (regular files named heal.*.tmp) in dirFd
+// older than staleTempAge: a crash mid-heal would otherwise leave a blob-sized file in DATA for
+// ever. Errors are ignored: this is housekeeping.
+func removeStaleTemps(dirFd int) {
+	fd, err := unix.Dup(dirFd)
 	if err != nil {
-		return err
+		return
 	}
-	if size >= 0 && n != size {
-		return &MismatchError{What: "blob", Digest: want.String(), Size: size, Bytes: n}
+	d := os.NewFile(uintptr(fd), stateDirName)
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	for _, n := range names {
+		if !strings.HasPrefix(n, "heal.") || !strings.HasSuffix(n, ".tmp") {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Fstatat(dirFd, n, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		if time.Since(time.Unix(st.Mtim.Unix())) > staleTempAge {
+			_ = unix.Unlinkat(dirFd, n, 0)
+		}
 	}
-	if got := digest.NewDigest(want.Algorithm(), h); got != want {
-		return &MismatchError{What: "blob", Digest: want.String(), Got: got.String(), Size: size, Bytes: n}
-	}
-	return nil
 }
 
 // openParentBeneath opens rel's parent directory (O_PATH) beneath dirFd without following any
