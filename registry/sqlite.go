@@ -154,6 +154,11 @@ func dsn(path string) string {
 // closes it again, so that trowfs holds no connection (and no WAL read
 // mark) between reloads.
 func loadDB(ctx context.Context, path string) (*dbModel, error) {
+	// SQLite follows symbolic links and blocks on a FIFO: open nothing but a regular file, so a
+	// link planted in DATA cannot make a root trowfs read (and create -shm files) outside it.
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, &DBError{Path: path, Op: "open", Err: fmt.Errorf("not a regular file (%s)", fi.Mode().Type())}
+	}
 	db, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
 		return nil, &DBError{Path: path, Op: "open", Err: err}

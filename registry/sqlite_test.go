@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -363,4 +365,23 @@ func openTrowDBB(b *testing.B, root string) *sql.DB {
 		b.Fatal(err)
 	}
 	return db
+}
+
+// A trow.db that is a symbolic link (or anything but a regular file) is never opened: SQLite
+// would follow the link, read a database outside DATA and create its -shm beside it.
+func TestSQLiteSymlinkedDBIsNotOpened(t *testing.T) {
+	outside := t.TempDir()
+	buildSQLite(t, outside)
+	root := t.TempDir()
+	if err := os.Symlink(filepath.Join(outside, "trow.db"), filepath.Join(root, "trow.db")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadDB(context.Background(), filepath.Join(root, "trow.db")); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("loadDB through a symlink: %v, want a refusal", err)
+	}
+	r := newRegistry(t, TrowSQLite, root, Options{})
+	r.Reset(scan(t, TrowSQLite, root))
+	if rep := r.Report(); rep.DBError == "" || rep.OK {
+		t.Fatalf("want a db_error for a symlinked trow.db, got %+v", rep)
+	}
 }
