@@ -19,11 +19,16 @@ import (
 	"github.com/trowfs/trowfs/integration/trowfsbin"
 )
 
+// unixDial dials the unix socket sock whatever the address.
+func unixDial(sock string) func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}
+}
+
 // unixGet returns a GET function for the endpoint listening on the unix socket sock.
 func unixGet(t *testing.T, sock string) func(path string) (int, string) {
-	c := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	c := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: unixDial(sock)}}
 	return func(path string) (int, string) {
 		t.Helper()
 		resp, err := c.Get("http://localhost" + path)
