@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // The status page (GET /): the root's .state and the registry report as one small HTML page
@@ -16,6 +18,9 @@ import (
 
 // statusFindings caps the findings listed on the page (the count is always shown).
 const statusFindings = 50
+
+// statusTreeEntries caps the entries of the directory listed on the page.
+const statusTreeEntries = 500
 
 type statusPage struct {
 	Healthy   bool
@@ -26,6 +31,16 @@ type statusPage struct {
 	Registry  map[string]any
 	RegKeys   []string
 	Peers     []statusKV
+	Dir       string // the directory listed ("" = root)
+	Parent    string // its parent, for the "up" link
+	Tree      []statusEntry
+	TreeMore  bool
+}
+
+// statusEntry is one row of the directory listing; Link is the page of a subdirectory.
+type statusEntry struct {
+	TreeEntry
+	Link string
 }
 
 type statusState struct {
@@ -106,6 +121,12 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 {{if .Findings}}<table><tr><th>Kind</th><th>Path</th><th>Detail</th></tr>
 {{range .Findings}}<tr><td>{{.Kind}}</td><td><code>{{.Path}}</code></td><td>{{.Detail}}</td></tr>
 {{end}}</table>{{if .More}}<p>{{.More}} more (GET /v1/state)</p>{{end}}{{end}}
+<h2>Tree: <code>/{{.Dir}}</code></h2>
+{{if .Dir}}<p><a href="/?path={{.Parent}}">up</a></p>{{end}}
+<table><tr><th>Name</th><th>Kind</th><th>Status</th><th>Size / bytes below</th><th>Files</th><th>Digest</th></tr>
+{{range .Tree}}<tr><td>{{if .Link}}<a href="/?path={{.Link}}"><code>{{.Name}}</code></a>{{else}}<code>{{.Name}}</code>{{end}}</td><td>{{.Kind}}</td>
+<td class="{{if or (eq .Status "verified") (eq .Status "")}}ok{{else}}bad{{end}}">{{.Status}}</td><td>{{if eq .Kind "dir"}}{{.Bytes}}{{else}}{{.Size}}{{end}}</td><td>{{if eq .Kind "dir"}}{{.Files}}{{end}}</td><td><code>{{.Digest}}</code></td></tr>
+{{end}}</table>{{if .TreeMore}}<p>More entries: GET /v1/tree</p>{{end}}
 <h2>Registry</h2>
 {{if .Registry}}<p class="{{if eq (get .Registry "ok") "true"}}ok">consistent{{else}}bad">inconsistent{{end}}</p><table>
 {{range .RegKeys}}<tr><th>{{.}}</th><td><code>{{get $.Registry .}}</code></td></tr>
@@ -120,6 +141,30 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 // getStatus renders the status page.
 func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	var page statusPage
+	q, err := query(r)
+	if err == nil {
+		page.Dir, err = pathParam(q)
+	}
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	tree, err := s.backend.Tree(page.Dir, "", statusTreeEntries)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	page.TreeMore = tree.Next != ""
+	if i := strings.LastIndexByte(page.Dir, '/'); i >= 0 {
+		page.Parent = page.Dir[:i]
+	}
+	for _, e := range tree.Entries {
+		se := statusEntry{TreeEntry: e}
+		if e.Kind == "dir" && utf8.ValidString(e.Name) {
+			se.Link = strings.TrimPrefix(page.Dir+"/"+e.Name, "/")
+		}
+		page.Tree = append(page.Tree, se)
+	}
 	if err := s.backend.Healthy(); err != nil {
 		page.Unhealthy = err.Error()
 	} else {

@@ -5,9 +5,11 @@ package integration
 
 import (
 	"encoding/json"
+	"html"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +98,23 @@ func TestStatusPageShowsMountAndEscapesHostileNames(t *testing.T) {
 			t.Errorf("status page refers to %q: no external assets", banned)
 		}
 	}
+	if !strings.Contains(page, "<code>&lt;script&gt;alert(1)</code></td><td>file</td>") {
+		t.Errorf("the root listing does not show the file %q escaped", hostile)
+	}
+
+	// The tree is browsable: a directory links to its own page, which lists its entries.
+	m := regexp.MustCompile(`<a href="(/\?path=[^"]+)"><code>([^<]+)</code>`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the root listing links no directory:\n%s", page)
+	}
+	code, sub := get(html.UnescapeString(m[1]))
+	if code != http.StatusOK || !strings.Contains(sub, "<h2>Tree: <code>/"+m[2]+"</code></h2>") || !strings.Contains(sub, `<a href="/?path=">up</a>`) {
+		t.Errorf("GET %s: %d, want the listing of %s with an up link:\n%s", m[1], code, m[2], sub)
+	}
+	if code, _ := get("/?path=no-such-dir"); code != http.StatusNotFound {
+		t.Errorf("GET /?path=no-such-dir: %d, want 404", code)
+	}
+
 	resp, err = c.Post("http://localhost/", "", nil)
 	if err != nil {
 		t.Fatal(err)
