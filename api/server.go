@@ -128,6 +128,8 @@ func (s *Server) Close() error { return s.srv.Close() }
 // route dispatches by path, then by method.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch p := r.URL.Path; p {
+	case "/":
+		s.methods(w, r, s.getStatus, nil)
 	case "/v1/state":
 		s.methods(w, r, s.getState, nil)
 	case "/v1/tree":

@@ -453,7 +453,7 @@ func TestMethodsAndRoutes(t *testing.T) {
 			t.Errorf("%s %s: %d Allow %q, want 405 Allow %q; %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), tc.allow, body)
 		}
 	}
-	for _, p := range []string{"/", "/v1", "/v1/", "/v1/state/", "/v2/state", "/metrics/x", "/v1/verify/a/b"} {
+	for _, p := range []string{"/v1", "/v1/", "/v1/state/", "/v2/state", "/metrics/x", "/v1/verify/a/b"} {
 		resp, body := ts.do("GET", p, nil)
 		wantStatus(t, resp, body, 404)
 	}

@@ -1,0 +1,215 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// The status page (GET /): the root's .state and the registry report as one small HTML page
+// for a person at a browser. Read-only, no scripts, no external assets; every value goes
+// through html/template, so hostile file names are escaped.
+
+// statusFindings caps the findings listed on the page (the count is always shown).
+const statusFindings = 50
+
+// statusTreeEntries caps the entries of the directory listed on the page.
+const statusTreeEntries = 500
+
+type statusPage struct {
+	Healthy   bool
+	Unhealthy string
+	State     statusState
+	Findings  []Finding
+	More      int
+	Registry  map[string]any
+	RegKeys   []string
+	Peers     []statusKV
+	Dir       string // the directory listed ("" = root)
+	Parent    string // its parent, for the "up" link
+	Tree      []statusEntry
+	TreeMore  bool
+}
+
+// statusEntry is one row of the directory listing; Link is the page of a subdirectory.
+type statusEntry struct {
+	TreeEntry
+	Link string
+}
+
+type statusState struct {
+	Digest        string         `json:"digest"`
+	Status        string         `json:"status"`
+	Files         int64          `json:"files"`
+	Dirs          int64          `json:"dirs"`
+	Symlinks      int64          `json:"symlinks"`
+	Bytes         int64          `json:"bytes"`
+	Statuses      map[string]int `json:"statuses"`
+	ChangedAt     string         `json:"changed_at"`
+	VerifiedAt    string         `json:"verified_at"`
+	FindingsCount int            `json:"findings_count"`
+	Findings      []Finding      `json:"findings"`
+	Mount         map[string]any `json:"mount"`
+	Peers         any            `json:"peers"`
+}
+
+type statusKV struct{ Key, Value string }
+
+// statusKVs flattens a JSON value into sorted key/value rows (one level; deeper values as JSON).
+func statusKVs(v any) []statusKV {
+	var out []statusKV
+	switch v := v.(type) {
+	case nil:
+	case map[string]any:
+		for k, x := range v {
+			out = append(out, statusKV{k, statusValue(x)})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	case []any:
+		for i, x := range v {
+			out = append(out, statusKV{strconv.Itoa(i + 1), statusValue(x)})
+		}
+	default:
+		out = append(out, statusKV{"", statusValue(v)})
+	}
+	return out
+}
+
+func statusValue(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{
+	"get": func(m map[string]any, k string) string {
+		if v, ok := m[k]; ok {
+			return statusValue(v)
+		}
+		return ""
+	},
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>trowfs status</title>
+<style>body{font:14px sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}
+.ok{color:#070}.bad{color:#b00}code{font-size:13px}</style></head><body>
+<h1>trowfs {{if .Healthy}}<span class="ok">healthy</span>{{else}}<span class="bad">unhealthy</span>{{end}}</h1>
+{{with .Unhealthy}}<p class="bad">{{.}}</p>{{end}}
+<h2>Tree</h2><table>
+<tr><th>Root digest</th><td><code>{{.State.Digest}}</code></td></tr>
+<tr><th>Status</th><td class="{{if eq .State.Status "verified"}}ok{{else}}bad{{end}}">{{.State.Status}}</td></tr>
+<tr><th>Files / dirs / symlinks</th><td>{{.State.Files}} / {{.State.Dirs}} / {{.State.Symlinks}}</td></tr>
+<tr><th>Bytes</th><td>{{.State.Bytes}}</td></tr>
+<tr><th>Files by status</th><td>{{range $k, $v := .State.Statuses}}{{$k}}: {{$v}} {{end}}</td></tr>
+<tr><th>Changed at</th><td>{{.State.ChangedAt}}</td></tr>
+<tr><th>Verified at</th><td>{{.State.VerifiedAt}}</td></tr>
+{{with .State.Mount}}<tr><th>Data directory</th><td><code>{{get . "data_dir"}}</code></td></tr>
+<tr><th>Mountpoint</th><td><code>{{get . "mountpoint"}}</code></td></tr>
+<tr><th>Layout</th><td>{{get . "layout"}}</td></tr>
+<tr><th>Mounted since</th><td>{{get . "mounted_since"}}</td></tr>
+<tr><th>Scrub</th><td><code>{{get . "scrub"}}</code></td></tr>
+<tr><th>Version</th><td>{{get . "trowfs_version"}}</td></tr>{{end}}
+</table>
+<h2>Findings: <span class="{{if .State.FindingsCount}}bad{{else}}ok{{end}}">{{.State.FindingsCount}}</span></h2>
+{{if .Findings}}<table><tr><th>Kind</th><th>Path</th><th>Detail</th></tr>
+{{range .Findings}}<tr><td>{{.Kind}}</td><td><code>{{.Path}}</code></td><td>{{.Detail}}</td></tr>
+{{end}}</table>{{if .More}}<p>{{.More}} more (GET /v1/state)</p>{{end}}{{end}}
+<h2>Tree: <code>/{{.Dir}}</code></h2>
+{{if .Dir}}<p><a href="/?path={{.Parent}}">up</a></p>{{end}}
+<table><tr><th>Name</th><th>Kind</th><th>Status</th><th>Size / bytes below</th><th>Files</th><th>Digest</th></tr>
+{{range .Tree}}<tr><td>{{if .Link}}<a href="/?path={{.Link}}"><code>{{.Name}}</code></a>{{else}}<code>{{.Name}}</code>{{end}}</td><td>{{.Kind}}</td>
+<td class="{{if or (eq .Status "verified") (eq .Status "")}}ok{{else}}bad{{end}}">{{.Status}}</td><td>{{if eq .Kind "dir"}}{{.Bytes}}{{else}}{{.Size}}{{end}}</td><td>{{if eq .Kind "dir"}}{{.Files}}{{end}}</td><td><code>{{.Digest}}</code></td></tr>
+{{end}}</table>{{if .TreeMore}}<p>More entries: GET /v1/tree</p>{{end}}
+<h2>Registry</h2>
+{{if .Registry}}<p class="{{if eq (get .Registry "ok") "true"}}ok">consistent{{else}}bad">inconsistent{{end}}</p><table>
+{{range .RegKeys}}<tr><th>{{.}}</th><td><code>{{get $.Registry .}}</code></td></tr>
+{{end}}</table>{{else}}<p>No registry layout (plain).</p>{{end}}
+{{if .Peers}}<h2>Peers</h2><table>
+{{range .Peers}}<tr><th>{{.Key}}</th><td><code>{{.Value}}</code></td></tr>
+{{end}}</table>{{end}}
+<p>JSON: <a href="/v1/state">/v1/state</a> <a href="/v1/registry">/v1/registry</a> <a href="/v1/verify">/v1/verify</a> <a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a></p>
+</body></html>
+`))
+
+// getStatus renders the status page.
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
+	var page statusPage
+	q, err := query(r)
+	if err == nil {
+		page.Dir, err = pathParam(q)
+	}
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	tree, err := s.backend.Tree(page.Dir, "", statusTreeEntries)
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	page.TreeMore = tree.Next != ""
+	if i := strings.LastIndexByte(page.Dir, '/'); i >= 0 {
+		page.Parent = page.Dir[:i]
+	}
+	for _, e := range tree.Entries {
+		se := statusEntry{TreeEntry: e}
+		if e.Kind == "dir" && utf8.ValidString(e.Name) {
+			se.Link = strings.TrimPrefix(page.Dir+"/"+e.Name, "/")
+		}
+		page.Tree = append(page.Tree, se)
+	}
+	if err := s.backend.Healthy(); err != nil {
+		page.Unhealthy = err.Error()
+	} else {
+		page.Healthy = true
+	}
+	doc, err := s.backend.State("")
+	if err != nil {
+		s.backendError(w, r, err)
+		return
+	}
+	if err := json.Unmarshal(doc, &page.State); err != nil {
+		s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("root state: %v", err))
+		return
+	}
+	page.Findings = page.State.Findings
+	if len(page.Findings) > statusFindings {
+		page.More = len(page.Findings) - statusFindings
+		page.Findings = page.Findings[:statusFindings]
+	}
+	page.Peers = statusKVs(page.State.Peers)
+	if report, ok := s.backend.Registry(); ok {
+		// Through JSON, so that the page shows what /v1/registry shows, whatever its Go type.
+		b, err := json.Marshal(report)
+		if err == nil {
+			err = json.Unmarshal(b, &page.Registry)
+		}
+		if err != nil {
+			s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("registry report: %v", err))
+			return
+		}
+		for k := range page.Registry {
+			page.RegKeys = append(page.RegKeys, k)
+		}
+		sort.Strings(page.RegKeys)
+	}
+	var buf bytes.Buffer
+	if err := statusTemplate.Execute(&buf, page); err != nil {
+		s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("status page: %v", err))
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(http.StatusOK)
+	w.Write(buf.Bytes())
+}
