@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,15 +355,52 @@ func TestMetricsHandler(t *testing.T) {
 	ts := newTestServer(t, b, Options{})
 	resp, body := ts.do("GET", "/metrics", nil)
 	wantStatus(t, resp, body, 200)
-	if ct := resp.Header.Get("Content-Type"); ct != MetricsContentType {
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, MetricsContentType) {
 		t.Errorf("Content-Type %q", ct)
 	}
-	if _, _, _, err := parseExposition(string(body)); err != nil {
+	// The backend's families come out as WriteMetrics writes them; the
+	// standard Go and process collectors are there too.
+	var own []string
+	std := map[string]bool{}
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(body), "\n"), "\n") {
+		f := strings.Fields(line)
+		name := f[0]
+		if name == "#" {
+			name = f[2]
+		}
+		name, _, _ = strings.Cut(name, "{")
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			std[name] = true
+			continue
+		}
+		if len(f) == 3 && f[1] == "HELP" {
+			continue // empty help: client_golang writes the HELP line, WriteMetrics leaves it out
+		}
+		own = append(own, line)
+	}
+	for _, n := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if !std[n] {
+			t.Errorf("/metrics has no %s", n)
+		}
+	}
+	if _, _, _, err := parseExposition(strings.Join(own, "\n") + "\n"); err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
 	var direct bytes.Buffer
-	if err := WriteMetrics(&direct, sampleMetrics()); err != nil || direct.String() != string(body) {
-		t.Fatalf("handler output differs from WriteMetrics (%v)", err)
+	if err := WriteMetrics(&direct, sampleMetrics()); err != nil || direct.String() != strings.Join(own, "\n")+"\n" {
+		t.Fatalf("handler output differs from WriteMetrics (%v):\n%s\nwant:\n%s", err, strings.Join(own, "\n"), direct.String())
+	}
+
+	// Asked for it, the handler gzips.
+	req, _ := http.NewRequest("GET", ts.hs.URL+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	gz, err := ts.hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz.Body.Close()
+	if ce := gz.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("Content-Encoding %q with Accept-Encoding: gzip", ce)
 	}
 
 	b.set(func(f *fakeBackend) { f.metrics = []Metric{{Name: "bad name", Type: TypeGauge}} })

@@ -1,14 +1,18 @@
 package server_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/trowfs/trowfs/demo"
 	"github.com/trowfs/trowfs/server"
@@ -36,20 +40,29 @@ func scrape(t *testing.T, get func(string) (int, []byte)) map[string]float64 {
 	return out
 }
 
-func metricNames(samples map[string]float64) []string {
-	var names []string
-	for series := range samples {
-		name, _, _ := strings.Cut(series, "{")
-		if !slices.Contains(names, name) {
-			names = append(names, name)
-		}
+// families parses a /metrics answer with expfmt and returns each family's type by name
+// ("counter", "gauge", "histogram", ...).
+func families(t *testing.T, get func(string) (int, []byte)) (map[string]string, map[string]*dto.MetricFamily) {
+	t.Helper()
+	code, body := get("/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
 	}
-	slices.Sort(names)
-	return names
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	types := map[string]string{}
+	for name, mf := range mfs {
+		types[name] = strings.ToLower(mf.GetType().String())
+	}
+	return types, mfs
 }
 
-// documentedMetrics lists the metric names of the table in docs/api.md's "Metrics" section.
-func documentedMetrics(t *testing.T) []string {
+// documentedMetrics reads the table of docs/api.md's "Metrics" section: the type of each trowfs_*
+// family, and whether the standard go_* and process_* collectors are listed.
+func documentedMetrics(t *testing.T) (types map[string]string, std bool) {
 	t.Helper()
 	b, err := os.ReadFile("../docs/api.md")
 	if err != nil {
@@ -60,12 +73,12 @@ func documentedMetrics(t *testing.T) []string {
 		t.Fatal("docs/api.md has no Metrics section")
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
-	var names []string
-	for _, m := range regexp.MustCompile("(?m)^\\| `(trowfs_[a-z_]+)").FindAllStringSubmatch(section, -1) {
-		names = append(names, m[1])
+	types = map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(trowfs_[a-z_]+)[^|]*\\| ([a-z]+) \\|").FindAllStringSubmatch(section, -1) {
+		types[m[1]] = m[2]
 	}
-	slices.Sort(names)
-	return names
+	std = regexp.MustCompile("(?m)^\\| `go_\\*`, `process_\\*` \\|.*standard Go and process collectors").MatchString(section)
+	return types, std
 }
 
 // The metrics docs/api.md lists are exactly those /metrics emits (for a registry layout), and
@@ -80,16 +93,33 @@ func TestMetricsMatchDocs(t *testing.T) {
 	s := start(t, server.Config{Data: data, Listen: "unix:" + sock, WriteMode: "daemon"})
 	get := unixClient(t, sock)
 	get2 := func(p string) (int, []byte) { c, _, b := get(p); return c, b }
-	emitted := metricNames(scrape(t, get2))
-	documented := documentedMetrics(t)
-	for _, n := range documented {
-		if !slices.Contains(emitted, n) {
+	emitted, _ := families(t, get2)
+	documented, std := documentedMetrics(t)
+	if len(documented) == 0 {
+		t.Fatal("no metric read from docs/api.md")
+	}
+	for n, typ := range documented {
+		switch got, ok := emitted[n]; {
+		case !ok:
 			t.Errorf("docs/api.md lists %s, which /metrics does not emit", n)
+		case got != typ:
+			t.Errorf("docs/api.md lists %s as a %s, /metrics emits a %s", n, typ, got)
 		}
 	}
-	for _, n := range emitted {
-		if !slices.Contains(documented, n) {
+	for n := range emitted {
+		if strings.HasPrefix(n, "go_") || strings.HasPrefix(n, "process_") {
+			if !std {
+				t.Errorf("/metrics emits %s, and docs/api.md does not list the standard Go and process collectors", n)
+			}
+			continue
+		}
+		if _, ok := documented[n]; !ok {
 			t.Errorf("/metrics emits %s, which docs/api.md does not list", n)
+		}
+	}
+	for _, n := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if _, ok := emitted[n]; !ok {
+			t.Errorf("/metrics has no %s from the standard collectors", n)
 		}
 	}
 
