@@ -16,6 +16,7 @@ import (
 
 	"github.com/trowfs/trowfs/demo"
 	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/tracker"
 )
 
 // scrape returns the samples of /metrics by series (name and labels as written).
@@ -129,6 +130,7 @@ func TestMetricsMatchDocs(t *testing.T) {
 		t.Fatal("did not settle")
 	}
 	before := scrape(t, get2)
+	_, beforeFams := families(t, get2)
 	content := strings.Repeat("streamed bytes ", 1000)
 	if err := os.WriteFile(filepath.Join(s.Mountpoint(), "streamed"), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -145,5 +147,82 @@ func TestMetricsMatchDocs(t *testing.T) {
 	}
 	if after["trowfs_hash_seconds_total"] <= before["trowfs_hash_seconds_total"] {
 		t.Errorf("hash_seconds_total did not grow: %v -> %v", before["trowfs_hash_seconds_total"], after["trowfs_hash_seconds_total"])
+	}
+	// The streamed hash is one observation of the commit-hash histogram.
+	_, afterFams := families(t, get2)
+	if d := histCount(t, afterFams, "trowfs_commit_hash_duration_seconds", "") - histCount(t, beforeFams, "trowfs_commit_hash_duration_seconds", ""); d != 1 {
+		t.Errorf("trowfs_commit_hash_duration_seconds_count grew by %d for one streamed file, want 1", d)
+	}
+}
+
+// histCount is the _count of the histogram series name (with label kind=kind when kind is not "").
+func histCount(t *testing.T, mfs map[string]*dto.MetricFamily, name, kind string) uint64 {
+	t.Helper()
+	mf, ok := mfs[name]
+	if !ok || mf.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("/metrics has no histogram %s", name)
+	}
+	for _, m := range mf.GetMetric() {
+		match := kind == ""
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "kind" && l.GetValue() == kind {
+				match = true
+			}
+		}
+		if match {
+			return m.GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("/metrics has no series %s{kind=%q}", name, kind)
+	return 0
+}
+
+// The latency histograms count through a real mount: a file hashed after its close, a full
+// verification run and a checkpoint are each one more observation, with a positive sum.
+func TestLatencyHistogramsObserveHashesRunsAndCheckpoints(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	s := start(t, server.Config{Listen: "unix:" + sock, CheckpointInterval: 20 * time.Millisecond})
+	get := unixClient(t, sock)
+	get2 := func(p string) (int, []byte) { c, _, b := get(p); return c, b }
+	if !s.Settle(10 * time.Second) {
+		t.Fatal("did not settle")
+	}
+	_, before := families(t, get2)
+	if err := os.WriteFile(filepath.Join(s.Mountpoint(), "closed"), []byte(strings.Repeat("x", 1<<20)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Settle(10 * time.Second) {
+		t.Fatal("did not settle")
+	}
+	run, err := s.Tracker().StartVerify(tracker.RunFull, tracker.RunOptions{Ctx: t.Context()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run.Wait()
+	var after map[string]*dto.MetricFamily
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, after = families(t, get2)
+		if histCount(t, after, "trowfs_snapshot_write_duration_seconds", "") > histCount(t, before, "trowfs_snapshot_write_duration_seconds", "") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range []struct{ name, kind string }{
+		{"trowfs_commit_hash_duration_seconds", ""},
+		{"trowfs_verify_run_duration_seconds", tracker.RunFull},
+		{"trowfs_snapshot_write_duration_seconds", ""},
+	} {
+		if d := histCount(t, after, c.name, c.kind) - histCount(t, before, c.name, c.kind); d < 1 {
+			t.Errorf("%s{kind=%q}_count did not grow", c.name, c.kind)
+		}
+	}
+	if n := histCount(t, after, "trowfs_verify_run_duration_seconds", tracker.RunQuick); n != 0 {
+		t.Errorf("a full run counted as quick: %d", n)
+	}
+	for _, m := range after["trowfs_commit_hash_duration_seconds"].GetMetric() {
+		if m.GetHistogram().GetSampleSum() <= 0 {
+			t.Errorf("commit hash histogram sum %v after hashing 1 MiB", m.GetHistogram().GetSampleSum())
+		}
 	}
 }
