@@ -318,11 +318,12 @@ func TestWriteMetricsInvalidUTF8(t *testing.T) {
 	}
 }
 
-func TestWriteMetricsRejects(t *testing.T) {
+// badMetricSets are sample sets neither WriteMetrics nor /metrics may serve.
+func badMetricSets() map[string][]Metric {
 	g := func(name string, labels map[string]string) Metric {
 		return Metric{Name: name, Type: TypeGauge, Labels: labels, Value: 1}
 	}
-	for name, ms := range map[string][]Metric{
+	return map[string][]Metric{
 		"empty name":       {g("", nil)},
 		"digit first":      {g("1abc", nil)},
 		"dash":             {g("trowfs-ops", nil)},
@@ -335,7 +336,14 @@ func TestWriteMetricsRejects(t *testing.T) {
 		"help disagrees":   {g("m", map[string]string{"a": "1"}), {Name: "m", Type: TypeGauge, Help: "x", Labels: map[string]string{"a": "2"}}},
 		"duplicate series": {g("m", map[string]string{"a": "1"}), g("m", map[string]string{"a": "1"})},
 		"duplicate bare":   {g("m", nil), g("m", map[string]string{})},
-	} {
+	}
+}
+
+func TestWriteMetricsRejects(t *testing.T) {
+	g := func(name string, labels map[string]string) Metric {
+		return Metric{Name: name, Type: TypeGauge, Labels: labels, Value: 1}
+	}
+	for name, ms := range badMetricSets() {
 		var buf bytes.Buffer
 		ok := g("aaa_first", nil)
 		err := WriteMetrics(&buf, append([]Metric{ok}, ms...))
@@ -421,5 +429,31 @@ func BenchmarkWriteMetrics(b *testing.B) {
 		if err := WriteMetrics(&buf, ms); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// /metrics refuses, with a JSON 500 and no partial page, every sample set WriteMetrics refuses.
+func TestMetricsHandlerRejectsBadSamplesWhole(t *testing.T) {
+	b := newFakeBackend()
+	ts := newTestServer(t, b, Options{})
+	for name, ms := range badMetricSets() {
+		ms = append([]Metric{{Name: "aaa_first", Type: TypeGauge, Value: 1}}, ms...)
+		b.set(func(f *fakeBackend) { f.metrics = ms })
+		resp, body := ts.do("GET", "/metrics", nil)
+		if resp.StatusCode != 500 || strings.Contains(string(body), "aaa_first") {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+		}
+	}
+}
+
+// A label value that is not UTF-8 is served with U+FFFD rather than failing the scrape.
+func TestMetricsHandlerReplacesInvalidUTF8(t *testing.T) {
+	b := newFakeBackend()
+	b.metrics = []Metric{{Name: "m", Type: TypeGauge, Labels: map[string]string{"path": "a\xffb"}, Value: 1}}
+	ts := newTestServer(t, b, Options{})
+	resp, body := ts.do("GET", "/metrics", nil)
+	wantStatus(t, resp, body, 200)
+	if want := "\nm{path=\"a\uFFFDb\"} 1\n"; !strings.Contains(string(body), want) {
+		t.Fatalf("no %q in\n%s", want, body)
 	}
 }
