@@ -26,7 +26,8 @@ type Backend interface {
 	VerifyRun(id string) (VerifyRun, bool)
 	// LastVerifyRun returns the current run, or the last one when none runs.
 	LastVerifyRun() (VerifyRun, bool)
-	// Metrics returns the current metric samples.
+	// Metrics returns the current metric samples; /metrics calls it once per
+	// scrape.
 	Metrics() []Metric
 	// Healthy returns nil when the mount is serving, or the reason it is not.
 	Healthy() error

@@ -17,7 +17,7 @@
 //	POST /v1/verify?kind=full|quick       start a verification run (202, Location header)
 //	GET  /v1/verify                       the current or last run
 //	GET  /v1/verify/{id}                  one run by id
-//	GET  /metrics                         Prometheus text exposition format 0.0.4
+//	GET  /metrics                         Prometheus metrics (client_golang promhttp; text 0.0.4 by default)
 //	GET  /healthz                         "ok" or 503 with the reason
 //
 // Every GET route also answers HEAD. docs/api.md describes each route with

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -317,11 +318,12 @@ func TestWriteMetricsInvalidUTF8(t *testing.T) {
 	}
 }
 
-func TestWriteMetricsRejects(t *testing.T) {
+// badMetricSets are sample sets neither WriteMetrics nor /metrics may serve.
+func badMetricSets() map[string][]Metric {
 	g := func(name string, labels map[string]string) Metric {
 		return Metric{Name: name, Type: TypeGauge, Labels: labels, Value: 1}
 	}
-	for name, ms := range map[string][]Metric{
+	return map[string][]Metric{
 		"empty name":       {g("", nil)},
 		"digit first":      {g("1abc", nil)},
 		"dash":             {g("trowfs-ops", nil)},
@@ -334,7 +336,14 @@ func TestWriteMetricsRejects(t *testing.T) {
 		"help disagrees":   {g("m", map[string]string{"a": "1"}), {Name: "m", Type: TypeGauge, Help: "x", Labels: map[string]string{"a": "2"}}},
 		"duplicate series": {g("m", map[string]string{"a": "1"}), g("m", map[string]string{"a": "1"})},
 		"duplicate bare":   {g("m", nil), g("m", map[string]string{})},
-	} {
+	}
+}
+
+func TestWriteMetricsRejects(t *testing.T) {
+	g := func(name string, labels map[string]string) Metric {
+		return Metric{Name: name, Type: TypeGauge, Labels: labels, Value: 1}
+	}
+	for name, ms := range badMetricSets() {
 		var buf bytes.Buffer
 		ok := g("aaa_first", nil)
 		err := WriteMetrics(&buf, append([]Metric{ok}, ms...))
@@ -354,15 +363,52 @@ func TestMetricsHandler(t *testing.T) {
 	ts := newTestServer(t, b, Options{})
 	resp, body := ts.do("GET", "/metrics", nil)
 	wantStatus(t, resp, body, 200)
-	if ct := resp.Header.Get("Content-Type"); ct != MetricsContentType {
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, MetricsContentType) {
 		t.Errorf("Content-Type %q", ct)
 	}
-	if _, _, _, err := parseExposition(string(body)); err != nil {
+	// The backend's families come out as WriteMetrics writes them; the
+	// standard Go and process collectors are there too.
+	var own []string
+	std := map[string]bool{}
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(body), "\n"), "\n") {
+		f := strings.Fields(line)
+		name := f[0]
+		if name == "#" {
+			name = f[2]
+		}
+		name, _, _ = strings.Cut(name, "{")
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			std[name] = true
+			continue
+		}
+		if len(f) == 3 && f[1] == "HELP" {
+			continue // empty help: client_golang writes the HELP line, WriteMetrics leaves it out
+		}
+		own = append(own, line)
+	}
+	for _, n := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if !std[n] {
+			t.Errorf("/metrics has no %s", n)
+		}
+	}
+	if _, _, _, err := parseExposition(strings.Join(own, "\n") + "\n"); err != nil {
 		t.Fatalf("%v\n%s", err, body)
 	}
 	var direct bytes.Buffer
-	if err := WriteMetrics(&direct, sampleMetrics()); err != nil || direct.String() != string(body) {
-		t.Fatalf("handler output differs from WriteMetrics (%v)", err)
+	if err := WriteMetrics(&direct, sampleMetrics()); err != nil || direct.String() != strings.Join(own, "\n")+"\n" {
+		t.Fatalf("handler output differs from WriteMetrics (%v):\n%s\nwant:\n%s", err, strings.Join(own, "\n"), direct.String())
+	}
+
+	// Asked for it, the handler gzips.
+	req, _ := http.NewRequest("GET", ts.hs.URL+"/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	gz, err := ts.hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz.Body.Close()
+	if ce := gz.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("Content-Encoding %q with Accept-Encoding: gzip", ce)
 	}
 
 	b.set(func(f *fakeBackend) { f.metrics = []Metric{{Name: "bad name", Type: TypeGauge}} })
@@ -383,5 +429,31 @@ func BenchmarkWriteMetrics(b *testing.B) {
 		if err := WriteMetrics(&buf, ms); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// /metrics refuses, with a JSON 500 and no partial page, every sample set WriteMetrics refuses.
+func TestMetricsHandlerRejectsBadSamplesWhole(t *testing.T) {
+	b := newFakeBackend()
+	ts := newTestServer(t, b, Options{})
+	for name, ms := range badMetricSets() {
+		ms = append([]Metric{{Name: "aaa_first", Type: TypeGauge, Value: 1}}, ms...)
+		b.set(func(f *fakeBackend) { f.metrics = ms })
+		resp, body := ts.do("GET", "/metrics", nil)
+		if resp.StatusCode != 500 || strings.Contains(string(body), "aaa_first") {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+		}
+	}
+}
+
+// A label value that is not UTF-8 is served with U+FFFD rather than failing the scrape.
+func TestMetricsHandlerReplacesInvalidUTF8(t *testing.T) {
+	b := newFakeBackend()
+	b.metrics = []Metric{{Name: "m", Type: TypeGauge, Labels: map[string]string{"path": "a\xffb"}, Value: 1}}
+	ts := newTestServer(t, b, Options{})
+	resp, body := ts.do("GET", "/metrics", nil)
+	wantStatus(t, resp, body, 200)
+	if want := "\nm{path=\"a\uFFFDb\"} 1\n"; !strings.Contains(string(body), want) {
+		t.Fatalf("no %q in\n%s", want, body)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Limits of GET /v1/tree.
@@ -64,6 +66,7 @@ type Server struct {
 	anyHost      bool            // AllowedHosts contains "*"
 	csrf         *http.CrossOriginProtection
 	handler      http.Handler
+	reg          *prometheus.Registry // served on /metrics; nil if its collectors clash
 	srv          *http.Server
 }
 
@@ -90,6 +93,13 @@ func New(b Backend, opts Options) *Server {
 		}
 		s.allowedHosts[strings.ToLower(h)] = true
 	}
+	reg, err := metricsRegistry(b)
+	if err != nil {
+		// A backend collector that clashes with another is a programming
+		// error; the rest of the endpoint still serves.
+		s.log.Error("api: cannot register metrics collectors", "err", err)
+	}
+	s.reg = reg
 	s.handler = s.logRequests(s.guard(http.HandlerFunc(s.route)))
 	s.srv = &http.Server{
 		Handler:           s.handler,
@@ -338,19 +348,6 @@ func (s *Server) getVerify(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, normalizeRun(run))
-}
-
-func (s *Server) getMetrics(w http.ResponseWriter, r *http.Request) {
-	var buf strings.Builder
-	if err := WriteMetrics(&buf, s.backend.Metrics()); err != nil {
-		s.log.Error("api: cannot render metrics", "err", err)
-		s.writeError(w, r, http.StatusInternalServerError, "internal error rendering metrics")
-		return
-	}
-	w.Header().Set("Content-Type", MetricsContentType)
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
-	w.Write([]byte(buf.String()))
 }
 
 func (s *Server) getHealth(w http.ResponseWriter, r *http.Request) {

@@ -88,6 +88,7 @@ type Server struct {
 	stopOnce sync.Once
 	stopErr  error
 	lastSnap atomic.Int64 // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
+	hist     *histograms  // latency histograms served on /metrics
 	peer     atomic.Pointer[peers.Node]
 }
 
@@ -132,13 +133,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// has already applied the caller's umask.
 	syscall.Umask(0)
 
-	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC()}
+	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC(), hist: newHistograms()}
 	s.reg.Store(registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log}))
 	s.autoLayout = (cfg.Layout == "" || cfg.Layout == "auto") && layout == registry.Plain
 	if s.autoLayout {
 		log.Info("no registry layout recognised yet; looking again as files arrive (or pass --layout)")
 	}
-	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify})
+	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify,
+		OnCommitHash: s.hist.observeCommitHash, OnRunEnd: s.hist.observeRun})
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
@@ -287,10 +289,12 @@ func (s *Server) stop() error {
 	if !s.t.Drain(timeout) {
 		s.log.Warn("stopped waiting for pending hashes; those files stay pending and are rehashed at the next mount")
 	}
+	snapStart := time.Now()
 	err := s.t.WriteSnapshot(true)
 	if err != nil {
 		s.log.Error("final snapshot failed; the next mount rescans", "err", err)
 	} else {
+		s.hist.observeSnapshot(time.Since(snapStart))
 		s.log.Info("snapshot written", "root", s.t.Root().String())
 	}
 	s.reg.Load().Close()
@@ -350,6 +354,7 @@ func (s *Server) checkpoints(ctx context.Context) {
 				s.log.Warn("checkpoint failed", "err", err)
 				continue
 			}
+			s.hist.observeSnapshot(time.Since(start))
 			s.lastSnap.Store(time.Now().UnixNano())
 			s.log.Debug("checkpoint written", "took", time.Since(start))
 		}

@@ -342,6 +342,7 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 		if sum, ok := stream.sum(before.Size); ok {
 			res.sum, res.hashed = sum, true
 			t.stats.countHash(before.Size, stream.took())
+			t.committedHash(stream.took())
 			return res, nil
 		}
 	}
@@ -357,7 +358,9 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	if metaOf(&after) != res.meta {
 		return hashResult{}, errRetry
 	}
-	t.stats.countHash(n, time.Since(start))
+	took := time.Since(start)
+	t.stats.countHash(n, took)
+	t.committedHash(took)
 	res.sum, res.other, res.hashed = sum, other, true
 	return res, nil
 }
@@ -442,6 +445,13 @@ func (s *streamHash) sum(size int64) (hashtree.Digest, bool) {
 	}
 	copy(d[:], s.h.Sum(nil))
 	return d, true
+}
+
+// committedHash reports one pass of hashing at commit to Options.OnCommitHash.
+func (t *Tracker) committedHash(d time.Duration) {
+	if t.onHash != nil {
+		t.onHash(d)
+	}
 }
 
 // HashPath hashes a file below DATA directly (used by verification).

@@ -40,6 +40,13 @@ type Options struct {
 	// HashWorkers is the number of goroutines hashing file content (default: number of CPUs).
 	HashWorkers int
 	Logger      *slog.Logger
+	// OnCommitHash, if set, is called with the duration of every pass of hashing that commits a
+	// digest (the last writer's close, a rescan, a load; for a streamed write, the hashing done
+	// while it was written), from the hashing goroutine. It must not block.
+	OnCommitHash func(time.Duration)
+	// OnRunEnd, if set, is called when a verification run or scrub pass ends (done or stopped)
+	// with its kind and how long it ran. It must not block.
+	OnRunEnd func(kind string, took time.Duration)
 }
 
 // Event describes one change of the tree for observers such as the registry model.
@@ -56,6 +63,8 @@ type Tracker struct {
 	log        *slog.Logger
 	excl       *Matcher
 	blobDigest func(rel string) (digest.Digest, bool)
+	onHash     func(time.Duration)                   // Options.OnCommitHash, or nil
+	onRunEnd   func(kind string, took time.Duration) // Options.OnRunEnd, or nil
 
 	jobs    *jobQueue
 	notify  *eventQueue
@@ -125,6 +134,8 @@ func New(opts Options) (*Tracker, error) {
 		log:        opts.Logger,
 		excl:       m,
 		blobDigest: opts.BlobDigest,
+		onHash:     opts.OnCommitHash,
+		onRunEnd:   opts.OnRunEnd,
 		tree:       hashtree.New(),
 		inflight:   map[uint64]*fileState{},
 		links:      map[uint64]map[string]struct{}{},

@@ -178,6 +178,13 @@ func (t *Tracker) RunByID(id string) (*Run, bool) {
 	return nil, false
 }
 
+// runEnded reports a finished run to Options.OnRunEnd.
+func (t *Tracker) runEnded(kind string, took time.Duration) {
+	if t.onRunEnd != nil {
+		t.onRunEnd(kind, took)
+	}
+}
+
 func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 	defer close(r.done)
 	start := time.Now()
@@ -192,6 +199,7 @@ func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 			r.mu.Lock()
 			r.state, r.err, r.finishedAt = "failed", "stopped: "+err.Error(), time.Now().UTC()
 			r.mu.Unlock()
+			t.runEnded(r.Kind, time.Since(start))
 			return
 		}
 		t.verifyOne(r, it)
@@ -221,6 +229,7 @@ func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 	r.state, r.finishedAt = "done", time.Now().UTC()
 	n := len(r.findings)
 	r.mu.Unlock()
+	t.runEnded(r.Kind, time.Since(start))
 	t.log.Info("verification finished", "id", r.ID, "kind", r.Kind, "files", r.FilesDone.Load(), "findings", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
