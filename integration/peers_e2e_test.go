@@ -377,7 +377,7 @@ func TestPeersThreeRegistriesConverge(t *testing.T) {
 	waitAll(t, "B and C serve repo/app:v1", nodes[1:], func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v1") == d1 })
 	served := time.Since(start)
 	for _, n := range nodes[1:] {
-		sameImage(t, n.regAddr(), "repo", img1)
+		sameImage(t, n.regAddr(), "repo/app", img1)
 	}
 	waitAll(t, "converged after the push", nodes, func(n *e2eNode) bool { return converged(n.state(t)) })
 	t.Logf("push to A took %v; B and C served it %v after the push started (%v after it ended)", pushed, served, served-pushed)
@@ -398,7 +398,7 @@ func TestPeersThreeRegistriesConverge(t *testing.T) {
 	waitAll(t, "A and C follow the retag on B", []*e2eNode{a, c}, func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v1") == d2 })
 	t.Logf("retag on B followed in %v", time.Since(start))
 	for _, n := range []*e2eNode{a, c} {
-		sameImage(t, n.regAddr(), "repo", img2)
+		sameImage(t, n.regAddr(), "repo/app", img2)
 	}
 	waitAll(t, "converged after the retag", nodes, func(n *e2eNode) bool { return converged(n.state(t)) })
 
@@ -440,7 +440,7 @@ func TestPeersThreeRegistriesConverge(t *testing.T) {
 	b.startRegistry(t)
 	waitAll(t, "B catches up after its registry restarted", []*e2eNode{b}, func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v2") == d3 })
 	t.Logf("B caught up %v after its registry restarted", time.Since(start))
-	sameImage(t, b.regAddr(), "repo", img3)
+	sameImage(t, b.regAddr(), "repo/app", img3)
 	waitAll(t, "converged after B caught up", nodes, func(n *e2eNode) bool { return converged(n.state(t)) })
 
 	// 5. Idle: no data-plane byte moves for 20 s.

@@ -280,6 +280,7 @@ func backoff(d, max time.Duration) time.Duration {
 
 // joinLoop joins the seeds, retrying with backoff until one answers (seeds may not be up yet).
 func (n *Node) joinLoop() {
+	defer n.rejoinLoop() // once joined: keep the seeds members (rejoin.go)
 	if len(n.set.Join) == 0 {
 		return
 	}
