@@ -16,10 +16,15 @@ func (n *Node) rejoinLoop() {
 	}
 	for n.sleep(n.opts.SyncInterval) {
 		addrs, _ := ResolveSeeds(n.ctx, net.DefaultResolver, n.set.Join)
+		// The node's own member table (memberlist's Members() hands out nodes it mutates unlocked).
 		live := map[string]bool{n.GossipAddr(): true}
-		for _, m := range n.ml.Members() {
-			live[m.Address()] = true
+		n.mu.Lock()
+		for _, m := range n.members {
+			if m.alive {
+				live[m.addr] = true
+			}
 		}
+		n.mu.Unlock()
 		var missing []string
 		for _, a := range addrs {
 			if !live[a] {
