@@ -50,6 +50,7 @@ type e2eNode struct {
 	proc              *trowfsbin.Proc
 	reg               *exec.Cmd
 	regOut            *bytes.Buffer
+	regMu             *sync.Mutex // guards regOut
 	regDone           chan struct{}
 }
 
@@ -108,8 +109,8 @@ func (n *e2eNode) startRegistry(t *testing.T) {
 	}
 	cmd := exec.Command(regtest.Tools(t).Registry, "serve", cfg)
 	n.regOut = &bytes.Buffer{}
-	mu := &sync.Mutex{}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{mu, n.regOut}, &lockedWriter{mu, n.regOut}
+	n.regMu = &sync.Mutex{}
+	cmd.Stdout, cmd.Stderr = &lockedWriter{n.regMu, n.regOut}, &lockedWriter{n.regMu, n.regOut}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,10 @@ func (n *e2eNode) startRegistry(t *testing.T) {
 		}
 		select {
 		case <-done:
-			t.Fatalf("registry of %s exited: %s", n.name, n.regOut)
+			n.regMu.Lock()
+			out := n.regOut.String()
+			n.regMu.Unlock()
+			t.Fatalf("registry of %s exited: %s", n.name, out)
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -433,7 +437,7 @@ func TestPeersThreeRegistriesConverge(t *testing.T) {
 	waitAll(t, "C serves repo/app:v2", []*e2eNode{c}, func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v2") == d3 })
 	waitAll(t, "B says it waits for its registry", []*e2eNode{b}, func(n *e2eNode) bool {
 		s := n.state(t)
-		return s.Peers != nil && strings.Contains(s.Peers.WaitingFor, b.regAddr())
+		return s.Peers != nil && strings.Contains(s.Peers.WaitingFor, b.regAddr()) && strings.Contains(s.Peers.WaitingFor, "connection refused")
 	})
 	t.Logf("B waiting_for: %s", b.state(t).Peers.WaitingFor)
 	start = time.Now()
