@@ -280,6 +280,7 @@ func backoff(d, max time.Duration) time.Duration {
 
 // joinLoop joins the seeds, retrying with backoff until one answers (seeds may not be up yet).
 func (n *Node) joinLoop() {
+	defer n.rejoinLoop() // once joined: keep the seeds members (rejoin.go)
 	if len(n.set.Join) == 0 {
 		return
 	}
@@ -304,9 +305,14 @@ func (n *Node) joinLoop() {
 			return
 		}
 		if n.ml.NumMembers() > 1 {
-			return // someone joined us
+			n.setWaiting("") // someone joined us
+			return
 		}
-		n.setWaiting(fmt.Sprintf("seeds %v (resolve: %v; join: %v)", n.set.Join, rerr, err))
+		why := fmt.Sprintf("resolve: %v; join: %v", rerr, err)
+		if rerr == nil && len(others) == 0 {
+			why = "only this node; waiting for another to join it"
+		}
+		n.setWaiting(fmt.Sprintf("seeds %v (%s)", n.set.Join, why))
 		n.log.Debug("no seed answered yet; retrying", "in", wait, "resolve_err", rerr, "join_err", err)
 		if !n.sleep(wait) {
 			return

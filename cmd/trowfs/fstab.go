@@ -43,7 +43,8 @@ const (
 	envDaemonLog     = "TROWFS_DAEMON_LOG"      // the file the daemon's stderr goes to after that
 )
 
-var commands = []string{"mount", "verify", "state", "demo", "version", "help"}
+// commands are the subcommand names (TestEveryCommandIsNotTakenForTheMountForm keeps it complete).
+var commands = []string{"mount", "verify", "state", "peers", "demo", "version", "help"}
 
 // isMountHelperCall reports whether trowfs was run in the mount(8) form.
 func isMountHelperCall(argv0 string, args []string) bool {

@@ -80,3 +80,17 @@ func TestMountHelperCallDetection(t *testing.T) {
 		}
 	}
 }
+
+// `trowfs peers --listen ADDR` and any other subcommand with two arguments must reach its
+// command, not be taken for the mount(8) form `trowfs DATA MNT`.
+func TestEveryCommandIsNotTakenForTheMountForm(t *testing.T) {
+	p, err := kong.New(&cli{}, kong.Name("trowfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Model.Children {
+		if isMountHelperCall("trowfs", []string{c.Name, "--listen", "unix:/run/trowfs.sock"}) {
+			t.Errorf("trowfs %s --listen ADDR is taken for the mount form", c.Name)
+		}
+	}
+}

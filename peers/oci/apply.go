@@ -323,7 +323,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 				continue
 			}
 			if err := failed[repo+"@"+d]; err != nil {
-				failed[repo+":"+tag] = fmt.Errorf("manifest %s not applied", d)
+				failed[repo+":"+tag] = fmt.Errorf("manifest %s not applied: %w", d, err)
 				continue
 			}
 			if err := r.setTag(repo, tag, d); err != nil {

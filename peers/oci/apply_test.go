@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -1079,5 +1080,27 @@ func TestApplyBackoffDoublesForARepeatLiar(t *testing.T) {
 	ap.Apply(context.Background(), live, srcs)
 	if d := ap.Stats().Sources["liar"].BackoffUntil.Sub(clock()); d != time.Second {
 		t.Fatalf("back-off after a quiet BackoffMax: %v, want 1s", d)
+	}
+}
+
+// TestApplyErrorNamesTheCauseOfAnUnappliedTag: with the local registry down, the error (the
+// node's waiting_for) says why, even when the first failure listed is a tag held back by its
+// manifest ("repo:tag" sorts before "repo@digest").
+func TestApplyErrorNamesTheCauseOfAnUnappliedTag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + l.Addr().String()
+	l.Close()
+	ap, err := oci.New(oci.Options{LocalURL: down, Local: emptyView{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := "sha256:" + strings.Repeat("c", 64)
+	live := crdt.View{"org/app": {Manifests: map[string]struct{}{d: {}}, Tags: map[string]string{"v1": d}}}
+	_, err = ap.ApplyResult(context.Background(), live, []peers.Source{{Name: "b", RegistryURL: down}})
+	if err == nil || !strings.Contains(err.Error(), "org/app:v1") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("error %v: want the tag and the cause (connection refused)", err)
 	}
 }
