@@ -27,7 +27,7 @@ type SimOptions struct {
 	Nodes     int           // default 50
 	Changes   int           // pushes and deletes on random nodes, default 2×Nodes
 	Partition float64       // probability that a data-plane link is down while the changes happen, default 0.3
-	Churn     int           // nodes stopped during the changes and restarted (same name, kept state) after them, default Nodes/10
+	Churn     int           // nodes stopped during the changes and restarted (same name, kept state) after them, default Nodes/10, <0 none
 	Seed      uint64        // of the random choices
 	Timeout   time.Duration // give up after this long, default 2 min
 	Logger    *slog.Logger  // nil: discard
@@ -65,6 +65,9 @@ func Simulate(o SimOptions) (SimResult, error) {
 	}
 	if o.Churn == 0 {
 		o.Churn = o.Nodes / 10
+	}
+	if o.Churn < 0 {
+		o.Churn = 0
 	}
 	if o.Churn >= o.Nodes {
 		o.Churn = o.Nodes - 1
@@ -306,7 +309,7 @@ func (c *simCluster) converged() (bool, string) {
 			why := fmt.Sprintf("%s: in_sync %v, %d of %d members alive", name, st.InSync, alive, len(c.order)-1)
 			for _, m := range st.Members {
 				if !m.InSync {
-					why += fmt.Sprintf("; %s %s %.19s last %v: %s", m.Name, m.State, m.Root, m.LastExchange, m.LastError)
+					why += fmt.Sprintf("; %s %s (gossip: %s) %.19s last %v: %s", m.Name, m.State, sn.gossipState(m.Name), m.Root, m.LastExchange, m.LastError)
 				}
 			}
 			return false, why
@@ -318,6 +321,16 @@ func (c *simCluster) converged() (bool, string) {
 		}
 	}
 	return true, ""
+}
+
+// gossipState is what memberlist itself says of a member: alive at an address, or absent (left, dead).
+func (s *simNode) gossipState(name string) string {
+	for _, m := range s.node.ml.Members() {
+		if m.Name == name {
+			return fmt.Sprintf("%v at %s", m.State, m.Address())
+		}
+	}
+	return "not a member"
 }
 
 func (c *simCluster) stop() {
