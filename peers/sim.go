@@ -381,14 +381,33 @@ func (t simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 		t.sent.Add(int64(len(b)))
 		return time.Now(), nil // lost, as a UDP packet to a stopped process
 	}
-	return t.countingTransport.WriteTo(b, addr)
+	// A node stopping right now may no longer read its channel: give up after a while (the
+	// packet is lost) rather than wedge the sender.
+	done := make(chan struct{})
+	go func() { _, _ = t.countingTransport.WriteTo(b, addr); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	return time.Now(), nil
 }
 
 func (t simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
 	if t.gone.has(addr) {
 		return nil, errSimGone
 	}
-	return t.countingTransport.DialTimeout(addr, timeout)
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() { c, err := t.countingTransport.DialTimeout(addr, timeout); ch <- dialed{c, err} }()
+	select {
+	case d := <-ch:
+		return d.c, d.err
+	case <-time.After(timeout):
+		return nil, errSimGone
+	}
 }
 
 // countingTransport counts the gossip bytes a node sends (packets and streams).
