@@ -17,7 +17,11 @@ func TestSimulatedClusterConvergesAtScale(t *testing.T) {
 	if v := os.Getenv("PEERS_SIM_NODES"); v != "" {
 		nodes, _ = strconv.Atoi(v)
 	}
-	res, err := Simulate(SimOptions{Nodes: nodes, Seed: 1, Timeout: 3 * time.Minute, Logger: simLogger(t)})
+	churn := 0
+	if os.Getenv("PEERS_SIM_NOCHURN") != "" {
+		churn = -1
+	}
+	res, err := Simulate(SimOptions{Nodes: nodes, Churn: churn, Seed: 1, Timeout: 3 * time.Minute, Logger: simLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
