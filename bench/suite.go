@@ -47,6 +47,7 @@ func Workloads() []Workload {
 		{"registry", "push and pull images through the distribution registry", (*Suite).registry},
 		{"consistency", "cat .state vs registry garbage-collect --dry-run", (*Suite).consistency},
 		{"scrub", "scrub and offline verify throughput vs disk and SHA-256", (*Suite).scrub},
+		{"peers", "simulated peer cluster: time and bytes per node to converge at 10, 25, 50 nodes", (*Suite).peersSim},
 	}
 }
 

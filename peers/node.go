@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
@@ -76,7 +77,8 @@ type Node struct {
 	srv     *http.Server
 	lis     net.Listener
 	dataAdv string
-	gossip  string // the gossip address, fixed once memberlist runs
+	gossip  string        // the gossip address, fixed once memberlist runs
+	probe   time.Duration // memberlist's probe interval: the pace of the push-pulls after a join
 
 	// metaMu serialises UpdateNode (memberlist does not) and guards published.
 	metaMu    sync.Mutex
@@ -211,6 +213,7 @@ func Start(opts Options) (*Node, error) {
 		_ = n.srv.Close()
 		return nil, fmt.Errorf("peer gossip on %s: %w", net.JoinHostPort(s.BindHost, strconv.Itoa(s.BindPort)), err)
 	}
+	n.probe = mc.ProbeInterval
 	n.gossip = n.ml.LocalNode().Address() // read once: memberlist rewrites its local node under its own lock
 	if h, p, err := net.SplitHostPort(n.dataAdv); err == nil {
 		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
@@ -302,6 +305,7 @@ func (n *Node) joinLoop() {
 		if joined > 0 {
 			n.log.Info("joined the cluster", "via", joined, "members", n.ml.NumMembers())
 			n.setWaiting("")
+			n.refuteStale()
 			return
 		}
 		if n.ml.NumMembers() > 1 {
@@ -318,6 +322,36 @@ func (n *Node) joinLoop() {
 			return
 		}
 		wait = backoff(wait, n.opts.JoinMaxBackoff)
+	}
+}
+
+// refuteStale exchanges full state with a few random members at 1, 2 and 4 probe intervals after
+// a join. A node that restarts under its name (a pod, a churned node) starts at a low
+// incarnation while the others still hold its "left" record at a higher one; a push-pull with
+// any of them carries that record back, and memberlist refutes it at once with a higher
+// incarnation. Without this only the node's own periodic push-pull (30 s, scaled up above 32
+// members) ever tells it: the others never gossip to a member they think has left, and a stale
+// "left" record pushed between two of them marks it left again. Measured in the 50-node
+// simulation: restarted members stayed "left" on some nodes 20 s and more after the data had
+// converged.
+func (n *Node) refuteStale() {
+	for _, k := range []time.Duration{1, 2, 4} {
+		if !n.sleep(k * n.probe) {
+			return
+		}
+		var addrs []string
+		for _, m := range n.ml.Members() {
+			if m.Name != n.set.Name {
+				addrs = append(addrs, m.Address())
+			}
+		}
+		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+		if len(addrs) > 4 {
+			addrs = addrs[:4]
+		}
+		if len(addrs) > 0 {
+			_, _ = n.ml.Join(addrs) // a Join is a push-pull with each; a failure changes nothing
+		}
 	}
 }
 

@@ -27,7 +27,7 @@ type SimOptions struct {
 	Nodes     int           // default 50
 	Changes   int           // pushes and deletes on random nodes, default 2×Nodes
 	Partition float64       // probability that a data-plane link is down while the changes happen, default 0.3
-	Churn     int           // nodes stopped during the changes and restarted (same name, kept state) after them, default Nodes/10
+	Churn     int           // nodes stopped during the changes and restarted (same name, kept state) after them, default Nodes/10, <0 none
 	Seed      uint64        // of the random choices
 	Timeout   time.Duration // give up after this long, default 2 min
 	Logger    *slog.Logger  // nil: discard
@@ -66,6 +66,9 @@ func Simulate(o SimOptions) (SimResult, error) {
 	if o.Churn == 0 {
 		o.Churn = o.Nodes / 10
 	}
+	if o.Churn < 0 {
+		o.Churn = 0
+	}
 	if o.Churn >= o.Nodes {
 		o.Churn = o.Nodes - 1
 	}
@@ -78,7 +81,8 @@ func Simulate(o SimOptions) (SimResult, error) {
 	}
 	rnd := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	key := bytes.Repeat([]byte{0x42}, KeySize)
-	c := &simCluster{net: &memberlist.MockNetwork{}, plane: &memPlane{handlers: map[string]http.Handler{}, down: map[[2]string]bool{}}, key: key, log: log}
+	c := &simCluster{net: &memberlist.MockNetwork{}, plane: &memPlane{handlers: map[string]http.Handler{}, down: map[[2]string]bool{}}, key: key, log: log,
+		gone: &goneSet{addrs: map[string]bool{}}}
 	defer c.stop()
 	churned := rnd.Perm(o.Nodes - 1)[:o.Churn] // node-00, the seed, stays
 	// MockNetwork is not safe to extend while it carries traffic: every incarnation's transport
@@ -199,6 +203,7 @@ type simCluster struct {
 	log   *slog.Logger
 	nodes map[string]*simNode
 	spare map[string][]*memberlist.MockTransport // transports for the incarnations still to start
+	gone  *goneSet                               // gossip addresses of stopped incarnations
 	order []string
 	seed  string
 }
@@ -225,6 +230,7 @@ func (c *simCluster) halt(name string) {
 	if err := sn.node.Stop(); err != nil {
 		c.log.Warn("simulation: stopping a node", "node", name, "err", err)
 	}
+	c.gone.add(sn.node.GossipAddr())
 	sn.node = nil
 }
 
@@ -249,7 +255,7 @@ func (c *simCluster) start(name string) error {
 		s.Join = []string{c.seed}
 	}
 	n, err := Start(Options{Settings: s, View: sn.reg, Applier: sn.reg, Store: sn.store, Logger: c.log.With("sim", name),
-		Transport: countingTransport{tr, sn.gossip}, Listener: idleListener{done: make(chan struct{})},
+		Transport: simTransport{countingTransport{tr, sn.gossip}, c.gone}, Listener: idleListener{done: make(chan struct{})},
 		HTTP: &http.Client{Transport: c.plane.from(sn.dataAdv())}, SyncInterval: 500 * time.Millisecond, Debounce: 20 * time.Millisecond,
 		PersistDebounce: 50 * time.Millisecond, PeerBackoffStart: 100 * time.Millisecond,
 		GossipConfig: func(mc *memberlist.Config) {
@@ -306,7 +312,7 @@ func (c *simCluster) converged() (bool, string) {
 			why := fmt.Sprintf("%s: in_sync %v, %d of %d members alive", name, st.InSync, alive, len(c.order)-1)
 			for _, m := range st.Members {
 				if !m.InSync {
-					why += fmt.Sprintf("; %s %s %.19s last %v: %s", m.Name, m.State, m.Root, m.LastExchange, m.LastError)
+					why += fmt.Sprintf("; %s %s (gossip: %s) %.19s last %v: %s", m.Name, m.State, sn.gossipState(m.Name), m.Root, m.LastExchange, m.LastError)
 				}
 			}
 			return false, why
@@ -320,6 +326,16 @@ func (c *simCluster) converged() (bool, string) {
 	return true, ""
 }
 
+// gossipState is what memberlist itself says of a member: alive at an address, or absent (left, dead).
+func (s *simNode) gossipState(name string) string {
+	for _, m := range s.node.ml.Members() {
+		if m.Name == name {
+			return fmt.Sprintf("%v at %s", m.State, m.Address())
+		}
+	}
+	return "not a member"
+}
+
 func (c *simCluster) stop() {
 	var wg sync.WaitGroup
 	for _, sn := range c.nodes {
@@ -328,6 +344,70 @@ func (c *simCluster) stop() {
 		}
 	}
 	wg.Wait()
+}
+
+// goneSet holds the gossip addresses of stopped incarnations. MockTransport hands a packet to
+// the destination's unbuffered channel and waits for it to be read: a packet to a stopped node
+// would block the sender's probe or gossip loop for good (seen as members that stay "left", or
+// alive at a dead address, forever on some nodes). Over UDP such a packet is lost and a dial
+// fails; countingTransport does the same for these addresses.
+type goneSet struct {
+	mu    sync.Mutex // guards addrs
+	addrs map[string]bool
+}
+
+func (g *goneSet) add(addr string) {
+	g.mu.Lock()
+	g.addrs[addr] = true
+	g.mu.Unlock()
+}
+
+func (g *goneSet) has(addr string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addrs[addr]
+}
+
+// simTransport drops what is sent to a stopped incarnation (see goneSet).
+type simTransport struct {
+	countingTransport
+	gone *goneSet
+}
+
+var errSimGone = errors.New("simulated: nobody listens there any more")
+
+func (t simTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.gone.has(addr) {
+		t.sent.Add(int64(len(b)))
+		return time.Now(), nil // lost, as a UDP packet to a stopped process
+	}
+	// A node stopping right now may no longer read its channel: give up after a while (the
+	// packet is lost) rather than wedge the sender.
+	done := make(chan struct{})
+	go func() { _, _ = t.countingTransport.WriteTo(b, addr); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	return time.Now(), nil
+}
+
+func (t simTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.gone.has(addr) {
+		return nil, errSimGone
+	}
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() { c, err := t.countingTransport.DialTimeout(addr, timeout); ch <- dialed{c, err} }()
+	select {
+	case d := <-ch:
+		return d.c, d.err
+	case <-time.After(timeout):
+		return nil, errSimGone
+	}
 }
 
 // countingTransport counts the gossip bytes a node sends (packets and streams).
