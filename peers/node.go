@@ -339,12 +339,15 @@ func (n *Node) refuteStale() {
 		if !n.sleep(k * n.probe) {
 			return
 		}
+		// The node's own member table: memberlist's Members() hands out nodes it mutates unlocked.
 		var addrs []string
-		for _, m := range n.ml.Members() {
-			if m.Name != n.set.Name {
-				addrs = append(addrs, m.Address())
+		n.mu.Lock()
+		for name, m := range n.members {
+			if m.alive && name != n.set.Name && m.addr != "" {
+				addrs = append(addrs, m.addr)
 			}
 		}
+		n.mu.Unlock()
 		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 		if len(addrs) > 4 {
 			addrs = addrs[:4]

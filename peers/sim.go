@@ -312,7 +312,7 @@ func (c *simCluster) converged() (bool, string) {
 			why := fmt.Sprintf("%s: in_sync %v, %d of %d members alive", name, st.InSync, alive, len(c.order)-1)
 			for _, m := range st.Members {
 				if !m.InSync {
-					why += fmt.Sprintf("; %s %s (gossip: %s) %.19s last %v: %s", m.Name, m.State, sn.gossipState(m.Name), m.Root, m.LastExchange, m.LastError)
+					why += fmt.Sprintf("; %s %s %.19s last %v: %s", m.Name, m.State, m.Root, m.LastExchange, m.LastError)
 				}
 			}
 			return false, why
@@ -324,16 +324,6 @@ func (c *simCluster) converged() (bool, string) {
 		}
 	}
 	return true, ""
-}
-
-// gossipState is what memberlist itself says of a member: alive at an address, or absent (left, dead).
-func (s *simNode) gossipState(name string) string {
-	for _, m := range s.node.ml.Members() {
-		if m.Name == name {
-			return fmt.Sprintf("%v at %s", m.State, m.Address())
-		}
-	}
-	return "not a member"
 }
 
 func (c *simCluster) stop() {
