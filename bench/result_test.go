@@ -89,12 +89,6 @@ func TestMarkdown(t *testing.T) {
 	}
 }
 
-func TestMountinfoUnescape(t *testing.T) {
-	if got := unescapeMountinfo(`/var/tmp/a\040b`); got != "/var/tmp/a b" {
-		t.Errorf("got %q", got)
-	}
-}
-
 func TestPeakLiveHeap(t *testing.T) {
 	log := "gc 1 @0.012s 2%: 0.018+1.2+0.003 ms clock, 0.036+0.11/1.0/0.5+0.007 ms cpu, 4->4->3 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n" +
 		"time=... level=WARN msg=x\n" +

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -9,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/trowfs/trowfs/internal/mountinfo"
 	"github.com/trowfs/trowfs/statedir"
 )
 
@@ -231,29 +230,20 @@ func pathWithin(outer, inner string) bool {
 // that path never meets the directory's real parents, but its location is the same. p need not
 // exist (a mountpoint yet to be created). ok is false without a readable mount table.
 func fsLocation(p string) (dev, path string, ok bool) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		return "", "", false
 	}
-	defer f.Close()
 	best := -1
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/root rw"
-		a := strings.Fields(sc.Text())
-		if len(a) < 5 {
-			continue
-		}
-		point := unescapeMountinfo(a[4])
+	for _, m := range ms {
 		// The longest mountpoint holding p; of mounts stacked on one path, the last (topmost).
-		if pathWithin(point, p) && len(point) >= best {
-			best = len(point)
-			dev = a[2]
-			path = filepath.Join(unescapeMountinfo(a[3]), strings.TrimPrefix(p, strings.TrimSuffix(point, "/")))
+		if pathWithin(m.Point, p) && len(m.Point) >= best {
+			best = len(m.Point)
+			dev = fmt.Sprintf("%d:%d", m.Major, m.Minor)
+			path = filepath.Join(m.Root, strings.TrimPrefix(p, strings.TrimSuffix(m.Point, "/")))
 		}
 	}
-	if sc.Err() != nil || best < 0 {
+	if best < 0 {
 		return "", "", false
 	}
 	return dev, path, true
@@ -276,56 +266,17 @@ func firstEntry(dir string) (string, error) {
 	return "", nil
 }
 
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	point, fsType, source string
-	minor                 uint32 // for FUSE: the connection number in /sys/fs/fuse/connections
-}
-
-func (m mountEntry) fuse() bool { return m.fsType == "fuse" || strings.HasPrefix(m.fsType, "fuse.") }
-
 // mountAt returns the topmost mount whose mountpoint is exactly p.
-func mountAt(p string) (mountEntry, bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return mountEntry{}, false, err
-	}
-	defer f.Close()
-	var found mountEntry
+func mountAt(p string) (mountinfo.Mount, bool, error) {
+	ms, err := mountinfo.Read()
+	var found mountinfo.Mount
 	ok := false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// "36 35 98:0 /root /mnt/point rw,noatime master:1 - ext4 /dev/root rw"
-		pre, post, cut := strings.Cut(sc.Text(), " - ")
-		a, b := strings.Fields(pre), strings.Fields(post)
-		if !cut || len(a) < 5 || len(b) < 2 || unescapeMountinfo(a[4]) != p {
-			continue
+	for _, m := range ms {
+		if m.Point == p {
+			found, ok = m, true
 		}
-		_, min, _ := strings.Cut(a[2], ":")
-		n, _ := strconv.ParseUint(min, 10, 32)
-		found, ok = mountEntry{point: p, fsType: b[0], source: unescapeMountinfo(b[1]), minor: uint32(n)}, true
 	}
-	return found, ok, sc.Err()
-}
-
-// unescapeMountinfo undoes the kernel's \ooo escapes (space, tab, newline, backslash).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return found, ok, err
 }
 
 // clearDeadMount looks at what is mounted on mnt. A FUSE mount whose server is gone (it answers
@@ -334,17 +285,17 @@ func unescapeMountinfo(s string) string {
 func clearDeadMount(mnt string, log *slog.Logger) error {
 	for range 8 { // mounts can be stacked on one path
 		m, ok, err := mountAt(mnt)
-		if err != nil || !ok || !m.fuse() {
+		if err != nil || !ok || !m.FUSE() {
 			return nil // no mount table (nothing to learn from it), nothing mounted, or not FUSE
 		}
 		alive, why := probe(mnt)
 		if alive {
-			return &MountpointInUseError{Mnt: mnt, FSType: m.fsType, Source: m.source, Why: why}
+			return &MountpointInUseError{Mnt: mnt, FSType: m.FSType, Source: m.Source, Why: why}
 		}
 		if err := detach(m); err != nil {
 			return &MountError{fmt.Errorf("mountpoint %s is a dead FUSE mount (%s) and could not be detached: %w", mnt, why, err)}
 		}
-		log.Warn("detached a dead FUSE mount left on the mountpoint by a server that died", "mountpoint", mnt, "fstype", m.fsType, "source", m.source, "probe", why)
+		log.Warn("detached a dead FUSE mount left on the mountpoint by a server that died", "mountpoint", mnt, "fstype", m.FSType, "source", m.Source, "probe", why)
 	}
 	return &MountError{fmt.Errorf("mountpoint %s: dead FUSE mounts keep reappearing", mnt)}
 }
@@ -376,15 +327,15 @@ func probe(mnt string) (alive bool, why string) {
 }
 
 // detach aborts the FUSE connection of m (so nothing stays blocked on it) and unmounts it lazily.
-func detach(m mountEntry) error {
+func detach(m mountinfo.Mount) error {
 	// Best effort: fusectl may not be mounted, and the kernel has usually aborted the connection
 	// of a server that exited already.
-	_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.minor), []byte("1"), 0)
-	err := unix.Unmount(m.point, unix.MNT_DETACH)
+	_ = os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.Minor), []byte("1"), 0)
+	err := unix.Unmount(m.Point, unix.MNT_DETACH)
 	if errors.Is(err, unix.EPERM) {
 		// Not root: fusermount may unmount a FUSE mount of this user.
 		for _, tool := range []string{"fusermount3", "fusermount"} {
-			if out, e := exec.Command(tool, "-u", "-z", m.point).CombinedOutput(); e == nil {
+			if out, e := exec.Command(tool, "-u", "-z", m.Point).CombinedOutput(); e == nil {
 				err = nil
 				break
 			} else if !errors.Is(e, exec.ErrNotFound) {

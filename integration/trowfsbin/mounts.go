@@ -1,7 +1,6 @@
 package trowfsbin
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,78 +10,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/internal/mountinfo"
 )
 
 // Mount is one line of /proc/self/mountinfo.
-type Mount struct {
-	Point  string // mountpoint, unescaped
-	FSType string // e.g. fuse.trowfs
-	Source string // for trowfs: the data directory
-	Major  uint32
-	Minor  uint32 // for FUSE: the connection number in /sys/fs/fuse/connections
-}
-
-// FUSE reports whether the mount is served by a FUSE daemon.
-func (m Mount) FUSE() bool { return m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse.") }
+type Mount = mountinfo.Mount
 
 // Mounts lists the mounts this process sees.
-func Mounts() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []Mount
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if m, ok := parseMountinfo(sc.Text()); ok {
-			out = append(out, m)
-		}
-	}
-	return out, sc.Err()
-}
-
-// parseMountinfo reads "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw".
-func parseMountinfo(line string) (Mount, bool) {
-	pre, post, ok := strings.Cut(line, " - ")
-	if !ok {
-		return Mount{}, false
-	}
-	a, b := strings.Fields(pre), strings.Fields(post)
-	if len(a) < 5 || len(b) < 2 {
-		return Mount{}, false
-	}
-	maj, min, ok := strings.Cut(a[2], ":")
-	if !ok {
-		return Mount{}, false
-	}
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if err1 != nil || err2 != nil {
-		return Mount{}, false
-	}
-	return Mount{Point: unescapeOctal(a[4]), FSType: b[0], Source: unescapeOctal(b[1]), Major: uint32(ma), Minor: uint32(mi)}, true
-}
-
-// unescapeOctal undoes the kernel's \ooo escaping of spaces, tabs, newlines and backslashes.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func Mounts() ([]Mount, error) { return mountinfo.Read() }
 
 // FindMount returns the innermost mount on exactly the path mnt (made absolute and clean).
 func FindMount(mnt string) (Mount, bool) {
