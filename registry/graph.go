@@ -171,6 +171,12 @@ func (w *walker) present(s sd) bool {
 	return w.r.blobs[s.store][s.d] != nil
 }
 
+// mismatched reports whether s is a blob file whose content does not match its name.
+func (w *walker) mismatched(s sd) bool {
+	e := w.r.blobs[s.store][s.d]
+	return e != nil && e.info.Status == hashtree.StatusMismatch
+}
+
 // dbStore is the pseudo store of trow.db manifest rows.
 const dbStore = "\x00db"
 
@@ -269,10 +275,10 @@ func (w *walker) visit(repo string, s sd, marks map[sd]struct{}, record bool) {
 			c.store = ""
 		}
 		// Parent edges are kept only where they can matter: for absent
-		// references (to name what needs them) and for manifests (to walk
-		// up to the tags). Layers that are present need none.
+		// or mismatched references (to name what needs them) and for
+		// manifests (to walk up to the tags). Sound layers need none.
 		down := w.recurse(repo, c, isIndex)
-		if record && (down || !w.present(c)) {
+		if record && (down || !w.present(c) || w.mismatched(c)) {
 			w.g.parents[c] = append(w.g.parents[c], edge{repo, s.d})
 		}
 		if _, done := marks[c]; done {
@@ -653,10 +659,11 @@ func (r *Registry) buildReportLocked(g *graph) Report {
 
 	// Mismatched blob files.
 	mism := []MismatchedBlob{}
-	for _, m := range r.blobs {
+	for store, m := range r.blobs {
 		for d, e := range m {
 			if e.info.Status == hashtree.StatusMismatch {
-				mism = append(mism, MismatchedBlob{Path: e.info.Path, Expected: string(d), Actual: e.info.Digest.String()})
+				mism = append(mism, MismatchedBlob{Path: e.info.Path, Expected: string(d), Actual: e.info.Digest.String(),
+					Repos: nonNil(reposUsing(g, sd{store, d}))})
 			}
 		}
 	}
@@ -732,6 +739,24 @@ func (r *Registry) missingLocked(g *graph, repo string, onlyRepo bool) []Missing
 		return out[i].Kind < out[j].Kind
 	})
 	return out
+}
+
+// reposUsing lists the repositories that use s: whose manifests reference it, or whose
+// tags or untagged roots name it.
+func reposUsing(g *graph, s sd) []string {
+	repos := map[string]bool{}
+	for _, p := range g.parents[s] {
+		repos[p.repo] = true
+	}
+	for _, rp := range g.untaggedRoot[s] {
+		repos[rp] = true
+	}
+	for _, rt := range g.roots {
+		if rt.store == s.store && rt.d == s.d {
+			repos[rt.repo] = true
+		}
+	}
+	return sortedKeys(repos)
 }
 
 // tagsNeeding walks parent edges up to the roots and collects their tags.

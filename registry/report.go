@@ -78,6 +78,9 @@ type MismatchedBlob struct {
 	Path     string `json:"path"`
 	Expected string `json:"expected"` // the digest in the name
 	Actual   string `json:"actual"`   // sha256 of the content, "" if unknown
+	// Repos are the repositories whose manifests or tags use the blob: the images it
+	// breaks. Empty when nothing uses it (it is also dangling).
+	Repos []string `json:"repos"`
 }
 
 // BrokenTag is a tag pointing at a manifest that is absent.
