@@ -30,6 +30,7 @@ type statusPage struct {
 	More      int
 	Registry  map[string]any
 	RegKeys   []string
+	Problems  statusProblems
 	Peers     []statusKV
 	Dir       string // the directory listed ("" = root)
 	Parent    string // its parent, for the "up" link
@@ -60,6 +61,31 @@ type statusState struct {
 }
 
 type statusKV struct{ Key, Value string }
+
+// statusProblems are the registry report's lists, shown as tables of their own (the report's
+// other fields are key/value rows). Decoded from the report's JSON, so the page shows what
+// /v1/registry shows; field names match its keys case-insensitively.
+type statusProblems struct {
+	Mismatched []struct {
+		Path, Expected, Actual string
+		Repos                  []string
+	}
+	MismatchedCount int `json:"mismatched_count"`
+	Missing         []struct {
+		Digest, Kind string
+		Repos, Tags  []string
+	}
+	MissingCount int `json:"missing_count"`
+	Dangling     []struct {
+		Digest, Path, Repo, Note string
+		Size                     int64
+	}
+	DanglingCount int   `json:"dangling_count"`
+	DanglingBytes int64 `json:"dangling_bytes"`
+}
+
+// statusListKeys are the report keys shown in the problem tables instead of as rows.
+var statusListKeys = map[string]bool{"mismatched": true, "missing": true, "dangling": true}
 
 // statusKVs flattens a JSON value into sorted key/value rows (one level; deeper values as JSON).
 func statusKVs(v any) []statusKV {
@@ -130,7 +156,20 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 <h2>Registry</h2>
 {{if .Registry}}<p class="{{if eq (get .Registry "ok") "true"}}ok">consistent{{else}}bad">inconsistent{{end}}</p><table>
 {{range .RegKeys}}<tr><th>{{.}}</th><td><code>{{get $.Registry .}}</code></td></tr>
-{{end}}</table>{{else}}<p>No registry layout (plain).</p>{{end}}
+{{end}}</table>
+{{with .Problems}}{{if .MismatchedCount}}<h3 class="bad" id="mismatched">Mismatched blobs: {{.MismatchedCount}}</h3>
+<table><tr><th>Digest (name)</th><th>Content hashes to</th><th>Repositories</th><th>Path</th></tr>
+{{range .Mismatched}}<tr class="bad"><td><code>{{.Expected}}</code></td><td><code>{{.Actual}}</code></td><td>{{range .Repos}}<code>{{.}}</code> {{else}}(none){{end}}</td><td><code>{{.Path}}</code></td></tr>
+{{end}}</table>{{end}}
+{{if .MissingCount}}<h3 class="bad" id="missing">Missing: {{.MissingCount}}</h3>
+<table><tr><th>Digest</th><th>Kind</th><th>Repositories</th><th>Tags</th></tr>
+{{range .Missing}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Kind}}</td><td>{{range .Repos}}<code>{{.}}</code> {{end}}</td><td>{{range .Tags}}<code>{{.}}</code> {{end}}</td></tr>
+{{end}}</table>{{end}}
+{{if .DanglingCount}}<h3 class="bad" id="dangling">Dangling: {{.DanglingCount}} ({{.DanglingBytes}} bytes)</h3>
+<table><tr><th>Digest</th><th>Size</th><th>Repository</th><th>Path</th><th>Note</th></tr>
+{{range .Dangling}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Size}}</td><td><code>{{.Repo}}</code></td><td><code>{{.Path}}</code></td><td>{{.Note}}</td></tr>
+{{end}}</table>{{end}}{{end}}
+{{else}}<p>No registry layout (plain).</p>{{end}}
 {{if .Peers}}<h2>Peers</h2><table>
 {{range .Peers}}<tr><th>{{.Key}}</th><td><code>{{.Value}}</code></td></tr>
 {{end}}</table>{{end}}
@@ -191,12 +230,17 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = json.Unmarshal(b, &page.Registry)
 		}
+		if err == nil {
+			err = json.Unmarshal(b, &page.Problems)
+		}
 		if err != nil {
 			s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("registry report: %v", err))
 			return
 		}
 		for k := range page.Registry {
-			page.RegKeys = append(page.RegKeys, k)
+			if !statusListKeys[k] {
+				page.RegKeys = append(page.RegKeys, k)
+			}
 		}
 		sort.Strings(page.RegKeys)
 	}
