@@ -23,12 +23,14 @@ install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/trowfs
 	ln -sf trowfs $(DESTDIR)$(PREFIX)/sbin/mount.fuse.trowfs
 
-# Packages the mount and the tests use. Missing apt is not fatal: trowfs mounts directly as root.
+# Packages the mount and the tests use (chromium: the status page's browser test). Missing apt is
+# not fatal: trowfs mounts directly as root.
 apt:
 	@pkgs=""; \
 	command -v fusermount3 >/dev/null && [ -e /sbin/mount.fuse3 ] || pkgs="$$pkgs fuse3"; \
 	command -v sqlite3 >/dev/null || pkgs="$$pkgs sqlite3"; \
 	command -v systemd-analyze >/dev/null || pkgs="$$pkgs systemd"; \
+	command -v chromium >/dev/null || pkgs="$$pkgs chromium"; \
 	if [ -n "$$pkgs" ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "== installing$$pkgs (apt)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null) \
