@@ -44,7 +44,9 @@ func TestStatusPageProblemTables(t *testing.T) {
 	}
 
 	// A consistent registry has no problem tables.
-	b.set(func(f *fakeBackend) { f.report = map[string]any{"ok": true, "mismatched": []any{}, "mismatched_count": 0} })
+	b.set(func(f *fakeBackend) {
+		f.report = map[string]any{"ok": true, "mismatched": []any{}, "mismatched_count": 0}
+	})
 	_, body = ts.do("GET", "/", nil)
 	if strings.Contains(string(body), `id="mismatched"`) || !strings.Contains(string(body), `class="ok">consistent`) {
 		t.Errorf("a consistent registry's page:\n%s", body)
