@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,10 +66,31 @@ func TestDashboardAndAlertsUseEmittedDocumentedMetrics(t *testing.T) {
 	if strings.Contains(alerts, "\t") {
 		t.Error("alerts.yml must not contain tabs")
 	}
-	// One rule for each condition the operator must hear about.
-	for _, name := range []string{"TrowfsMismatchedBlobs", "TrowfsMissingBlobs", "TrowfsDanglingBlobsGrowing", "TrowfsScrubNotRun", "TrowfsSnapshotNotWritten", "TrowfsMountUnhealthy"} {
-		if !strings.Contains(alerts, "- alert: "+name+"\n") {
+	// One rule for each condition the operator must hear about, on the metric that measures it
+	// (not a stand-in that only correlates).
+	exprs := map[string]string{} // alert name -> its expr
+	var alert string
+	for _, line := range strings.Split(alerts, "\n") {
+		line = strings.TrimSpace(line)
+		if n, ok := strings.CutPrefix(line, "- alert: "); ok {
+			alert = n
+		} else if e, ok := strings.CutPrefix(line, "expr: "); ok && alert != "" {
+			exprs[alert] = e
+		}
+	}
+	for name, metric := range map[string]string{
+		"TrowfsMismatchedBlobs":       "trowfs_registry_mismatched_blobs",
+		"TrowfsMissingBlobs":          "trowfs_registry_missing_blobs",
+		"TrowfsDanglingBlobsGrowing":  "trowfs_registry_dangling_bytes",
+		"TrowfsScrubNotRun":           "trowfs_scrub_passes_total",
+		"TrowfsSnapshotWriteFailures": "trowfs_snapshot_write_failures_total",
+		"TrowfsMountUnhealthy":        "trowfs_mounted_since_timestamp_seconds",
+	} {
+		e, ok := exprs[name]
+		if !ok {
 			t.Errorf("alerts.yml has no rule %s", name)
+		} else if !slices.Contains(metricName.FindAllString(e, -1), metric) {
+			t.Errorf("alert %s does not watch %s: %s", name, metric, e)
 		}
 	}
 	used := map[string][]string{}
@@ -121,5 +144,95 @@ func TestDashboardAndAlertsUseEmittedDocumentedMetrics(t *testing.T) {
 		if !slices.Contains(documented, n) {
 			t.Errorf("%s uses %s, which docs/api.md does not document", where[0], n)
 		}
+	}
+}
+
+// metricValue returns the value of the unlabelled sample name in a /metrics body.
+func metricValue(t *testing.T, body, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no sample %s", name)
+	return 0
+}
+
+// A checkpoint that cannot be written counts in trowfs_snapshot_write_failures_total, the
+// mount keeps serving, and the next checkpoint after the cause is gone succeeds. The failure
+// is real: DATA/.trowfs/tree.snap is made a directory, so the rename that publishes the new
+// snapshot fails (EISDIR) even for root, whom permissions would not stop.
+func TestSnapshotWriteFailuresCounted(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	p := trowfsbin.Start(t, "", "", "--listen", "unix:"+sock, "--checkpoint-interval", "100ms")
+	get := unixGet(t, sock)
+	metrics := func() string {
+		t.Helper()
+		code, body := get("/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("/metrics: %d %s", code, body)
+		}
+		return body
+	}
+	const failures = "trowfs_snapshot_write_failures_total"
+	if v := metricValue(t, metrics(), failures); v != 0 {
+		t.Fatalf("%s = %v on a fresh mount, want 0", failures, v)
+	}
+
+	snap := filepath.Join(p.Data, ".trowfs", "tree.snap")
+	if err := os.RemoveAll(snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(snap, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A change through the mount, so that the next checkpoint has something to write.
+	if err := os.WriteFile(filepath.Join(p.Mnt, "after-sabotage"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric := func(what string, ok func(body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			if ok(metrics()) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 15 s; log:\n%s", what, p.Stderr())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitMetric("the failed checkpoint is counted", func(b string) bool { return metricValue(t, b, failures) >= 2 })
+	if !strings.Contains(p.Stderr(), "checkpoint failed") {
+		t.Errorf("the failed checkpoint is not logged:\n%s", p.Stderr())
+	}
+	// Bookkeeping failing never fails the registry: the mount still reads and writes.
+	if err := os.WriteFile(filepath.Join(p.Mnt, "still-writable"), []byte("y"), 0o644); err != nil {
+		t.Fatalf("write through the mount while checkpoints fail: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.Mnt, "after-sabotage")); err != nil || string(b) != "x" {
+		t.Fatalf("read through the mount while checkpoints fail: %q %v", b, err)
+	}
+
+	repaired := time.Now()
+	if err := os.RemoveAll(snap); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("a checkpoint succeeds once tree.snap can be replaced", func(b string) bool {
+		return metricValue(t, b, "trowfs_snapshot_last_write_timestamp_seconds") >= float64(repaired.UnixNano())/1e9
+	})
+	body := metrics()
+	n := metricValue(t, body, failures)
+	time.Sleep(500 * time.Millisecond) // several checkpoint intervals
+	if m := metricValue(t, metrics(), failures); m != n {
+		t.Errorf("%s rose from %v to %v after the cause was removed", failures, n, m)
+	}
+	if fi, err := os.Stat(snap); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("tree.snap after the repair: %v %v", fi, err)
 	}
 }

@@ -159,6 +159,7 @@ func (b backend) Metrics() []api.Metric {
 		r := reg.Report()
 		add("trowfs_registry_blobs", "Blobs present.", "gauge", float64(r.Blobs))
 		add("trowfs_registry_dangling_blobs", "Blobs present that no manifest references.", "gauge", float64(r.DanglingCount))
+		add("trowfs_registry_dangling_bytes", "Bytes of the blobs present that no manifest references.", "gauge", float64(r.DanglingBytes))
 		add("trowfs_registry_missing_blobs", "Blobs referenced but absent.", "gauge", float64(r.MissingCount))
 		add("trowfs_registry_mismatched_blobs", "Blobs whose content does not match their name.", "gauge", float64(r.MismatchedCount))
 		inSync := 0.0
@@ -181,6 +182,7 @@ func (b backend) Metrics() []api.Metric {
 		}
 	}
 	add("trowfs_snapshot_last_write_timestamp_seconds", "When the last snapshot of the tree was written (0: never).", "gauge", float64(snap)/1e9)
+	add("trowfs_snapshot_write_failures_total", "Snapshot writes (checkpoints and the one at unmount) that failed.", "counter", float64(s.snapFail.Load()))
 	add("trowfs_mounted_since_timestamp_seconds", "When the mount started.", "gauge", float64(s.started.UnixNano())/1e9)
 	ms = append(ms, s.peerMetrics()...)
 	return ms

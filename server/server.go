@@ -87,8 +87,9 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
-	lastSnap atomic.Int64 // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
-	hist     *histograms  // latency histograms served on /metrics
+	lastSnap atomic.Int64  // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
+	snapFail atomic.Uint64 // snapshot writes (checkpoints, the final one) that failed
+	hist     *histograms   // latency histograms served on /metrics
 	peer     atomic.Pointer[peers.Node]
 }
 
@@ -292,6 +293,7 @@ func (s *Server) stop() error {
 	snapStart := time.Now()
 	err := s.t.WriteSnapshot(true)
 	if err != nil {
+		s.snapFail.Add(1)
 		s.log.Error("final snapshot failed; the next mount rescans", "err", err)
 	} else {
 		s.hist.observeSnapshot(time.Since(snapStart))
@@ -351,6 +353,7 @@ func (s *Server) checkpoints(ctx context.Context) {
 			}
 			start := time.Now()
 			if err := s.t.WriteSnapshot(false); err != nil {
+				s.snapFail.Add(1)
 				s.log.Warn("checkpoint failed", "err", err)
 				continue
 			}
