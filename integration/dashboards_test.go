@@ -5,7 +5,9 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -124,7 +126,7 @@ func TestDashboardAndAlertsUseEmittedDocumentedMetrics(t *testing.T) {
 	}
 
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	trowfsbin.Start(t, "", "", "--listen", "unix:"+sock)
+	p := trowfsbin.Start(t, "", "", "--listen", "unix:"+sock)
 	code, body := unixGet(t, sock)("/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", code, body)
@@ -144,6 +146,31 @@ func TestDashboardAndAlertsUseEmittedDocumentedMetrics(t *testing.T) {
 		if !slices.Contains(documented, n) {
 			t.Errorf("%s uses %s, which docs/api.md does not document", where[0], n)
 		}
+	}
+	// trowfs_registry_dangling_bytes is the report's dangling_bytes: a stray blob (named by its
+	// digest, referenced by no manifest) written through the mount shows in both.
+	stray := []byte("a blob no manifest references")
+	name := fmt.Sprintf("%x", sha256.Sum256(stray))
+	if err := os.WriteFile(filepath.Join(p.Mnt, "blobs", "sha256", name), stray, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		_, repBody := unixGet(t, sock)("/v1/registry")
+		var rep struct {
+			DanglingBytes int64 `json:"dangling_bytes"`
+		}
+		if err := json.Unmarshal([]byte(repBody), &rep); err != nil {
+			t.Fatalf("/v1/registry: %v", err)
+		}
+		_, body := unixGet(t, sock)("/metrics")
+		v := metricValue(t, body, "trowfs_registry_dangling_bytes")
+		if rep.DanglingBytes >= int64(len(stray)) && v == float64(rep.DanglingBytes) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trowfs_registry_dangling_bytes = %v, /v1/registry dangling_bytes = %d; want equal, with the %d-byte stray blob", v, rep.DanglingBytes, len(stray))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

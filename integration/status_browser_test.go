@@ -212,6 +212,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		"trowfs healthy", root.Digest,
 		fmt.Sprintf("Files / dirs / symlinks\t%d /", root.Files), fmt.Sprintf("Bytes\t%d", root.Bytes),
 		"inconsistent", fmt.Sprintf("Mismatched blobs: %d", rep.Count),
+		"Scrub\t{", "\"passes\":", "Findings: ", "mismatch\t" + rel, // scrub progress, recent findings
 	} {
 		if !strings.Contains(d.Text, want) {
 			t.Errorf("rendered page lacks %q:\n%s", want, d.Text)
