@@ -158,7 +158,7 @@ func damageCases() []damageCase {
 				t.Fatal(err)
 			}
 			return damage{paths: []string{rel},
-				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(bad).String()}}},
+				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(bad).String(), Repos: []string{"org/app"}}}},
 				findings: map[string][]string{modeOffline: {tracker.FindingMismatch}, modeBehind: {tracker.FindingDrift, tracker.FindingMismatch},
 					modeThrough: {tracker.FindingMismatch}}}
 		}},
@@ -169,7 +169,7 @@ func damageCases() []damageCase {
 				t.Fatal(err)
 			}
 			return damage{paths: []string{rel},
-				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(l.Data[:len(l.Data)/3]).String()}}},
+				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(l.Data[:len(l.Data)/3]).String(), Repos: []string{"org/lib"}}}},
 				findings: map[string][]string{modeOffline: {tracker.FindingMismatch}, modeBehind: {tracker.FindingDrift, tracker.FindingMismatch},
 					modeThrough: {tracker.FindingMismatch}}}
 		}},
@@ -266,7 +266,7 @@ func damageCases() []damageCase {
 				t.Fatalf("rename into blobs must succeed (Trow panics otherwise): %v", err)
 			}
 			return damage{paths: []string{rel},
-				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: victim.Digest.String(), Actual: fx.B.Layers[0].Digest.String()}}},
+				report: expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: victim.Digest.String(), Actual: fx.B.Layers[0].Digest.String(), Repos: []string{"org/app"}}}},
 				findings: map[string][]string{modeOffline: {tracker.FindingMismatch}, modeBehind: {tracker.FindingDrift, tracker.FindingMismatch},
 					modeThrough: {tracker.FindingMismatch}}}
 		}},
@@ -465,7 +465,7 @@ func TestDamageBitRot(t *testing.T) {
 				v.Findings[0].Actual != digest.FromBytes(bad).String() {
 				t.Errorf("verification run %s found %+v, want one bit_rot on %s", v.State, v.Findings, rel)
 			}
-			checkReport(t, e, expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(bad).String()}}})
+			checkReport(t, e, expectReport{tags: 2, mism: []registry.MismatchedBlob{{Path: rel, Expected: l.Digest.String(), Actual: digest.FromBytes(bad).String(), Repos: []string{"org/app"}}}})
 			f := e.Srv.Tracker().Findings("")
 			if len(f) != 1 || f[0].Kind != tracker.FindingBitRot || f[0].Path != rel {
 				t.Errorf("findings %+v, want exactly one bit_rot on %s", f, rel)

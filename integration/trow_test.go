@@ -627,8 +627,8 @@ func TestTrowSQLiteMismatchedRename(t *testing.T) {
 	db.Close()
 	// The report's actual digest is the sha256 of the content (docs/registry.md).
 	checkReport(t, e, expectReport{tags: 1, mism: []registry.MismatchedBlob{
-		{Path: "blobs/" + l1.Digest.String(), Expected: l1.Digest.String(), Actual: digest.FromBytes(bad).String()},
-		{Path: "blobs/" + l2.Digest.String(), Expected: l2.Digest.String(), Actual: digest.FromBytes(bad512).String()},
+		{Path: "blobs/" + l1.Digest.String(), Expected: l1.Digest.String(), Actual: digest.FromBytes(bad).String(), Repos: []string{"x/y"}},
+		{Path: "blobs/" + l2.Digest.String(), Expected: l2.Digest.String(), Actual: digest.FromBytes(bad512).String(), Repos: []string{"x/y"}},
 	}})
 	f := e.Srv.Tracker().Findings("")
 	if len(f) != 2 || f[0].Kind != tracker.FindingMismatch || f[0].Path != "blobs/"+l1.Digest.String() ||
