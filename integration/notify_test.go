@@ -156,3 +156,48 @@ while [ ! -e "$2" ]; do sleep 0.02; done`
 	}
 	nextMessage(t, msgs, "STOPPING", 5*time.Second, p)
 }
+
+// A checkpoint that fails shows in the STATUS= line (systemctl status) until one succeeds again.
+func TestNotifyStatusSaysSnapshotWritesFail(t *testing.T) {
+	data, mnt := t.TempDir(), filepath.Join(t.TempDir(), "mnt")
+	sockDir, err := os.MkdirTemp("/tmp", "sd") // a short path: sun_path holds 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "notify")
+	msgs := fakeNotifySocket(t, sock, mnt)
+	t.Setenv("NOTIFY_SOCKET", sock)
+	p := trowfsbin.Start(t, data, mnt, "--checkpoint-interval", "100ms")
+	if ready, _ := nextMessage(t, msgs, "READY", 30*time.Second, p); strings.Contains(ready.vars["STATUS"], "snapshot") {
+		t.Fatalf("READY's STATUS = %q on a healthy mount", ready.vars["STATUS"])
+	}
+
+	// tree.snap made a directory: the rename that publishes a checkpoint fails, even for root.
+	snap := filepath.Join(data, ".trowfs", "tree.snap")
+	if err := os.RemoveAll(snap); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(snap, "in-the-way"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	status := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second) // STATUS= is refreshed every 5 s
+		for {
+			m, _ := nextMessage(t, msgs, "STATUS", time.Until(deadline), p)
+			if strings.Contains(m.vars["STATUS"], "snapshot writes failing") == want {
+				return
+			}
+		}
+	}
+	status(true)
+	if err := os.RemoveAll(snap); err != nil {
+		t.Fatal(err)
+	}
+	status(false)
+	p.Stop(t)
+}

@@ -89,6 +89,7 @@ type Server struct {
 	stopErr  error
 	lastSnap atomic.Int64  // Unix nanoseconds of the last checkpoint written by this mount; 0: none yet
 	snapFail atomic.Uint64 // snapshot writes (checkpoints, the final one) that failed
+	snapBad  atomic.Bool   // the last snapshot write failed
 	hist     *histograms   // latency histograms served on /metrics
 	peer     atomic.Pointer[peers.Node]
 }
@@ -339,6 +340,10 @@ func (s *Server) unmount() {
 	}
 }
 
+// SnapshotWriteFailing reports whether the last snapshot write (a checkpoint) failed: DATA/.trowfs
+// cannot be written, and a restart would rescan what changed since the last one that succeeded.
+func (s *Server) SnapshotWriteFailing() bool { return s.snapBad.Load() }
+
 func (s *Server) checkpoints(ctx context.Context) {
 	defer s.bg.Done()
 	tick := time.NewTicker(s.cfg.CheckpointInterval)
@@ -354,11 +359,13 @@ func (s *Server) checkpoints(ctx context.Context) {
 			start := time.Now()
 			if err := s.t.WriteSnapshot(false); err != nil {
 				s.snapFail.Add(1)
+				s.snapBad.Store(true)
 				s.log.Warn("checkpoint failed", "err", err)
 				continue
 			}
 			s.hist.observeSnapshot(time.Since(start))
 			s.lastSnap.Store(time.Now().UnixNano())
+			s.snapBad.Store(false)
 			s.log.Debug("checkpoint written", "took", time.Since(start))
 		}
 	}

@@ -196,6 +196,9 @@ func serving(srv *server.Server) string {
 			s += fmt.Sprintf("; %s verification %d/%d files", v.Kind, v.FilesDone, v.FilesTotal)
 		}
 	}
+	if srv.SnapshotWriteFailing() {
+		s += "; snapshot writes failing (see the log)"
+	}
 	return s
 }
 
