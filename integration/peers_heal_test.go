@@ -1,8 +1,8 @@
 package integration
 
 // Healing end to end (docs/peers.md, "Healing"): two trowfs mounts, each under its own
-// distribution v3.1.2 registry, joined as peers through the real binary. A layer blob's file is
-// damaged in B's DATA behind the mount (same size, one byte flipped); a verification run finds
+// distribution v3.1.2 registry, joined as peers through the real binary. A layer blob's file (and
+// the manifest's) is damaged in B's DATA behind the mount (same size, one byte flipped); a verification run finds
 // it; B fetches the blob from A's registry, verifies it and renames it over the bad file. The
 // finding becomes "repaired" naming A, the file holds its name's bytes again, and B's registry
 // serves the right bytes. With --on-mismatch=eio and no live peer, reads of the bad blob fail
@@ -238,37 +238,54 @@ func TestPeersHealRottenBlobFromPeer(t *testing.T) {
 	waitAll(t, "B serves repo/app:v1", []*e2eNode{b}, func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v1") == dg })
 	waitAll(t, "in sync after the push", []*e2eNode{a, b}, func(n *e2eNode) bool { return oneMemberInSync(n.state(t)) })
 	rel, d := layerBlob(t, img)
+	// The manifest too: it is fetched from the manifests endpoint (distribution serves no
+	// manifest from its blobs endpoint).
+	md, _ := img.Digest()
+	mrel := "docker/registry/v2/blobs/sha256/" + md.Hex[:2] + "/" + md.Hex + "/data"
 	before := heals(t, b, "healed")
 
-	flipByte(t, filepath.Join(b.data, rel))
+	for _, r := range []string{rel, mrel} {
+		flipByte(t, filepath.Join(b.data, r))
+	}
 	if got := sha256File(t, filepath.Join(b.data, rel)); got == d.Hex {
 		t.Fatal("the damage did not change the blob")
 	}
 	start := time.Now()
-	verifyUntil(t, b, "the damaged blob is found", func() bool {
-		fs := findingAt(t, b, rel)
-		_, bad := fs["mismatch"]
-		_, rep := fs["repaired"]
-		return bad || rep
+	verifyUntil(t, b, "the damaged blobs are found", func() bool {
+		for _, r := range []string{rel, mrel} {
+			fs := findingAt(t, b, r)
+			_, bad := fs["mismatch"]
+			_, rep := fs["repaired"]
+			if !bad && !rep {
+				return false
+			}
+		}
+		return true
 	})
 	f := waitRepaired(t, b, rel)
+	mf := waitRepaired(t, b, mrel)
 	t.Logf("found and healed %v after the first verification request", time.Since(start))
 	if f.RepairedFrom != "a" || f.Expected != d.String() || f.Actual == d.String() || f.Actual == "" {
 		t.Fatalf("repaired finding: %+v; want repaired_from a, expected %s and the damaged digest as actual", f, d)
 	}
-	if got := sha256File(t, filepath.Join(b.data, rel)); got != d.Hex {
-		t.Fatalf("B's blob file after the heal hashes to %s, want %s", got, d.Hex)
+	if mf.RepairedFrom != "a" || mf.Expected != md.String() {
+		t.Fatalf("repaired finding of the manifest: %+v", mf)
 	}
-	// Through the mount at once (the kernel was told), and through B's registry.
-	if got := sha256File(t, filepath.Join(b.mnt, rel)); got != d.Hex {
-		t.Fatalf("the blob read through B's mount hashes to %s, want %s", got, d.Hex)
+	for r, want := range map[string]string{rel: d.Hex, mrel: md.Hex} {
+		if got := sha256File(t, filepath.Join(b.data, r)); got != want {
+			t.Fatalf("B's %s after the heal hashes to %s, want %s", r, got, want)
+		}
+		// Through the mount at once (the kernel was told).
+		if got := sha256File(t, filepath.Join(b.mnt, r)); got != want {
+			t.Fatalf("%s read through B's mount hashes to %s, want %s", r, got, want)
+		}
 	}
 	if got, err := pullLayer(t, b.regAddr(), "repo/app", d); err != nil || got != d.Hex {
 		t.Fatalf("pull of the layer through B's registry: %s, %v", got, err)
 	}
 	sameImage(t, b.regAddr(), "repo/app", img)
-	if after := heals(t, b, "healed"); after != before+1 {
-		t.Fatalf("trowfs_peer_heals_total{result=\"healed\"} went from %v to %v, want one more", before, after)
+	if after := heals(t, b, "healed"); after != before+2 {
+		t.Fatalf("trowfs_peer_heals_total{result=\"healed\"} went from %v to %v, want two more", before, after)
 	}
 	// The tree took the healed file: B is consistent and in sync with A again, and the tree it
 	// writes at unmount equals a rescan of DATA.

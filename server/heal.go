@@ -382,12 +382,13 @@ func (s *Server) healOne(ctx context.Context, it healItem) error {
 		s.heal.failed.Add(1)
 		return err
 	}
-	repos := s.reposReferencing(it.want)
+	repos, manifest := s.reposReferencing(it.want)
 	if len(repos) == 0 {
 		s.heal.failed.Add(1)
 		return fmt.Errorf("no repository references %s", it.want)
 	}
-	from, err := s.heal.healer.Heal(ctx, oci.HealRequest{DataDir: s.cfg.Data, RelPath: it.rel, Digest: it.want, Size: -1, Repos: repos}, srcs)
+	from, err := s.heal.healer.Heal(ctx, oci.HealRequest{DataDir: s.cfg.Data, RelPath: it.rel, Digest: it.want, Size: -1,
+		Repos: repos, Manifest: manifest}, srcs)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.heal.failed.Add(1)
@@ -432,26 +433,35 @@ func (s *Server) healSources() []peers.Source {
 // maxHealRepos bounds the repositories a heal tries the blob through.
 const maxHealRepos = 8
 
-// reposReferencing lists repositories whose manifests reference d (a blob is fetched through
-// a repository: the OCI API has no repository-less blob GET).
-func (s *Server) reposReferencing(d digest.Digest) []string {
+// reposReferencing lists repositories that hold d, as a manifest or as a blob their manifests
+// reference (a blob is fetched through a repository: the OCI API has no repository-less blob
+// GET), and whether d is a manifest there.
+func (s *Server) reposReferencing(d digest.Digest) (repos []string, manifest bool) {
 	reg := s.reg.Load()
-	var out []string
+	has := func(sorted []string) bool {
+		i := sort.SearchStrings(sorted, d.String())
+		return i < len(sorted) && sorted[i] == d.String()
+	}
 	for _, repo := range reg.Repos() {
 		rr, ok := reg.RepoReport(repo)
 		if !ok {
 			continue
 		}
-		i := sort.SearchStrings(rr.Blobs, d.String())
-		j := sort.SearchStrings(rr.Manifests, d.String())
-		if (i < len(rr.Blobs) && rr.Blobs[i] == d.String()) || (j < len(rr.Manifests) && rr.Manifests[j] == d.String()) {
-			out = append(out, repo)
-			if len(out) == maxHealRepos {
-				break
-			}
+		m := has(rr.Manifests)
+		if !m && !has(rr.Blobs) {
+			continue
+		}
+		if len(repos) == 0 {
+			manifest = m
+		} else if m != manifest {
+			continue // one endpoint per heal: the repositories where it is what the first said
+		}
+		repos = append(repos, repo)
+		if len(repos) == maxHealRepos {
+			break
 		}
 	}
-	return out
+	return repos, manifest
 }
 
 // watchPeersForHeals retries every waiting heal at once when the set of live members, or a

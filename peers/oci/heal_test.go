@@ -350,3 +350,39 @@ func TestHealOfUnknownSizeRejectsEveryKindOfLiar(t *testing.T) {
 		})
 	}
 }
+
+// TestHealOfAManifest fetches a damaged manifest's bytes from the manifests endpoint by digest.
+func TestHealOfAManifest(t *testing.T) {
+	a := regtest.StartDistribution(t, t.TempDir())
+	img, err := random.Image(1000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.NewTag(a.Addr+"/org/app:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.RawManifest()
+	md, _ := img.Digest()
+	d := digest.Digest(md.String())
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rotten := bytes.Clone(raw)
+	rotten[len(rotten)/2] ^= 0x20
+	if err := os.WriteFile(p, rotten, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ap := newHealer(t)
+	from, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+		Repos: []string{"org/app"}, Manifest: true}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+	if err != nil || from != "a" {
+		t.Fatalf("Heal of a manifest = %q, %v", from, err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, raw) {
+		t.Fatal("the healed file does not hold the manifest")
+	}
+}
