@@ -212,15 +212,17 @@ func (b *badBlobs) set(rel string, want digest.Digest) {
 
 // clear forgets rel, and with under the paths below it (a removed directory).
 func (b *badBlobs) clear(rel string, under bool) {
-	if b.n.Load() == 0 {
-		return
+	if b.n.Load() == 0 || (!under && !b.has(rel)) {
+		return // the common case: every event of every good file passes here
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.paths, rel)
-	for p := range b.paths {
-		if under && strings.HasPrefix(p, rel+"/") {
-			delete(b.paths, p)
+	if under {
+		for p := range b.paths {
+			if strings.HasPrefix(p, rel+"/") {
+				delete(b.paths, p)
+			}
 		}
 	}
 	b.n.Store(int64(len(b.paths)))
@@ -364,9 +366,6 @@ func (q *healQueue) work(ctx context.Context, heal func(context.Context, healIte
 		q.done(it, err)
 	}
 }
-
-// errHealStale says the path is no longer a mismatch (rewritten, removed, healed meanwhile).
-var errHealStale = errors.New("no longer a mismatch")
 
 // healOne heals one blob file: sources from the live members, repositories from the registry
 // model, the copy through the Healer, then the tracker rehashes it and the kernel forgets its
