@@ -284,6 +284,10 @@ func TestPeersHealRottenBlobFromPeer(t *testing.T) {
 		t.Fatalf("pull of the layer through B's registry: %s, %v", got, err)
 	}
 	sameImage(t, b.regAddr(), "repo/app", img)
+	// The endpoint serves the same finding.
+	if code, body := unixGet(t, b.sock)("/v1/state"); code != 200 || !strings.Contains(body, `"repaired_from": "a"`) {
+		t.Fatalf("GET /v1/state on B: %d, no repaired_from a:\n%s", code, body)
+	}
 	if after := heals(t, b, "healed"); after != before+2 {
 		t.Fatalf("trowfs_peer_heals_total{result=\"healed\"} went from %v to %v, want two more", before, after)
 	}
