@@ -468,18 +468,20 @@ func (s *Server) reposReferencing(d digest.Digest) (repos []string, manifest boo
 func (s *Server) watchPeersForHeals(ctx context.Context) {
 	tick := time.NewTicker(healWatchInterval)
 	defer tick.Stop()
+	s.heal.q.watch(ctx, tick.C, s.membersFingerprint)
+}
+
+// watch calls fingerprint at every tick and retries every waiting item when it changed.
+func (q *healQueue) watch(ctx context.Context, tick <-chan time.Time, fingerprint func() string) {
 	last := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tick:
 		}
-		fp := s.membersFingerprint()
-		if fp != last {
-			if last != "" || fp != "" {
-				s.heal.q.retryAll()
-			}
+		if fp := fingerprint(); fp != last {
+			q.retryAll()
 			last = fp
 		}
 	}

@@ -194,3 +194,32 @@ func TestBadBlobs(t *testing.T) {
 		t.Fatalf("set after clears: %v (n %d)", b.paths, b.n.Load())
 	}
 }
+
+// watch retries every waiting heal as soon as the members' fingerprint changes, and only then.
+func TestHealQueueWatchRetriesWhenMembersChange(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	q := newHealQueue(clk.now, 10, time.Hour, time.Hour)
+	q.add("blobs/a", dA)
+	it, _, _ := q.next()
+	q.done(it, errors.New("no live peer"))
+	<-q.wake          // drain the add's wake-up
+	var mu sync.Mutex // guards fp
+	fp := ""
+	tick := make(chan time.Time)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go q.watch(ctx, tick, func() string { mu.Lock(); defer mu.Unlock(); return fp })
+	tick <- time.Time{} // same fingerprint: nothing retried
+	tick <- time.Time{} // (the second send returns once the first tick was handled)
+	if _, ok, _ := q.next(); ok {
+		t.Fatal("retried without a change of members")
+	}
+	mu.Lock()
+	fp = "a=sha256:1"
+	mu.Unlock()
+	tick <- time.Time{}
+	<-q.wake // retryAll wakes the workers
+	if it, ok, _ := q.next(); !ok || it.rel != "blobs/a" {
+		t.Fatalf("after a member joined: %+v %v, want blobs/a due at once", it, ok)
+	}
+}
