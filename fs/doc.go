@@ -26,6 +26,13 @@
 // went away while the kernel holds it runs the loopback's path-based operations through another
 // name of its file (Node.named), as the single node of a file with two names would.
 //
+// # Known-bad blobs
+//
+// The one exception to "never turn a success into a failure" is opt-in: with Options.Refuse set
+// (--on-mismatch=eio), an open for reading of a path it names fails with EIO before the backing
+// open (fs/mismatch.go). Server.Invalidate drops the kernel's cached view of a file that was
+// replaced in DATA behind the mount (a heal), so the next lookup and read see the new file.
+//
 // # Locking
 //
 // The fs package holds no locks of its own: go-fuse serialises what it must per inode, and the

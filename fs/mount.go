@@ -35,6 +35,8 @@ type Options struct {
 	ListState bool
 	Debug     bool
 	FsName    string
+	// Refuse, if set, fails opens for reading of the paths it names with EIO (fs/mismatch.go).
+	Refuse Refuser
 }
 
 // DefaultOptions are the options `trowfs mount` starts from.
@@ -55,6 +57,7 @@ type mountState struct {
 	state       StateFunc
 	passthrough bool
 	listState   bool
+	refuse      Refuser // Options.Refuse, or nil
 }
 
 func (m *mountState) newNode() *Node {
@@ -66,6 +69,7 @@ type Server struct {
 	*fuse.Server
 	mnt         string
 	passthrough bool
+	root        *Node // for Invalidate
 }
 
 // Passthrough reports whether the kernel accepted FUSE passthrough (reads, and writes in the
@@ -84,7 +88,7 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if opts.State == nil {
 		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
 	}
-	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState}
+	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState, refuse: opts.Refuse}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	ms.root = lr
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
@@ -137,7 +141,7 @@ func Mount(data, mnt string, t *tracker.Tracker, opts Options) (*Server, error) 
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", data, mnt, err)
 	}
-	s := &Server{Server: srv, mnt: mnt}
+	s := &Server{Server: srv, mnt: mnt, root: root.(*Node)}
 	s.passthrough = opts.WriteMode != WriteDaemon && srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
 	root.(*Node).m.perName.Store(s.passthrough)
 	return s, nil

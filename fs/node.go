@@ -280,6 +280,9 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.refused(flags); errno != 0 {
+		return nil, 0, errno
+	}
 	var fh gofs.FileHandle
 	var fl uint32
 	_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {

@@ -151,7 +151,7 @@ func (b backend) Metrics() []api.Metric {
 		add("trowfs_files", "Files by status.", "gauge", float64(st.Summary.ByStatus[i]), "status", hashtree.Status(i).String())
 	}
 	add("trowfs_pending_files", "Files with writers or waiting to be hashed.", "gauge", float64(st.Pending))
-	for _, k := range []string{tracker.FindingMismatch, tracker.FindingBitRot, tracker.FindingTransientRead, tracker.FindingReadError, tracker.FindingDrift, tracker.FindingShadowed, tracker.FindingInternal} {
+	for _, k := range []string{tracker.FindingMismatch, tracker.FindingBitRot, tracker.FindingTransientRead, tracker.FindingReadError, tracker.FindingDrift, tracker.FindingShadowed, tracker.FindingInternal, tracker.FindingRepaired} {
 		add("trowfs_findings", "Current findings by kind.", "gauge", float64(st.Findings[k]), "kind", k)
 	}
 	if s.Layout() != "plain" {
@@ -185,6 +185,7 @@ func (b backend) Metrics() []api.Metric {
 	add("trowfs_snapshot_write_failures_total", "Snapshot writes (checkpoints and the one at unmount) that failed.", "counter", float64(s.snapFail.Load()))
 	add("trowfs_mounted_since_timestamp_seconds", "When the mount started.", "gauge", float64(s.started.UnixNano())/1e9)
 	ms = append(ms, s.peerMetrics()...)
+	ms = append(ms, s.healMetrics()...)
 	return ms
 }
 

@@ -20,6 +20,9 @@ type PeerConfig struct {
 	// waits for.
 	PeerView    peers.ViewSource
 	PeerApplier peers.Applier
+	// PeerHealer heals blob files that do not match their name from the peers' registries
+	// (heal.go). nil: the PeerApplier if it can (the production one can).
+	PeerHealer Healer
 }
 
 // peerStateName is the peer state's file in DATA/.trowfs; peerAppliedName what the applier last
@@ -58,11 +61,17 @@ func (s *Server) startPeers() error {
 		return err
 	}
 	s.peer.Store(n)
+	healer := s.cfg.PeerHealer
+	if healer == nil {
+		healer, _ = applier.(Healer)
+	}
+	s.startHealing(healer)
 	return nil
 }
 
 // stopPeers leaves the cluster and writes the peer state while DATA/.trowfs is still open.
 func (s *Server) stopPeers() {
+	s.stopHealing()
 	if n := s.peer.Swap(nil); n != nil {
 		if err := n.Stop(); err != nil {
 			s.log.Warn("writing the peer state at shutdown failed", "err", err)

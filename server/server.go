@@ -50,6 +50,9 @@ type Config struct {
 	Status func(string)
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
 	DrainTimeout time.Duration
+	// OnMismatch is what an open for reading of a blob known not to match its name gets:
+	// OnMismatchServe (default, "") or OnMismatchEIO.
+	OnMismatch string
 	PeerConfig
 }
 
@@ -92,6 +95,7 @@ type Server struct {
 	snapBad  atomic.Bool   // the last snapshot write failed
 	hist     *histograms   // latency histograms served on /metrics
 	peer     atomic.Pointer[peers.Node]
+	heal     healing // blobs known bad, and their heals from peers (heal.go)
 }
 
 // Start validates cfg, loads and reconciles the tree, mounts, and starts the background work.
@@ -131,11 +135,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	default:
 		return nil, &ConfigError{fmt.Errorf("--verify-on-start=%s: want quick, full or off", cfg.VerifyOnStart)}
 	}
+	switch cfg.OnMismatch {
+	case "", OnMismatchServe, OnMismatchEIO:
+	default:
+		return nil, &ConfigError{fmt.Errorf("--on-mismatch=%s: want %s or %s", cfg.OnMismatch, OnMismatchServe, OnMismatchEIO)}
+	}
 	// Files and directories are created with exactly the mode the caller asked for; the kernel
 	// has already applied the caller's umask.
 	syscall.Umask(0)
 
 	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC(), hist: newHistograms()}
+	s.heal.q = newHealQueue(time.Now, healQueueMax, healBackoffStart, healBackoffMax)
 	s.reg.Store(registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log}))
 	s.autoLayout = (cfg.Layout == "" || cfg.Layout == "auto") && layout == registry.Plain
 	if s.autoLayout {
@@ -161,7 +171,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if layout != registry.Plain {
-		s.reg.Load().Reset(s.files())
+		files := s.files()
+		s.reg.Load().Reset(files)
+		s.seedBadBlobs(files)
 	}
 	// The load allocated and dropped a lot (the snapshot's buffers, the walk): give it back now
 	// rather than whenever the runtime gets to it.
@@ -183,6 +195,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	opts.Debug = cfg.Debug
 	opts.ListState = cfg.ListState
 	opts.State = s.stateDoc
+	if cfg.OnMismatch == OnMismatchEIO {
+		opts.Refuse = s.refuse
+	}
 	status("mounting " + cfg.Mnt)
 	s.fuse, err = trowfs.Mount(cfg.Data, cfg.Mnt, s.t, opts)
 	if err != nil {
@@ -377,6 +392,7 @@ func (s *Server) notify(ev tracker.Event) {
 	if s.redetect() {
 		return // the new registry model was loaded from the whole tree
 	}
+	s.observeBlob(ev)
 	reg := s.reg.Load()
 	if ev.Removed {
 		reg.Remove(ev.Path)
@@ -413,7 +429,9 @@ func (s *Server) redetect() bool {
 		s.log.Warn("could not apply the layout's exclusions", "err", err)
 	}
 	reg := registry.New(l, source{s}, registry.Options{DeleteUntagged: s.cfg.DeleteUntagged, Logger: s.log})
-	reg.Reset(s.files())
+	files := s.files()
+	reg.Reset(files)
+	s.seedBadBlobs(files)
 	if old := s.reg.Swap(reg); old != nil {
 		old.Close()
 	}

@@ -88,9 +88,10 @@ type Tracker struct {
 	inflight map[uint64]*fileState          // files with writers or a hash job pending, by inode
 	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
 	findings map[findingKey]Finding
-	dirty    bool     // the tree changed since the last checkpoint
-	lockFile *os.File // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
-	busy     int      // hash jobs queued or running
+	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
+	dirty    bool                // the tree changed since the last checkpoint
+	lockFile *os.File            // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
+	busy     int                 // hash jobs queued or running
 	idle     *sync.Cond
 	load     LoadReport
 	runs     []*Run

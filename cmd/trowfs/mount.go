@@ -39,6 +39,7 @@ type mountCmd struct {
 	NonEmpty           bool          `name:"nonempty" help:"Mount even if MNT is not empty (its contents are hidden while mounted); without it a non-empty MNT exits 2."`
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
+	OnMismatch         string        `help:"What reading a blob whose content does not match its digest gets: serve (the bytes as they are) or eio (EIO from open until the blob is healed from a peer or rewritten)." default:"serve" enum:"serve,eio"`
 	peerFlags          `embed:""`
 
 	execFlags
@@ -97,7 +98,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
 		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
-		Status: sd.status, PeerConfig: pc,
+		Status: sd.status, OnMismatch: m.OnMismatch, PeerConfig: pc,
 	})
 	if err != nil {
 		sd.status("failed: " + err.Error())

@@ -66,6 +66,8 @@ type Options struct {
 	// CacheTimeout, if set, replaces the kernel's entry and attribute timeouts (60 s by default),
 	// for tests that need the kernel to look names up again.
 	CacheTimeout time.Duration
+	// Refuse, if set, is the mount's Options.Refuse (opens for reading it names fail with EIO).
+	Refuse trowfs.Refuser
 	// Log, if set, also receives the tracker's log lines (warnings and worse), for tests that
 	// assert on them.
 	Log io.Writer
@@ -122,6 +124,7 @@ func (e *Env) Start() {
 		opts.WriteMode = e.opts.WriteMode
 	}
 	opts.ListState = e.opts.ListState
+	opts.Refuse = e.opts.Refuse
 	if e.opts.CacheTimeout != 0 {
 		opts.EntryTimeout, opts.AttrTimeout = e.opts.CacheTimeout, e.opts.CacheTimeout
 	}

@@ -32,6 +32,9 @@ type HealRequest struct {
 	// Repos are repositories that reference the blob: a blob is fetched through one of them
 	// (the OCI API has no repository-less blob GET).
 	Repos []string
+	// Manifest says the blob is a manifest: it is fetched from the manifests endpoint by digest
+	// (a registry need not serve a manifest from its blobs endpoint; distribution does not).
+	Manifest bool
 }
 
 // ErrNoPeerHasIt is wrapped when no source served the blob with the right content.
@@ -100,7 +103,11 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 	var errs []string
 	for _, src := range r.usable() {
 		for _, repo := range req.Repos {
-			sp, err := r.fetchHeal(src, repo, desc, dataFd)
+			kind := "blobs"
+			if req.Manifest {
+				kind = "manifests"
+			}
+			sp, err := r.fetchHeal(src, repo, kind, desc, dataFd)
 			if err != nil {
 				var nf *notFoundError
 				if errors.As(err, &nf) {
@@ -170,7 +177,7 @@ func (h *healTemp) install(parentFd int, base string, mode uint32, uid, gid int)
 
 // fetchHeal streams the blob from src into a new file under DATA/.trowfs, verifying it; on any
 // mismatch the file is removed and nothing else is touched.
-func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, dataFd int) (*healTemp, error) {
+func (r *round) fetchHeal(src *endpoint, repo, kind string, desc registry.Descriptor, dataFd int) (*healTemp, error) {
 	if err := unix.Mkdirat(dataFd, stateDirName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, err
 	}
@@ -194,12 +201,16 @@ func (r *round) fetchHeal(src *endpoint, repo string, desc registry.Descriptor, 
 		unix.Close(dirFd)
 		return nil, err
 	}
-	resp, err := src.do(r.ctx, "GET", repo, "blobs", desc.Digest.String())
+	resp, err := src.do(r.ctx, "GET", repo, kind, desc.Digest.String())
 	if err != nil {
 		return fail(err)
 	}
 	defer resp.Body.Close()
-	if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
+	what := "blob "
+	if kind == "manifests" {
+		what = "manifest "
+	}
+	if err := checkStatus(resp, what+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
 	// A blob of unknown size may take at most half of DATA's free space: a source streaming

@@ -311,3 +311,78 @@ func TestHealOfUnknownSizeCannotFillDATA(t *testing.T) {
 		t.Fatalf("temporary files left %v, %d bytes free", left, fs.Bavail*uint64(fs.Bsize))
 	}
 }
+
+// TestHealOfUnknownSizeRejectsEveryKindOfLiar is the heal as trowfs runs it (the damaged file's
+// size is not trusted: Size -1): a source that flips a byte, truncates, or serves another valid
+// blob gets nothing written and is counted as rejected, and the honest source after it heals.
+func TestHealOfUnknownSizeRejectsEveryKindOfLiar(t *testing.T) {
+	for _, mode := range []string{"flip", "truncate", "other"} {
+		t.Run(mode, func(t *testing.T) {
+			a, d, good := healSetup(t)
+			data := t.TempDir()
+			rel := blobRel(d)
+			p := filepath.Join(data, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rotten := bytes.Clone(good)
+			rotten[len(rotten)-1] ^= 0x80
+			if err := os.WriteFile(p, rotten, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ap := newHealer(t)
+			bad := liar(t, a, mode, []byte("a different, perfectly valid blob"))
+			srcs := []peers.Source{{Name: "liar", RegistryURL: bad.URL}, {Name: "a", RegistryURL: a.URL()}}
+			from, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+				Repos: []string{"org/app"}}, srcs)
+			if err != nil || from != "a" {
+				t.Fatalf("Heal = %q, %v; want it healed from a", from, err)
+			}
+			if got, _ := os.ReadFile(p); !bytes.Equal(got, good) {
+				t.Fatal("the healed file does not hold the blob")
+			}
+			if st := ap.Stats(); st.Healed != 1 || st.Sources["liar"].Rejected != 1 {
+				t.Fatalf("stats %+v; want one heal and the liar rejected once", st)
+			}
+			if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+		})
+	}
+}
+
+// TestHealOfAManifest fetches a damaged manifest's bytes from the manifests endpoint by digest.
+func TestHealOfAManifest(t *testing.T) {
+	a := regtest.StartDistribution(t, t.TempDir())
+	img, err := random.Image(1000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.NewTag(a.Addr+"/org/app:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.RawManifest()
+	md, _ := img.Digest()
+	d := digest.Digest(md.String())
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rotten := bytes.Clone(raw)
+	rotten[len(rotten)/2] ^= 0x20
+	if err := os.WriteFile(p, rotten, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ap := newHealer(t)
+	from, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+		Repos: []string{"org/app"}, Manifest: true}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+	if err != nil || from != "a" {
+		t.Fatalf("Heal of a manifest = %q, %v", from, err)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, raw) {
+		t.Fatal("the healed file does not hold the manifest")
+	}
+}
