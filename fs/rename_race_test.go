@@ -1,0 +1,109 @@
+package fs_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trowfs/trowfs/fs/fstest"
+)
+
+// One goroutine renames fresh files over T in a loop while others open and stat T. Natively no
+// open or stat of T ever fails: the name always leads to a file, the old one or the new one.
+// Through a path-keyed loopback the kernel resolves T to the old node, the rename orphans it and
+// the daemon finds no path for it: ENOENT. Registries rename uploads over existing blobs on a
+// re-push, so that is a pull failing while the same blob is pushed again.
+func TestOpenRacingRenameOverTargetNeverFails(t *testing.T) {
+	writeModes(t, func(t *testing.T, mode string) {
+		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
+		target := filepath.Join(e.Mnt, "T")
+		if err := os.WriteFile(target, []byte("first"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var renames, opens, stats, failedOpens, failedStats atomic.Int64
+		var firstErr atomic.Value
+		fail := func(err error) {
+			firstErr.CompareAndSwap(nil, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tmp := filepath.Join(e.Mnt, fmt.Sprintf("tmp.%d", i))
+				if err := os.WriteFile(tmp, []byte(fmt.Sprint(i)), 0o644); err != nil {
+					fail(err)
+					return
+				}
+				if err := os.Rename(tmp, target); err != nil {
+					fail(err)
+					return
+				}
+				renames.Add(1)
+			}
+		}()
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 64)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					opens.Add(1)
+					f, err := os.Open(target)
+					if err != nil {
+						failedOpens.Add(1)
+						fail(err)
+						continue
+					}
+					if _, err := f.Read(buf); err != nil {
+						failedOpens.Add(1)
+						fail(err)
+					}
+					f.Close()
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				stats.Add(1)
+				if _, err := os.Stat(target); err != nil {
+					failedStats.Add(1)
+					fail(err)
+				}
+			}
+		}()
+		time.Sleep(3 * time.Second)
+		close(stop)
+		wg.Wait()
+		t.Logf("%d renames; %d of %d opens and %d of %d stats failed", renames.Load(), failedOpens.Load(), opens.Load(), failedStats.Load(), stats.Load())
+		if renames.Load() == 0 {
+			t.Fatal("no rename happened")
+		}
+		if failedOpens.Load() != 0 || failedStats.Load() != 0 {
+			t.Errorf("%d opens and %d stats of a name that always existed failed; first: %v", failedOpens.Load(), failedStats.Load(), firstErr.Load())
+		}
+		e.AssertMatchesRescan()
+	})
+}
