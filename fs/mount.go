@@ -3,12 +3,14 @@ package fs
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/tracker"
 )
@@ -47,6 +49,13 @@ func DefaultOptions() Options {
 type mountState struct {
 	t    *tracker.Tracker
 	root *gofs.LoopbackRoot
+	// data is DATA's absolute path and dataFd an O_PATH descriptor of it, which every backing
+	// operation is relative to (backing.go); dataDir owns the descriptor and closes it once the
+	// mount's nodes are gone.
+	data    string
+	dataFd  int
+	dataDir *os.File
+	root0   bool // the daemon runs as root: new objects get the caller's owner
 	// perName gives each name of a multiply-linked file its own node (Node.ownNode). Set once
 	// the kernel accepted passthrough, right after the mount; atomic because lookups may race it.
 	perName atomic.Bool
@@ -84,7 +93,16 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if opts.State == nil {
 		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
 	}
-	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState}
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	fd, err := unix.Open(abs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState,
+		data: abs, dataFd: fd, dataDir: os.NewFile(uintptr(fd), abs), root0: os.Geteuid() == 0}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	ms.root = lr
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
