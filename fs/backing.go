@@ -97,12 +97,20 @@ func (m *mountState) locRel(rel string) (loc, syscall.Errno) {
 }
 
 // loc is the node's own backing object: its kept descriptor if it has one, else its name.
+//
+// A file or symlink with neither has lost its name in a way keepObject did not see coming: then
+// ESTALE, on which the kernel walks a path again with LOOKUP_REVAL (open, stat, chmod, truncate,
+// xattrs: every path-based call retries once), so it finds what the name leads to now, as it
+// would natively. A directory removed while held answers ENOENT, as the loopback does.
 func (n *Node) loc() (loc, syscall.Errno) {
 	if k := n.kept.Load(); k != 0 {
 		return loc{dir: unix.AT_FDCWD, name: procFd(int(k - 1)), kept: int(k - 1)}, 0
 	}
 	rel, ok := n.relPath()
 	if !ok {
+		if n.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return loc{}, syscall.ESTALE
+		}
 		return loc{}, syscall.ENOENT
 	}
 	return n.m.locRel(rel)
