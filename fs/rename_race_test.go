@@ -107,3 +107,52 @@ func TestOpenRacingRenameOverTargetNeverFails(t *testing.T) {
 		e.AssertMatchesRescan()
 	})
 }
+
+// A node keeps a descriptor of its object only while the kernel holds it: after thousands of
+// renames over a name and unlinks through the mount, the daemon holds about as many descriptors
+// as before (the kernel forgets replaced and unlinked inodes as soon as nothing uses them).
+func TestKeptDescriptorsAreReleased(t *testing.T) {
+	e := fstest.Mount(t, fstest.Options{})
+	target := filepath.Join(e.Mnt, "T")
+	if err := os.WriteFile(target, []byte("first"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	openFds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := openFds()
+	const n = 2000
+	for i := range n {
+		tmp := filepath.Join(e.Mnt, fmt.Sprintf("tmp.%d", i))
+		if err := os.WriteFile(tmp, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(target); err != nil { // the kernel holds T's node
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			err := os.Rename(tmp, target)
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.Remove(tmp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// FORGET reaches the daemon asynchronously.
+	deadline := time.Now().Add(10 * time.Second)
+	after := openFds()
+	for after-before > 50 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		after = openFds()
+	}
+	t.Logf("%d descriptors before, %d after %d renames over T and unlinks", before, after, n)
+	if after-before > 50 {
+		t.Errorf("%d descriptors more after %d renames and unlinks: kept descriptors are not released", after-before, n)
+	}
+	e.AssertMatchesRescan()
+}
