@@ -633,3 +633,49 @@ func (n *Node) removexattrBacking(attr string) syscall.Errno {
 	}
 	return toErrno(unix.Lremovexattr(l.path(n.m), attr))
 }
+
+var (
+	_ = (gofs.NodeStatxer)((*Node)(nil))
+	_ = (gofs.NodeTmpfiler)((*Node)(nil))
+)
+
+// Statx (sent for statx(2) calls that ask for more than the basic fields, such as the birth
+// time) is the handle's when there is one, else the backing object's, never following a final
+// symlink: the node is the symlink.
+func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	if fsx, ok := f.(gofs.FileStatxer); ok && f != nil {
+		return fsx.Statx(ctx, flags, mask, out)
+	}
+	return n.withLoc(func(l loc) syscall.Errno {
+		var x unix.Statx_t
+		if err := unix.Statx(l.dir, l.name, int(flags)&statxSyncType|l.nofollow(), int(mask), &x); err != nil {
+			return toErrno(err)
+		}
+		out.FromStatx(&x)
+		return 0
+	})
+}
+
+// Tmpfile makes an unnamed file (O_TMPFILE) in this directory.
+func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	l, errno := n.loc()
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer l.release()
+	fd, err := unix.Openat(l.dir, l.name, int(flags&^syscall.O_APPEND)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	var st syscall.Stat_t
+	gen, err := statx(fd, "", unix.AT_EMPTY_PATH, &st)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	out.FromStat(&st)
+	return n.newChild(ctx, &st, gen), gofs.NewLoopbackFile(fd), 0, 0
+}
+
+// statxSyncType is AT_STATX_SYNC_TYPE: the flags of a FUSE STATX request that statx(2) takes.
+const statxSyncType = unix.AT_STATX_FORCE_SYNC | unix.AT_STATX_DONT_SYNC

@@ -183,6 +183,16 @@ func deepOps(t *testing.T, top string) []string {
 	}
 	stat("stat file", "file")
 
+	var sx unix.Statx_t
+	if rec("statx with birth time", unix.Statx(d, "file", unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)) {
+		log = append(log, fmt.Sprintf("  mode %o size %d birth time %t", sx.Mode, sx.Size, sx.Mask&unix.STATX_BTIME != 0))
+	}
+	fd, err = unix.Openat(d, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if rec("tmpfile", err) {
+		_, err = unix.Write(fd, []byte("unnamed"))
+		rec("write tmpfile", err)
+		unix.Close(fd)
+	}
 	rec("chmod", unix.Fchmodat(d, "file", 0o640, 0))
 	rec("chmod missing", unix.Fchmodat(d, "missing", 0o640, 0))
 	rec("chown", unix.Fchownat(d, "file", 1234, 4321, 0))
