@@ -410,7 +410,9 @@ func (n *Node) openBacking(flags uint32) (gofs.FileHandle, uint32, syscall.Errno
 		}
 		var err error
 		if l.kept >= 0 {
-			fd, err = unix.Open(l.name, int(flags)|unix.O_CLOEXEC, 0)
+			// The /proc link is itself a symlink: an O_NOFOLLOW the caller gave (SQLite does)
+			// is for the name it resolved, which the kernel already did.
+			fd, err = unix.Open(l.name, int(flags)&^unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		} else {
 			fd, err = openNoSymlinks(l.dir, l.name, int(flags))
 		}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +53,11 @@ func TestOpenRacingRenameOverTargetNeverFails(t *testing.T) {
 				renames.Add(1)
 			}
 		}()
-		for range 2 {
+		for i := range 2 {
+			flags := os.O_RDONLY
+			if i == 1 {
+				flags |= syscall.O_NOFOLLOW // as SQLite opens its database
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -64,7 +69,7 @@ func TestOpenRacingRenameOverTargetNeverFails(t *testing.T) {
 					default:
 					}
 					opens.Add(1)
-					f, err := os.Open(target)
+					f, err := os.OpenFile(target, flags, 0)
 					if err != nil {
 						failedOpens.Add(1)
 						fail(err)
