@@ -110,6 +110,23 @@ func deepOps(t *testing.T, top string) []string {
 		rec("write PATH_MAX-1", err)
 		unix.Close(fd)
 	}
+	fd, err = unix.Openat(base, atMax, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if rec("open PATH_MAX-1", err) {
+		unix.Close(fd)
+	}
+	// truncate(2) has no *at() form: from base as the working directory (no test here runs in
+	// parallel, and the daemon never resolves a relative path).
+	if cwd, err := os.Getwd(); rec("getwd", err) {
+		if rec("chdir", unix.Fchdir(base)) {
+			rec("truncate PATH_MAX-1", unix.Truncate(atMax, 3))
+			rec("chdir back", unix.Chdir(cwd))
+		}
+	}
+	sibling := long + "/" + strings.Repeat("y", 255)
+	rec("link PATH_MAX-1", unix.Linkat(base, atMax, base, sibling, 0))
+	rec("unlink link PATH_MAX-1", unix.Unlinkat(base, sibling, 0))
+	rec("rename PATH_MAX-1", unix.Renameat(base, atMax, base, sibling))
+	rec("rename PATH_MAX-1 back", unix.Renameat(base, sibling, base, atMax))
 	rec("chmod PATH_MAX-1", unix.Fchmodat(base, atMax, 0o600, 0))
 	rec("chown PATH_MAX-1", unix.Fchownat(base, atMax, 1234, 1234, unix.AT_SYMLINK_NOFOLLOW))
 	rec("unlink PATH_MAX-1", unix.Unlinkat(base, atMax, 0))
