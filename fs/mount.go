@@ -90,9 +90,6 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if err := syscall.Stat(data, &st); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if opts.State == nil {
-		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
-	}
 	abs, err := filepath.Abs(data)
 	if err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -101,10 +98,13 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState,
-		data: abs, dataFd: fd, dataDir: os.NewFile(uintptr(fd), abs), root0: os.Geteuid() == 0}
+	if opts.State == nil {
+		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
+	}
+	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	ms.root = lr
+	ms.data, ms.dataFd, ms.dataDir, ms.root0 = abs, fd, os.NewFile(uintptr(fd), abs), os.Geteuid() == 0
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
 		return ms.newNode()
 	}
