@@ -1,9 +1,14 @@
 // Package fs is the FUSE side of trowfs: a go-fuse loopback filesystem over DATA whose every
 // mutation is reported to the tracker, plus a virtual, read-only .state file in every directory.
 //
-// Only this package imports go-fuse. The node type embeds fs.LoopbackNode, so every operation the
-// kernel sends is served by the backing directory exactly as a plain loopback would; the hooks run
-// after the backing operation succeeded and never turn a success into a failure.
+// Only this package imports go-fuse. The node type embeds fs.LoopbackNode for its inode and
+// handles, but serves every operation itself as an *at() call relative to a descriptor of DATA
+// (backing.go), so no operation depends on an absolute path fitting in PATH_MAX: a name relative
+// to DATA that is itself too long is resolved from its parent directory, reached in steps beneath
+// DATA. A node whose name an unlink or rename through the mount takes while the kernel holds it
+// keeps an O_PATH descriptor of its object until the kernel forgets it, so an open or stat that
+// raced the rename reaches the old file, as natively. The hooks run after the backing operation
+// succeeded and never turn a success into a failure.
 //
 // Files opened read-only get kernel passthrough (reads never enter the daemon). Files opened for
 // writing get passthrough too in the default write mode; their content is hashed from the backing

@@ -3,12 +3,14 @@ package fs
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/tracker"
 )
@@ -49,6 +51,13 @@ func DefaultOptions() Options {
 type mountState struct {
 	t    *tracker.Tracker
 	root *gofs.LoopbackRoot
+	// data is DATA's absolute path and dataFd an O_PATH descriptor of it, which every backing
+	// operation is relative to (backing.go); dataDir owns the descriptor and closes it once the
+	// mount's nodes are gone.
+	data    string
+	dataFd  int
+	dataDir *os.File
+	root0   bool // the daemon runs as root: new objects get the caller's owner
 	// perName gives each name of a multiply-linked file its own node (Node.ownNode). Set once
 	// the kernel accepted passthrough, right after the mount; atomic because lookups may race it.
 	perName atomic.Bool
@@ -85,12 +94,21 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	if err := syscall.Stat(data, &st); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	fd, err := unix.Open(abs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	if opts.State == nil {
 		opts.State = func(rel string) ([]byte, time.Time, error) { return nil, time.Time{}, os.ErrNotExist }
 	}
 	ms := &mountState{t: t, state: opts.State, passthrough: opts.WriteMode != WriteDaemon, listState: opts.ListState, refuse: opts.Refuse}
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	ms.root = lr
+	ms.data, ms.dataFd, ms.dataDir, ms.root0 = abs, fd, os.NewFile(uintptr(fd), abs), os.Geteuid() == 0
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
 		return ms.newNode()
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/tracker"
 )
@@ -21,6 +23,10 @@ type Node struct {
 	// birth is the loopback generation (from the birth time) of the file a per-name node was
 	// made for (Node.ownNode); 0 for every other node. Set before the node is published.
 	birth uint64
+	// kept is 1 + an O_PATH descriptor of the backing object, taken when an unlink or rename
+	// through the mount took the node's name while the kernel held the node (keepObject); 0 for
+	// none. Closed at OnForget.
+	kept atomic.Int32
 }
 
 // The go-fuse interfaces Node implements beyond those LoopbackNode brings.
@@ -158,7 +164,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if name == tracker.StateDirName && n.isRoot() {
 		return nil, syscall.ENOENT
 	}
-	ch, errno := n.LoopbackNode.Lookup(ctx, name, out)
+	ch, errno := n.lookupBacking(ctx, name, out)
 	if errno != 0 {
 		return ch, errno
 	}
@@ -268,7 +274,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if n.reserved(name) {
 		return nil, nil, 0, syscall.EPERM
 	}
-	ch, fh, fl, errno := n.LoopbackNode.Create(ctx, name, flags, mode, out)
+	ch, fh, fl, errno := n.createBacking(ctx, name, flags, mode, out)
 	if errno != 0 {
 		return ch, fh, fl, errno
 	}
@@ -286,7 +292,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	var fh gofs.FileHandle
 	var fl uint32
 	_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
-		fh, fl, errno = on.LoopbackNode.Open(ctx, flags)
+		fh, fl, errno = on.openBacking(flags)
 		return errno
 	})
 	if errno != 0 {
@@ -309,7 +315,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
+	ch, errno := n.mkdirBacking(ctx, name, mode, out)
 	if p, ok := n.child(name); errno == 0 && ok {
 		n.m.t.Mkdir(p)
 	}
@@ -320,7 +326,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+	ch, errno := n.mknodBacking(ctx, name, mode, rdev, out)
 	if p, ok := n.child(name); errno == 0 && ok && mode&syscall.S_IFMT == syscall.S_IFREG {
 		n.m.t.Created(p)
 	}
@@ -331,7 +337,7 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.reserved(name) {
 		return syscall.EPERM
 	}
-	errno := n.LoopbackNode.Rmdir(ctx, name)
+	errno := n.unlinkBacking(name, unix.AT_REMOVEDIR)
 	if p, ok := n.child(name); errno == 0 && ok {
 		n.m.t.Rmdir(p)
 	}
@@ -352,7 +358,7 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if victim != nil && rok {
 		others = n.m.t.LinkNames(rel)
 	}
-	errno := n.LoopbackNode.Unlink(ctx, name)
+	errno := n.unlinkBacking(name, 0)
 	if errno == 0 && rok {
 		n.m.t.Unlink(rel)
 		if len(others) > 0 {
@@ -387,7 +393,7 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			others = n.m.t.LinkNames(to)
 		}
 	}
-	errno := n.LoopbackNode.Rename(ctx, name, &np.LoopbackNode, newName, flags)
+	errno := n.renameBacking(name, np, newName, flags)
 	if errno == 0 && !same && fok && tok {
 		n.m.t.Rename(from, to, flags&renameExchange != 0)
 	}
@@ -410,7 +416,7 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
+	ch, errno := n.symlinkBacking(ctx, target, name, out)
 	if p, ok := n.child(name); errno == 0 && ok {
 		n.m.t.Symlink(p, target)
 	}
@@ -427,7 +433,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	}
 	var ch *gofs.Inode
 	tn, oldRel, ook, errno := tn.onName(func(on *Node) (errno syscall.Errno) {
-		ch, errno = n.LoopbackNode.Link(ctx, &on.LoopbackNode, name, out)
+		ch, errno = n.linkBacking(ctx, on, name, out)
 		return errno
 	})
 	if errno != 0 {
@@ -452,7 +458,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 // Setattr truncates, chmods, chowns and sets times; a size change makes the file pending.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setattr(ctx, f, in, out) })
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.setattrBacking(ctx, f, in, out) })
 	if errno != 0 {
 		return errno
 	}
@@ -483,10 +489,10 @@ func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if !isTrowfsXattr(attr) {
 		// The common case, and a hot one: the kernel asks for security.capability before
 		// every write. No path lookup for it.
-		sz, errno := n.pathNode().LoopbackNode.Getxattr(ctx, attr, dest)
+		sz, errno := n.pathNode().getxattrBacking(attr, dest)
 		if errno == syscall.ENOENT {
 			_, _, _, errno = n.onName(func(on *Node) (errno syscall.Errno) {
-				sz, errno = on.LoopbackNode.Getxattr(ctx, attr, dest)
+				sz, errno = on.getxattrBacking(attr, dest)
 				return errno
 			})
 		}
@@ -521,7 +527,7 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	for {
 		var sz uint32
 		_, _, _, errno := n.onName(func(on *Node) (errno syscall.Errno) {
-			sz, errno = on.LoopbackNode.Listxattr(ctx, buf)
+			sz, errno = on.listxattrBacking(buf)
 			return errno
 		})
 		if errno == syscall.ERANGE && len(buf) < xattrListMax {
@@ -563,7 +569,7 @@ func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Setxattr(ctx, attr, data, flags) })
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.setxattrBacking(attr, data, flags) })
 	if errno == 0 && rok {
 		on.m.t.Touched(rel) // ctime changed
 		on.notifySiblings(rel, false)
@@ -578,7 +584,7 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if isTrowfsXattr(attr) {
 		return syscall.EPERM
 	}
-	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.LoopbackNode.Removexattr(ctx, attr) })
+	on, rel, rok, errno := n.onName(func(on *Node) syscall.Errno { return on.removexattrBacking(attr) })
 	if errno == 0 && rok {
 		on.m.t.Touched(rel)
 		on.notifySiblings(rel, false)
@@ -591,7 +597,8 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // OpendirHandle hides DATA/.trowfs from the root's listing and, with ListState, lists .state.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	fh, fl, errno := n.LoopbackNode.OpendirHandle(ctx, flags)
+	ds, errno := n.dirStream()
+	fh, fl := gofs.FileHandle(ds), uint32(0)
 	if errno != 0 || (!n.isRoot() && !n.m.listState) {
 		return fh, fl, errno
 	}
@@ -607,7 +614,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 
 // Readdir is the handle-less listing (used by some go-fuse paths); it hides the same names.
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ds, errno := n.LoopbackNode.Readdir(ctx)
+	ds, errno := n.dirStream()
 	if errno != 0 || (!n.isRoot() && !n.m.listState) {
 		return ds, errno
 	}
