@@ -10,7 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/beneath"
 )
 
 // openBeneath opens rel below root for reading, without following symlinks out of it, at any
@@ -21,7 +21,7 @@ func openBeneath(root, rel string) (*os.File, error) {
 		return nil, err
 	}
 	defer unix.Close(rfd)
-	fd, err := tracker.OpenBeneath(rfd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	fd, err := beneath.Open(rfd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
