@@ -14,7 +14,9 @@ import (
 // leaving dirFd's directory and never following a symlink: a final one fails with ELOOP (or is
 // opened itself with O_PATH), an intermediate one with ELOOP or ENOTDIR. It works at any depth.
 // The caller closes the descriptor. It is beneath.Open.
-func OpenBeneath(dirFd int, rel string, flags int) (int, error) { return beneath.Open(dirFd, rel, flags) }
+func OpenBeneath(dirFd int, rel string, flags int) (int, error) {
+	return beneath.Open(dirFd, rel, flags)
+}
 
 // lstatBeneath is lstat of rel below dirFd at any depth (a final symlink is described).
 var lstatBeneath = beneath.Lstat

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/checker"
 	"github.com/trowfs/trowfs/statedir"
 )
 
@@ -780,7 +781,8 @@ func (t *Tracker) checkBlobLocked(rel string) {
 	if !ok || e.Kind != hashtree.KindFile || e.Status == hashtree.StatusPending || e.Status == hashtree.StatusExcluded {
 		return
 	}
-	if want.Algorithm() != digest.SHA256 {
+	c := checker.CheckName(want, checker.Sums{SHA256: e.Digest})
+	if c.Verdict == checker.Unchecked {
 		// Only a rehash can check another algorithm.
 		if st, err := t.lstat(rel); err == nil {
 			t.rehashLocked(rel, &st, true)
@@ -788,10 +790,9 @@ func (t *Tracker) checkBlobLocked(rel string) {
 		return
 	}
 	status := hashtree.StatusVerified
-	if want.String() != e.Digest.String() {
+	if c.Verdict == checker.Mismatch {
 		status = hashtree.StatusMismatch
-		t.addFindingLocked(Finding{Kind: FindingMismatch, Path: rel, Expected: want.String(), Actual: e.Digest.String(),
-			Detail: "blob content does not match its name"})
+		t.blobMismatchLocked(rel, c)
 	} else {
 		t.clearFindingLocked(FindingMismatch, rel)
 	}

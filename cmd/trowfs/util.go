@@ -1,13 +1,11 @@
 package main
 
 import (
-	"crypto/sha512"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/internal/beneath"
@@ -40,20 +38,6 @@ func readBeneath(root, rel string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", rel, limit)
 	}
 	return b, err
-}
-
-// hashOther computes a non-sha256 digest (sha512 blob names) of rel below root.
-func hashOther(root, rel string, want digest.Digest) string {
-	f, err := openBeneath(root, rel)
-	if err != nil {
-		return "unreadable: " + err.Error()
-	}
-	defer f.Close()
-	h := sha512.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "unreadable: " + err.Error()
-	}
-	return digest.NewDigestFromBytes(want.Algorithm(), h.Sum(nil)).String()
 }
 
 func humanBytes(n int64) string {

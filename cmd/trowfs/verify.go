@@ -113,7 +113,8 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 	}
 
 	prog := newProgress(v.Progress, "hashing")
-	tree, err := tracker.Rescan(context.Background(), v.Data, tracker.ScanOptions{Exclude: exclude, Progress: prog.update})
+	// One pass: every file hashed once, blobs in their name's algorithm too (internal/checker).
+	tree, nameFindings, err := tracker.Check(context.Background(), v.Data, tracker.ScanOptions{Exclude: exclude, Progress: prog.update, BlobDigest: layout.BlobDigest})
 	prog.done()
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", v.Data, err)
@@ -145,23 +146,20 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 		})
 	}
 
-	// Blobs must match their names (sha256 from the scan; other algorithms hashed here).
+	// Blobs must match their names: the scan applied the rule (tracker.Check).
+	mismatched := map[string]bool{}
+	for _, f := range nameFindings {
+		mismatched[f.Path] = true
+	}
+	res.Findings = append(res.Findings, nameFindings...)
 	var files []registry.FileInfo
 	_ = tree.Walk(func(p string, e hashtree.Entry) error {
 		if e.Kind != hashtree.KindFile {
 			return nil
 		}
 		fi := registry.FileInfo{Path: p, Size: e.Meta.Size, Digest: e.Digest, Status: e.Status}
-		if want, ok := layout.BlobDigest(p); ok && e.Status != hashtree.StatusExcluded {
-			actual := e.Digest.String()
-			if want.Algorithm().String() != "sha256" {
-				actual = hashOther(v.Data, p, want)
-			}
-			if actual != want.String() {
-				fi.Status = hashtree.StatusMismatch
-				res.Findings = append(res.Findings, tracker.Finding{Kind: tracker.FindingMismatch, Path: p, Expected: want.String(), Actual: actual,
-					Detail: "blob content does not match its name", At: time.Now().UTC()})
-			}
+		if mismatched[p] {
+			fi.Status = hashtree.StatusMismatch
 		}
 		files = append(files, fi)
 		return nil
