@@ -48,6 +48,10 @@ type Config struct {
 	Logger             *slog.Logger
 	// Status, if set, is told what Start is doing (for a service manager's status line).
 	Status func(string)
+	// LoadProgress, if set, is told how far the start-up reconcile of DATA got: files and bytes
+	// of regular files seen so far, now and then, and once more at its end with final set
+	// (tracker.Options.OnLoadProgress).
+	LoadProgress func(files, bytes int64, final bool)
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
 	DrainTimeout time.Duration
 	PeerConfig
@@ -140,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log.Info("no registry layout recognised yet; looking again as files arrive (or pass --layout)")
 	}
 	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify,
-		OnCommitHash: s.hist.observeCommitHash, OnRunEnd: s.hist.observeRun})
+		OnCommitHash: s.hist.observeCommitHash, OnRunEnd: s.hist.observeRun, OnLoadProgress: cfg.LoadProgress})
 	if err != nil {
 		return nil, &ConfigError{err}
 	}

@@ -143,8 +143,8 @@ func Check(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree, 
 	}
 	sums := make([]checker.Sums, len(files))
 	errs := make([]error, len(files))
-	var next, doneFiles, doneBytes int64
-	var mu sync.Mutex // guards next, doneFiles, doneBytes
+	var next, doneFiles, doneBytes, reported int64
+	var mu sync.Mutex // guards next, doneFiles, doneBytes, reported
 	var wg sync.WaitGroup
 	for w := 0; w < n; w++ {
 		wg.Add(1)
@@ -162,8 +162,10 @@ func Check(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree, 
 				mu.Lock()
 				doneFiles++
 				doneBytes += files[i].st.Size
-				if opts.Progress != nil && doneFiles%256 == 0 {
+				// Every 256 files, and every 64 MiB for a few big ones.
+				if opts.Progress != nil && (doneFiles%256 == 0 || doneBytes-reported >= 64<<20) {
 					opts.Progress(doneFiles, doneBytes)
+					reported = doneBytes
 				}
 				mu.Unlock()
 			}

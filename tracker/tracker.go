@@ -48,6 +48,9 @@ type Options struct {
 	// OnRunEnd, if set, is called when a verification run or scrub pass ends (done or stopped)
 	// with its kind and how long it ran. It must not block.
 	OnRunEnd func(kind string, took time.Duration)
+	// OnLoadProgress, if set, is called now and then during Load's reconcile of DATA with the
+	// files and bytes of regular files seen so far, and once at its end with final set.
+	OnLoadProgress func(files, bytes int64, final bool)
 }
 
 // Event describes one change of the tree for observers such as the registry model.
@@ -66,6 +69,7 @@ type Tracker struct {
 	blobDigest func(rel string) (digest.Digest, bool)
 	onHash     func(time.Duration)                   // Options.OnCommitHash, or nil
 	onRunEnd   func(kind string, took time.Duration) // Options.OnRunEnd, or nil
+	onLoad     func(files, bytes int64, final bool)  // Options.OnLoadProgress, or nil
 
 	jobs    *jobQueue
 	notify  *eventQueue
@@ -137,6 +141,7 @@ func New(opts Options) (*Tracker, error) {
 		blobDigest: opts.BlobDigest,
 		onHash:     opts.OnCommitHash,
 		onRunEnd:   opts.OnRunEnd,
+		onLoad:     opts.OnLoadProgress,
 		tree:       hashtree.New(),
 		inflight:   map[uint64]*fileState{},
 		links:      map[uint64]map[string]struct{}{},

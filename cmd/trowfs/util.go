@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
@@ -53,15 +54,25 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// progress reports scanning progress on stderr: a bar on a terminal, a log line every few
-// seconds otherwise.
+// progress reports the progress of long work (trowfs verify's hashing, a mount's start-up
+// reconcile) on stderr: a bar redrawn in place on a terminal, a line every interval otherwise
+// (through log when set, so a mount's progress reads like the rest of its log), and always a
+// final line with the final counts.
 type progress struct {
-	mode  string
-	what  string
-	start time.Time
-	last  time.Time
-	shown bool
+	mode     string // bar, log or none
+	what     string
+	interval time.Duration // between log lines
+	rate     bool          // show bytes per second (hashing; not a scan that only stats)
+	log      *slog.Logger  // nil: plain lines
+	start    time.Time
+	last     time.Time
+	shown    bool
+	files    int64 // the last counts reported
+	bytes    int64
 }
+
+// logEvery is how often progress is logged when stderr is not a terminal.
+const logEvery = 5 * time.Second
 
 func newProgress(mode, what string) *progress {
 	if mode == "auto" {
@@ -70,7 +81,7 @@ func newProgress(mode, what string) *progress {
 			mode = "bar"
 		}
 	}
-	return &progress{mode: mode, what: what, start: time.Now(), last: time.Now()}
+	return &progress{mode: mode, what: what, interval: logEvery, rate: true, start: time.Now(), last: time.Now()}
 }
 
 func isTerminal(f *os.File) bool {
@@ -78,30 +89,52 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+func (p *progress) counts(files, bytes int64) string {
+	s := fmt.Sprintf("%d files, %s", files, humanBytes(bytes))
+	if p.rate {
+		s += fmt.Sprintf(", %s/s", humanBytes(int64(float64(bytes)/time.Since(p.start).Seconds())))
+	}
+	return s
+}
+
 func (p *progress) update(files, bytes int64) {
+	p.files, p.bytes = files, bytes
 	if p.mode == "none" {
 		return
 	}
 	now := time.Now()
-	rate := float64(bytes) / now.Sub(p.start).Seconds()
 	switch p.mode {
 	case "bar":
 		if now.Sub(p.last) < 100*time.Millisecond {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "\r%s: %d files, %s, %s/s   ", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+		fmt.Fprintf(os.Stderr, "\r%s: %s   ", p.what, p.counts(files, bytes))
 		p.shown = true
 	default:
-		if now.Sub(p.last) < 5*time.Second {
+		if now.Sub(p.last) < p.interval {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "%s: %d files, %s, %s/s\n", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+		if p.log != nil {
+			p.log.Info(p.what, "files", files, "bytes", bytes, "elapsed", now.Sub(p.start).Round(time.Millisecond))
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", p.what, p.counts(files, bytes))
+		}
 	}
 	p.last = now
 }
 
+// done ends the report with the final counts (those of the last update).
 func (p *progress) done() {
-	if p.shown {
-		fmt.Fprintln(os.Stderr)
+	took := time.Since(p.start).Round(time.Millisecond)
+	switch p.mode {
+	case "none":
+	case "bar":
+		fmt.Fprintf(os.Stderr, "\r%s: done, %s in %s   \n", p.what, p.counts(p.files, p.bytes), took)
+	default:
+		if p.log != nil {
+			p.log.Info(p.what+" done", "files", p.files, "bytes", p.bytes, "took", took)
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: done, %s in %s\n", p.what, p.counts(p.files, p.bytes), took)
+		}
 	}
 }

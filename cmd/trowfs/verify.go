@@ -22,12 +22,13 @@ import (
 )
 
 type verifyCmd struct {
-	Data           string   `arg:"" help:"Data directory to check (must not be mounted by trowfs)." type:"path"`
-	JSON           bool     `help:"Print the result as one JSON object on stdout."`
-	Layout         string   `help:"Registry layout (auto detects it)." default:"auto" enum:"auto,trow-files,trow-sqlite,distribution,oci-layout,plain"`
-	Exclude        []string `help:"Extra globs of volatile paths (as for mount)." placeholder:"GLOB"`
-	DeleteUntagged bool     `help:"Count manifests without tags as unreferenced (as for mount)."`
-	Progress       string   `help:"Progress on stderr: auto (a bar on a terminal, log lines otherwise), bar, log or none." default:"auto" enum:"auto,bar,log,none"`
+	Data             string        `arg:"" help:"Data directory to check (must not be mounted by trowfs)." type:"path"`
+	JSON             bool          `help:"Print the result as one JSON object on stdout."`
+	Layout           string        `help:"Registry layout (auto detects it)." default:"auto" enum:"auto,trow-files,trow-sqlite,distribution,oci-layout,plain"`
+	Exclude          []string      `help:"Extra globs of volatile paths (as for mount)." placeholder:"GLOB"`
+	DeleteUntagged   bool          `help:"Count manifests without tags as unreferenced (as for mount)."`
+	Progress         string        `help:"Progress on stderr: auto (a bar on a terminal, log lines otherwise), bar, log or none." default:"auto" enum:"auto,bar,log,none"`
+	ProgressInterval time.Duration `help:"How often progress is logged when it is not a bar." default:"5s"`
 }
 
 // verifyResult is the JSON document of `trowfs verify --json` (docs/cli.md).
@@ -112,7 +113,11 @@ func (v *verifyCmd) Run(log *slog.Logger) error {
 		res.Snapshot = "unusable: " + serr.Error()
 	}
 
+	if v.ProgressInterval <= 0 {
+		return &exitError{ExitUsage, "--progress-interval must be positive"}
+	}
 	prog := newProgress(v.Progress, "hashing")
+	prog.interval = v.ProgressInterval
 	// One pass: every file hashed once, blobs in their name's algorithm too (internal/checker).
 	tree, nameFindings, err := tracker.Check(context.Background(), v.Data, tracker.ScanOptions{Exclude: exclude, Progress: prog.update, BlobDigest: layout.BlobDigest})
 	prog.done()
