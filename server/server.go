@@ -17,6 +17,7 @@ import (
 	"github.com/trowfs/trowfs/api"
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/version"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/registry"
 	"github.com/trowfs/trowfs/statedir"
@@ -493,8 +494,9 @@ type mountInfo struct {
 	TrowfsVersion string                `json:"trowfs_version"`
 }
 
-// Version is set by the CLI.
-var Version = "dev"
+// Version is the trowfs version the root .state reports (internal/version, stamped at build
+// time).
+var Version = version.String()
 
 func (s *Server) mountInfo() *mountInfo {
 	st := s.t.Stats()
