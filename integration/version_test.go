@@ -47,7 +47,29 @@ func TestMakeBuildStampsTheVersion(t *testing.T) {
 	dir := t.TempDir()
 	data, mnt, ready := filepath.Join(dir, "data"), filepath.Join(dir, "mnt"), filepath.Join(dir, "ready")
 	trowfsbin.Demo(t, data)
-	cmd := exec.Command(bin, "mount", data, mnt, "--ready-file", ready)
+	startMount(t, exec.Command(bin, "mount", data, mnt, "--ready-file", ready), mnt, ready)
+	b, err := os.ReadFile(filepath.Join(mnt, ".state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Mount struct {
+			Version string `json:"trowfs_version"`
+		} `json:"mount"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mount.Version != want {
+		t.Errorf(".state trowfs_version %q, want %q", st.Mount.Version, want)
+	}
+}
+
+// startMount starts cmd, a `trowfs mount ... --ready-file ready` of mnt (not through
+// trowfsbin.Start: the binary or its environment is the test's own), waits for ready, and stops
+// it with SIGTERM at cleanup, failing the test unless it exits 0 with mnt unmounted.
+func startMount(t *testing.T, cmd *exec.Cmd, mnt, ready string) *exec.Cmd {
+	t.Helper()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -56,7 +78,7 @@ func TestMakeBuildStampsTheVersion(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	stop := func() {
+	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
@@ -72,12 +94,11 @@ func TestMakeBuildStampsTheVersion(t *testing.T) {
 			_ = trowfsbin.Detach(mnt, true)
 			t.Error("the mount outlived trowfs")
 		}
-	}
-	defer stop()
+	})
 	deadline := time.Now().Add(trowfsbin.ReadyTimeout)
 	for {
-		if _, err := os.Stat(ready); err == nil {
-			break
+		if b, err := os.ReadFile(ready); err == nil && strings.HasSuffix(string(b), "\n") {
+			return cmd
 		}
 		select {
 		case err := <-exited:
@@ -88,20 +109,5 @@ func TestMakeBuildStampsTheVersion(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("trowfs mount not ready after %v; stderr:\n%s", trowfsbin.ReadyTimeout, stderr.String())
 		}
-	}
-	b, err := os.ReadFile(filepath.Join(mnt, ".state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		Mount struct {
-			Version string `json:"trowfs_version"`
-		} `json:"mount"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Mount.Version != want {
-		t.Errorf(".state trowfs_version %q, want %q", st.Mount.Version, want)
 	}
 }

@@ -134,9 +134,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	default:
 		return nil, &ConfigError{fmt.Errorf("--verify-on-start=%s: want quick, full or off", cfg.VerifyOnStart)}
 	}
-	// Files and directories are created with exactly the mode the caller asked for; the kernel
-	// has already applied the caller's umask.
-	syscall.Umask(0)
+	// Files and directories created through the mount get exactly the mode the caller asked for
+	// (the kernel has already applied the caller's umask): fs creates them on umask-0 threads
+	// (internal/exactmode), and the process keeps its own umask for everything else.
 
 	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC(), hist: newHistograms()}
 	s.reg.Store(registry.New(layout, source{s}, registry.Options{DeleteUntagged: cfg.DeleteUntagged, Logger: log}))
