@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,4 +130,36 @@ func TestScrubCursorOnWorkersSkipsNothing(t *testing.T) {
 	if cursor == "" || upTo > v.FilesDone {
 		t.Fatalf("cursor %q covers %d files but only %d were checked", cursor, upTo, v.FilesDone)
 	}
+}
+
+// A full run reports what was added to DATA behind the mount once per added top-level entry
+// (a whole directory is one finding), and afterwards the tree matches a rescan.
+func TestVerifyAddsWhatAppearedBehindTheMount(t *testing.T) {
+	data := t.TempDir()
+	write(t, filepath.Join(data, "old"), "kept")
+	tr := newTracker(t, data)
+	defer tr.Close()
+	if _, err := tr.Load(context.Background(), VerifyQuick); err != nil {
+		t.Fatal(err)
+	}
+	tr.Drain(5 * time.Second)
+	write(t, filepath.Join(data, "new/a/b"), "deep")
+	write(t, filepath.Join(data, "new/c"), "c")
+	write(t, filepath.Join(data, "loose"), "loose")
+	if err := os.Symlink("old", filepath.Join(data, "new/link")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := tr.StartVerify(RunFull, RunOptions{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Wait()
+	var got []string
+	for _, f := range r.View().Findings {
+		got = append(got, f.Kind+" "+f.Path)
+	}
+	if want := []string{"drift loose", "drift new"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("findings %v, want %v", got, want)
+	}
+	assertEqualsRescan(t, tr)
 }

@@ -388,7 +388,9 @@ func (t *Tracker) blobMismatchLocked(rel string, c checker.NameCheck) Finding {
 }
 
 // findUntracked walks DATA for entries the tree does not have: they were created without passing
-// through the mount. Each is reported as drift and added to the tree (files are hashed).
+// through the mount. Each is reported as drift and added to the tree (files are hashed); what
+// lies inside a directory added this way is added with it, without a finding of its own. Every
+// stat happens outside the tracker lock, which is taken per entry only to compare and record.
 func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
 	var missing []diskEntry
 	err := walkDisk(ctx, t.rootFd, func(d *diskEntry) error {
@@ -404,24 +406,47 @@ func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
 		t.log.Warn("verification: walking the data directory failed", "err", err)
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	added := map[string]bool{} // directories this pass added
 	for _, d := range missing {
-		if _, ok := t.tree.Get(d.rel); ok {
-			continue // the mount created it meanwhile, or a parent was added with its content
+		if ctx.Err() != nil {
+			return
 		}
 		st, err := t.lstat(d.rel)
-		if err != nil || st.Ino != d.st.Ino {
-			continue
+		if err != nil || st.Ino != d.st.Ino || st.Mode&unix.S_IFMT != d.st.Mode&unix.S_IFMT {
+			continue // changed since the walk: seen by the next run
 		}
-		f := Finding{Kind: FindingDrift, Path: d.rel, Detail: "added to the data directory without passing through the mount", At: time.Now().UTC()}
-		r.add(f)
-		t.addFindingLocked(f)
-		t.log.Warn("file added behind the mount", "path", d.rel)
-		if parent := path.Dir(d.rel); parent != "." {
-			_ = t.tree.MkdirAll(parent, now())
+		t.mu.Lock()
+		if _, ok := t.tree.Get(d.rel); ok {
+			t.mu.Unlock()
+			continue // the mount created it meanwhile
 		}
-		t.scanIntoLocked(d.rel, &st)
+		parent := path.Dir(d.rel)
+		if !added[parent] {
+			f := Finding{Kind: FindingDrift, Path: d.rel, Detail: "added to the data directory without passing through the mount", At: time.Now().UTC()}
+			r.add(f)
+			t.addFindingLocked(f)
+			t.log.Warn("file added behind the mount", "path", d.rel)
+			if parent != "." {
+				_ = t.tree.MkdirAll(parent, now())
+			}
+		}
+		ts := now()
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if err := t.tree.Mkdir(d.rel, ts); err == nil {
+				t.dirty = true
+				added[d.rel] = true
+			}
+		case unix.S_IFREG:
+			if t.excl.Match(d.rel) {
+				t.putLocked(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: metaOf(&st), ChangedAt: ts})
+			} else {
+				t.rehashLocked(d.rel, &st, false)
+			}
+		case unix.S_IFLNK: // a link's target never changes while its inode stays
+			t.putLocked(d.rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: d.target, Status: hashtree.StatusVerified, Meta: metaOf(&st), ChangedAt: ts})
+		}
+		t.mu.Unlock()
 	}
 }
 
