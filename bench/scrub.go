@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -102,6 +104,9 @@ func (s *Suite) scrub() ([]Row, error) {
 	// A mounted full run (POST /v1/verify): the files hashed by the mount's verification workers,
 	// timed by the run itself (started_at to finished_at).
 	sock := filepath.Join(s.scratch, "scrub", "api.sock")
+	// The cores each mounted run kept busy (process CPU time over the run's wall time): on a
+	// machine shared with other work this says whether the cores were there to use.
+	coresUsed := map[bool][]float64{}
 	mounted := func(cold bool) func() (float64, error) {
 		return func() (float64, error) {
 			tr, err := s.mountTrowfs(data, mnt, "--listen", "unix:"+sock)
@@ -116,9 +121,16 @@ func (s *Suite) scrub() ([]Row, error) {
 			} else if _, err := diskWarm(); err != nil {
 				return 0, err
 			}
+			cpu0, err := cpuTime(tr.cmd.Process.Pid)
+			if err != nil {
+				return 0, err
+			}
 			took, err := verifyRun(sock, 30*time.Minute)
 			if err != nil {
 				return 0, err
+			}
+			if cpu1, err := cpuTime(tr.cmd.Process.Pid); err == nil {
+				coresUsed[cold] = append(coresUsed[cold], (cpu1-cpu0).Seconds()/took.Seconds())
 			}
 			return mbps(total, took), nil
 		}
@@ -188,11 +200,38 @@ func (s *Suite) scrub() ([]Row, error) {
 		{Name: "SHA-256 limit (crypto/sha256, memory)", Unit: "MB/s", HigherBetter: true, Native: NA, Loopback: NA, Trowfs: sha, Mode: "1 core", Target: "info",
 			Note: fmt.Sprintf("x %d cores = %.0f MB/s", cores, float64(cores)*sha)},
 		row("offline verify "+label+" (trowfs verify), cold", "offline", med[1], coldLimit, limitNote(med[0], coldLimit, "cold disk")+"; "+noise(spr...)),
-		row("mounted full verify "+label+" (POST /v1/verify), cold", "mounted", med[2], coldLimit, limitNote(med[0], coldLimit, "cold disk")+"; the run's own started_at to finished_at"),
+		row("mounted full verify "+label+" (POST /v1/verify), cold", "mounted", med[2], coldLimit, limitNote(med[0], coldLimit, "cold disk")+
+			fmt.Sprintf("; the run's own started_at to finished_at; it kept %.2f cores busy", Median(coresUsed[true]))),
 		row("scrub "+label+" (--scrub-rate 0), cold", "mounted", med[3], coldLimit, limitNote(med[0], coldLimit, "cold disk")+"; time from process start to the first completed scrub pass"),
 		row("offline verify "+label+" (trowfs verify), warm", "offline", med[5], warmLimit, limitNote(med[4], warmLimit, "page-cache")+"; includes process start and the walk"),
-		row("mounted full verify "+label+" (POST /v1/verify), warm", "mounted", med[6], warmLimit, limitNote(med[4], warmLimit, "page-cache")),
+		row("mounted full verify "+label+" (POST /v1/verify), warm", "mounted", med[6], warmLimit, limitNote(med[4], warmLimit, "page-cache")+
+			fmt.Sprintf("; it kept %.2f cores busy", Median(coresUsed[false]))),
 	}, nil
+}
+
+// cpuTime is the user and system CPU time process pid has used (/proc/pid/stat, in clock ticks
+// of 1/100 s, Linux's USER_HZ).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) in parentheses; utime and stime
+	// are fields 14 and 15, the 12th and 13th after it.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return time.Duration(u+st) * 10 * time.Millisecond, nil
 }
 
 // verifyRun starts a full verification run through the endpoint on the unix socket sock and
