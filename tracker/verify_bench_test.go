@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,7 +41,15 @@ func BenchmarkFullVerify(b *testing.B) {
 	if !tr.Drain(time.Minute) {
 		b.Fatal("did not settle")
 	}
+	var cpu [2]time.Duration // process CPU time spent in runs on one worker, on n
+	cpuNow := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
 	run := func(b *testing.B, w int) time.Duration {
+		c0 := cpuNow()
+		defer func() { cpu[min(w-1, 1)] += cpuNow() - c0 }()
 		start := time.Now()
 		r, err := tr.StartVerify(RunFull, RunOptions{Workers: w})
 		if err != nil {
@@ -57,6 +66,7 @@ func BenchmarkFullVerify(b *testing.B) {
 	// falls on both alike; reported: MB/s of each and the speed-up.
 	b.Run(fmt.Sprintf("workers=1-vs-%d", n), func(b *testing.B) {
 		var one, all time.Duration
+		cpu = [2]time.Duration{}
 		for b.Loop() {
 			one += run(b, 1)
 			all += run(b, n)
@@ -65,5 +75,6 @@ func BenchmarkFullVerify(b *testing.B) {
 		b.ReportMetric(mb/one.Seconds()*1.048576, "MB/s-1-worker")
 		b.ReportMetric(mb/all.Seconds()*1.048576, fmt.Sprintf("MB/s-%d-workers", n))
 		b.ReportMetric(one.Seconds()/all.Seconds(), "speedup")
+		b.ReportMetric(cpu[1].Seconds()/all.Seconds(), fmt.Sprintf("cores-busy-%d-workers", n))
 	})
 }
