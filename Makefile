@@ -11,8 +11,13 @@ MNT      ?=
 
 all: build
 
+# The version `trowfs version` and .state report: the nearest tag, else the commit (-dirty with
+# uncommitted changes); stamped into internal/version with -ldflags -X.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/trowfs/trowfs/internal/version.Version=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/trowfs
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/trowfs
 
 # The binary where mount(8)'s clean PATH and the systemd unit find it, and mount.fuse.trowfs for
 # mount(8) without mount.fuse3 (it looks for helpers in /sbin only: link it there), see

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"github.com/trowfs/trowfs/internal/exactmode"
 	"strconv"
 	"strings"
 	"syscall"
@@ -665,7 +666,12 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, errno
 	}
 	defer l.release()
-	fd, err := unix.Openat(l.dir, l.name, int(flags&^syscall.O_APPEND)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	var fd int
+	var err error
+	// The kernel applied the caller's umask to mode already (internal/exactmode).
+	exactmode.Do(func() {
+		fd, err = unix.Openat(l.dir, l.name, int(flags&^syscall.O_APPEND)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	})
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}

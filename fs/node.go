@@ -12,6 +12,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/trowfs/trowfs/internal/exactmode"
 	"github.com/trowfs/trowfs/tracker"
 )
 
@@ -274,7 +275,12 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if n.reserved(name) {
 		return nil, nil, 0, syscall.EPERM
 	}
-	ch, fh, fl, errno := n.createBacking(ctx, name, flags, mode, out)
+	var ch *gofs.Inode
+	var fh gofs.FileHandle
+	var fl uint32
+	var errno syscall.Errno
+	// The kernel applied the caller's umask to mode already (internal/exactmode).
+	exactmode.Do(func() { ch, fh, fl, errno = n.createBacking(ctx, name, flags, mode, out) })
 	if errno != 0 {
 		return ch, fh, fl, errno
 	}
@@ -315,7 +321,9 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	ch, errno := n.mkdirBacking(ctx, name, mode, out)
+	var ch *gofs.Inode
+	var errno syscall.Errno
+	exactmode.Do(func() { ch, errno = n.mkdirBacking(ctx, name, mode, out) })
 	if p, ok := n.child(name); errno == 0 && ok {
 		n.m.t.Mkdir(p)
 	}
@@ -326,7 +334,9 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	if n.reserved(name) {
 		return nil, syscall.EPERM
 	}
-	ch, errno := n.mknodBacking(ctx, name, mode, rdev, out)
+	var ch *gofs.Inode
+	var errno syscall.Errno
+	exactmode.Do(func() { ch, errno = n.mknodBacking(ctx, name, mode, rdev, out) })
 	if p, ok := n.child(name); errno == 0 && ok && mode&syscall.S_IFMT == syscall.S_IFREG {
 		n.m.t.Created(p)
 	}

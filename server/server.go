@@ -17,6 +17,7 @@ import (
 	"github.com/trowfs/trowfs/api"
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/version"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/registry"
 	"github.com/trowfs/trowfs/statedir"
@@ -48,6 +49,10 @@ type Config struct {
 	Logger             *slog.Logger
 	// Status, if set, is told what Start is doing (for a service manager's status line).
 	Status func(string)
+	// LoadProgress, if set, is told how far the start-up reconcile of DATA got: files and bytes
+	// of regular files seen so far, now and then, and once more at its end with final set
+	// (tracker.Options.OnLoadProgress).
+	LoadProgress func(files, bytes int64, final bool)
 	// DrainTimeout bounds how long Stop waits for pending hashes before the final snapshot.
 	DrainTimeout time.Duration
 	// OnMismatch is what an open for reading of a blob known not to match its name gets:
@@ -140,9 +145,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	default:
 		return nil, &ConfigError{fmt.Errorf("--on-mismatch=%s: want %s or %s", cfg.OnMismatch, OnMismatchServe, OnMismatchEIO)}
 	}
-	// Files and directories are created with exactly the mode the caller asked for; the kernel
-	// has already applied the caller's umask.
-	syscall.Umask(0)
+	// Files and directories created through the mount get exactly the mode the caller asked for
+	// (the kernel has already applied the caller's umask): fs creates them on umask-0 threads
+	// (internal/exactmode), and the process keeps its own umask for everything else.
 
 	s := &Server{cfg: cfg, log: log, layout: layout, started: time.Now().UTC(), hist: newHistograms()}
 	s.heal.q = newHealQueue(time.Now, healQueueMax, healBackoffStart, healBackoffMax)
@@ -152,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log.Info("no registry layout recognised yet; looking again as files arrive (or pass --layout)")
 	}
 	s.t, err = tracker.New(tracker.Options{Root: cfg.Data, Exclude: exclude, BlobDigest: layout.BlobDigest, Logger: log, Notify: s.notify,
-		OnCommitHash: s.hist.observeCommitHash, OnRunEnd: s.hist.observeRun})
+		OnCommitHash: s.hist.observeCommitHash, OnRunEnd: s.hist.observeRun, OnLoadProgress: cfg.LoadProgress})
 	if err != nil {
 		return nil, &ConfigError{err}
 	}
@@ -517,8 +522,9 @@ type mountInfo struct {
 	TrowfsVersion string                `json:"trowfs_version"`
 }
 
-// Version is set by the CLI.
-var Version = "dev"
+// Version is the trowfs version the root .state reports (internal/version, stamped at build
+// time).
+var Version = version.String()
 
 func (s *Server) mountInfo() *mountInfo {
 	st := s.t.Stats()

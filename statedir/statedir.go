@@ -28,6 +28,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/internal/beneath"
 )
 
 // Name is the directory's name inside DATA.
@@ -143,20 +145,9 @@ func checkName(name string) error {
 }
 
 // openBeneath opens name relative to dirFd without following any link and without leaving
-// dirFd. Kernels without openat2 get openat with O_NOFOLLOW, the same for a single name.
+// dirFd: internal/beneath, the one beneath-DATA open.
 func openBeneath(dirFd int, name string, flags int, mode uint32) (int, error) {
-	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
-	how := unix.OpenHow{Flags: uint64(flags), Mode: uint64(mode), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(dirFd, name, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		if err == unix.ENOSYS {
-			fd, err = unix.Openat(dirFd, name, flags, mode)
-		}
-		return fd, err
-	}
+	return beneath.OpenMode(dirFd, name, flags, mode)
 }
 
 // Stat describes name without following it (a link is reported as a link).

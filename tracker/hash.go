@@ -2,7 +2,6 @@ package tracker
 
 import (
 	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"hash"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/checker"
 )
 
 // job asks a worker to hash the file with inode ino if its in-flight generation is still gen.
@@ -290,17 +290,12 @@ func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, unchang
 		ne.VerifiedAt = ts
 		t.clearFindingLocked(FindingMismatch, p)
 		if want != "" {
-			actual := res.sum.String()
-			if want.Algorithm() != digest.SHA256 {
-				actual = res.other.String()
-			}
-			if want.Algorithm() != digest.SHA256 && res.other == "" {
+			switch c := checker.CheckName(want, checker.Sums{SHA256: res.sum, Other: res.other}); c.Verdict {
+			case checker.Unchecked:
 				ne.Status = hashtree.StatusUnverified // hashed through a name that did not ask for it
-			} else if actual != want.String() {
+			case checker.Mismatch:
 				ne.Status = hashtree.StatusMismatch
-				t.addFindingLocked(Finding{Kind: FindingMismatch, Path: p, Expected: want.String(), Actual: actual,
-					Detail: "blob content does not match its name"})
-				t.log.Warn("blob content does not match its name", "path", p, "expected", want.String(), "actual", actual)
+				t.blobMismatchLocked(p, c)
 			}
 		}
 	}
@@ -365,36 +360,11 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	return res, nil
 }
 
-// hashBufs holds 1 MiB read buffers: hashing reads in large requests (io.Copy's 32 KiB ones cost
-// a measurable share of a scrub's time).
-var hashBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
-// onlyReader hides an *os.File's WriterTo/ReaderFrom so io.CopyBuffer uses our buffer.
-type onlyReader struct{ io.Reader }
-
 // sumContent hashes r with sha256, and also with the algorithm of want when a blob name asks
-// for another one (sha512), in one pass.
+// for another one (sha512), in one pass (checker.Sum).
 func sumContent(r io.Reader, want digest.Digest) (hashtree.Digest, digest.Digest, int64, error) {
-	var sum hashtree.Digest
-	h := sha256.New()
-	var other hash.Hash
-	w := io.Writer(h)
-	if want != "" && want.Algorithm() == digest.SHA512 {
-		other = sha512.New()
-		w = io.MultiWriter(h, other)
-	}
-	bp := hashBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(w, onlyReader{r}, *bp)
-	hashBufs.Put(bp)
-	if err != nil {
-		return sum, "", n, err
-	}
-	copy(sum[:], h.Sum(nil))
-	var od digest.Digest
-	if other != nil {
-		od = digest.NewDigestFromBytes(digest.SHA512, other.Sum(nil))
-	}
-	return sum, od, n, nil
+	s, n, err := checker.Sum(r, want)
+	return s.SHA256, s.Other, n, err
 }
 
 // streamHash hashes bytes written strictly sequentially from offset 0 (daemon write mode). Any

@@ -173,7 +173,11 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 		rep.Rehashing = len(pending)
 		rep.ChangedSettled = true
 		t.load = rep
+		sum, _ := old.Summary("")
 		t.mu.Unlock()
+		if t.onLoad != nil {
+			t.onLoad(rep.Files, sum.Bytes, true)
+		}
 		t.markMounted()
 		return rep, nil
 	}
@@ -191,6 +195,9 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	}
 	todo, shadowed := rc.todo, rc.shadowed
 	rep.Files = rc.files
+	if t.onLoad != nil {
+		t.onLoad(rc.files, rc.bytes, true)
+	}
 	t.mu.Lock()
 	t.tree = tree
 	t.dirty = true

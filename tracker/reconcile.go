@@ -33,6 +33,7 @@ type reconciler struct {
 	report    bool // record changes (there was a snapshot to compare with)
 
 	files    int64
+	bytes    int64               // of the regular files counted in files
 	links    map[uint64][]string // names of files with more than one link
 	todo     []rehash
 	shadowed []string
@@ -256,6 +257,10 @@ func (r *reconciler) disk(ctx context.Context, dir string, de *scanEnt, prev *ha
 	}
 	// A regular file.
 	r.files++
+	r.bytes += st.Size
+	if r.t.onLoad != nil && r.files%256 == 0 {
+		r.t.onLoad(r.files, r.bytes, false)
+	}
 	if st.Nlink > 1 {
 		r.links[st.Ino] = append(r.links[st.Ino], p)
 	}

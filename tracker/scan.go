@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/checker"
 )
 
 // diskEntry is one entry met by walkDisk.
@@ -79,26 +82,38 @@ type ScanOptions struct {
 	Exclude  []string
 	Workers  int
 	Progress func(files, bytes int64) // called now and then from the scanning goroutine
+	// BlobDigest names the digest a path's content must have (the layout's blob-name rule);
+	// with it, Check hashes such files in the name's algorithm too, in the same pass.
+	BlobDigest func(rel string) (digest.Digest, bool)
 }
 
 // Rescan builds a tree of root from scratch, hashing every file that is not excluded. It is the
 // reference the inline tree is compared with (tests, `trowfs verify`). Statuses are verified or
 // excluded; Meta is what lstat says.
 func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree, error) {
+	tr, _, err := Check(ctx, root, opts)
+	return tr, err
+}
+
+// Check is Rescan plus the blob-name rule (opts.BlobDigest) applied in the same pass: it returns
+// the tree and a mismatch finding for every blob whose content does not match its name, sorted
+// by path. Statuses in the tree are as Rescan's. It is what `trowfs verify` runs.
+func Check(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree, []Finding, error) {
 	m, err := NewMatcher(opts.Exclude)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+		return nil, nil, fmt.Errorf("data directory: %w", err)
 	}
 	defer unix.Close(rootFd)
 	tr := hashtree.New()
 	ts := time.Now().UnixNano()
 	type work struct {
-		rel string
-		st  unix.Stat_t
+		rel  string
+		st   unix.Stat_t
+		want digest.Digest // the blob name's digest, or ""
 	}
 	var files []work
 	err = walkDisk(ctx, rootFd, func(d *diskEntry) error {
@@ -111,21 +126,25 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 			if m.Match(d.rel) {
 				return tr.Put(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: metaOf(&d.st), ChangedAt: ts})
 			}
-			files = append(files, work{d.rel, d.st})
+			w := work{rel: d.rel, st: d.st}
+			if opts.BlobDigest != nil {
+				w.want, _ = opts.BlobDigest(d.rel)
+			}
+			files = append(files, w)
 			return nil
 		}
 	}, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	n := opts.Workers
 	if n <= 0 {
 		n = runtime.NumCPU()
 	}
-	sums := make([]hashtree.Digest, len(files))
+	sums := make([]checker.Sums, len(files))
 	errs := make([]error, len(files))
-	var next, doneFiles, doneBytes int64
-	var mu sync.Mutex // guards next, doneFiles, doneBytes
+	var next, doneFiles, doneBytes, reported int64
+	var mu sync.Mutex // guards next, doneFiles, doneBytes, reported
 	var wg sync.WaitGroup
 	for w := 0; w < n; w++ {
 		wg.Add(1)
@@ -139,12 +158,14 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 				if i >= int64(len(files)) || ctx.Err() != nil {
 					return
 				}
-				sums[i], errs[i] = hashAt(rootFd, files[i].rel)
+				sums[i], errs[i] = hashAt(rootFd, files[i].rel, files[i].want)
 				mu.Lock()
 				doneFiles++
 				doneBytes += files[i].st.Size
-				if opts.Progress != nil && doneFiles%256 == 0 {
+				// Every 256 files, and every 64 MiB for a few big ones.
+				if opts.Progress != nil && (doneFiles%256 == 0 || doneBytes-reported >= 64<<20) {
 					opts.Progress(doneFiles, doneBytes)
+					reported = doneBytes
 				}
 				mu.Unlock()
 			}
@@ -152,23 +173,30 @@ func Rescan(ctx context.Context, root string, opts ScanOptions) (*hashtree.Tree,
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if opts.Progress != nil {
 		opts.Progress(doneFiles, doneBytes)
 	}
+	var findings []Finding
 	for i, f := range files {
 		if errs[i] != nil {
 			if changedMeanwhile(errs[i]) {
 				continue // its path no longer leads to the file the walk saw
 			}
-			return nil, fmt.Errorf("hash %q: %w", f.rel, errs[i])
+			return nil, nil, fmt.Errorf("hash %q: %w", f.rel, errs[i])
 		}
-		if err := tr.Put(f.rel, hashtree.Entry{Kind: hashtree.KindFile, Digest: sums[i], Status: hashtree.StatusVerified, Meta: metaOf(&f.st), ChangedAt: ts, VerifiedAt: ts}); err != nil {
-			return nil, err
+		if err := tr.Put(f.rel, hashtree.Entry{Kind: hashtree.KindFile, Digest: sums[i].SHA256, Status: hashtree.StatusVerified, Meta: metaOf(&f.st), ChangedAt: ts, VerifiedAt: ts}); err != nil {
+			return nil, nil, err
+		}
+		if f.want != "" {
+			if c := checker.CheckName(f.want, sums[i]); c.Verdict != checker.Match {
+				findings = append(findings, BlobNameFinding(f.rel, c))
+			}
 		}
 	}
-	return tr, nil
+	sort.Slice(findings, func(i, j int) bool { return findings[i].Path < findings[j].Path })
+	return tr, findings, nil
 }
 
 // errNotRegular says a path the walk saw as a regular file now names something else.
@@ -183,22 +211,22 @@ func changedMeanwhile(err error) bool {
 		errors.Is(err, unix.EXDEV) || errors.Is(err, errNotRegular)
 }
 
-// hashAt hashes the regular file rel below the directory rootFd, at any depth.
-func hashAt(rootFd int, rel string) (hashtree.Digest, error) {
-	var d hashtree.Digest
+// hashAt hashes the regular file rel below the directory rootFd, at any depth (in want's
+// algorithm too when it is not sha256).
+func hashAt(rootFd int, rel string, want digest.Digest) (checker.Sums, error) {
 	fd, err := OpenBeneath(rootFd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
-		return d, err
+		return checker.Sums{}, err
 	}
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return d, err
+		return checker.Sums{}, err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return d, errNotRegular
+		return checker.Sums{}, errNotRegular
 	}
-	d, _, _, err = sumContent(f, "")
-	return d, err
+	s, _, err := checker.Sum(f, want)
+	return s, err
 }

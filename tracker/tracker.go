@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/checker"
 	"github.com/trowfs/trowfs/statedir"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	// OnRunEnd, if set, is called when a verification run or scrub pass ends (done or stopped)
 	// with its kind and how long it ran. It must not block.
 	OnRunEnd func(kind string, took time.Duration)
+	// OnLoadProgress, if set, is called now and then during Load's reconcile of DATA with the
+	// files and bytes of regular files seen so far, and once at its end with final set.
+	OnLoadProgress func(files, bytes int64, final bool)
 }
 
 // Event describes one change of the tree for observers such as the registry model.
@@ -65,6 +69,7 @@ type Tracker struct {
 	blobDigest func(rel string) (digest.Digest, bool)
 	onHash     func(time.Duration)                   // Options.OnCommitHash, or nil
 	onRunEnd   func(kind string, took time.Duration) // Options.OnRunEnd, or nil
+	onLoad     func(files, bytes int64, final bool)  // Options.OnLoadProgress, or nil
 
 	jobs    *jobQueue
 	notify  *eventQueue
@@ -137,6 +142,7 @@ func New(opts Options) (*Tracker, error) {
 		blobDigest: opts.BlobDigest,
 		onHash:     opts.OnCommitHash,
 		onRunEnd:   opts.OnRunEnd,
+		onLoad:     opts.OnLoadProgress,
 		tree:       hashtree.New(),
 		inflight:   map[uint64]*fileState{},
 		links:      map[uint64]map[string]struct{}{},
@@ -781,7 +787,8 @@ func (t *Tracker) checkBlobLocked(rel string) {
 	if !ok || e.Kind != hashtree.KindFile || e.Status == hashtree.StatusPending || e.Status == hashtree.StatusExcluded {
 		return
 	}
-	if want.Algorithm() != digest.SHA256 {
+	c := checker.CheckName(want, checker.Sums{SHA256: e.Digest})
+	if c.Verdict == checker.Unchecked {
 		// Only a rehash can check another algorithm.
 		if st, err := t.lstat(rel); err == nil {
 			t.rehashLocked(rel, &st, true)
@@ -789,10 +796,9 @@ func (t *Tracker) checkBlobLocked(rel string) {
 		return
 	}
 	status := hashtree.StatusVerified
-	if want.String() != e.Digest.String() {
+	if c.Verdict == checker.Mismatch {
 		status = hashtree.StatusMismatch
-		t.addFindingLocked(Finding{Kind: FindingMismatch, Path: rel, Expected: want.String(), Actual: e.Digest.String(),
-			Detail: "blob content does not match its name"})
+		t.blobMismatchLocked(rel, c)
 	} else {
 		t.clearFindingLocked(FindingMismatch, rel)
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
+	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/checker"
 )
 
 // ErrBusy says a verification run is already going on.
@@ -90,6 +93,8 @@ type RunOptions struct {
 	Sample float64 // fraction of files to check (0 or 1 = all)
 	From   string  // start after this path (scrub cursor)
 	Ctx    context.Context
+	// Workers bounds the files checked at once (0: one per CPU, runtime.GOMAXPROCS).
+	Workers int
 }
 
 type verifyItem struct {
@@ -185,6 +190,12 @@ func (t *Tracker) runEnded(kind string, took time.Duration) {
 	}
 }
 
+// verify checks items on a bounded pool of workers (RunOptions.Workers, default one per CPU):
+// hashing is what a full run or a scrub spends its time on, and one goroutine leaves every other
+// core idle. Each worker takes the next item, checks it (verifyOne takes the tracker lock only
+// around bookkeeping, never across the read) and throttles on the run's shared byte count. The
+// scrub cursor advances only over a prefix of items that are all done, so a pass stopped midway
+// resumes without skipping a file another worker had not finished.
 func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 	defer close(r.done)
 	start := time.Now()
@@ -194,33 +205,76 @@ func (t *Tracker) verify(r *Run, items []verifyItem, opts RunOptions) {
 		}
 		return t.ctx.Err() // the tracker is closing
 	}
-	for _, it := range items {
-		if err := stopped(); err != nil {
-			r.mu.Lock()
-			r.state, r.err, r.finishedAt = "failed", "stopped: "+err.Error(), time.Now().UTC()
-			r.mu.Unlock()
-			t.runEnded(r.Kind, time.Since(start))
-			return
-		}
-		t.verifyOne(r, it)
-		r.FilesDone.Add(1)
-		r.BytesDone.Add(it.entry.Meta.Size)
-		if r.Kind == RunScrub {
-			t.mu.Lock()
-			t.scrub.cursor = it.path
-			t.scrub.progress.FilesDone++
-			t.scrub.progress.BytesDone += it.entry.Meta.Size
-			t.mu.Unlock()
-		}
-		if opts.Rate > 0 {
-			want := time.Duration(float64(r.BytesDone.Load()) / float64(opts.Rate) * float64(time.Second))
-			if d := want - time.Since(start); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-opts.Ctx.Done():
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = max(1, min(workers, len(items)))
+	var next atomic.Int64
+	// cursorMu guards done and low: items[:low] are all checked (scrub cursor).
+	var cursorMu sync.Mutex
+	var done []bool
+	low := 0
+	if r.Kind == RunScrub {
+		done = make([]bool, len(items))
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for stopped() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(items) {
+					return
+				}
+				it := items[i]
+				t.verifyOne(r, it)
+				r.FilesDone.Add(1)
+				r.BytesDone.Add(it.entry.Meta.Size)
+				if r.Kind == RunScrub {
+					cursorMu.Lock()
+					done[i] = true
+					for low < len(done) && done[low] {
+						low++
+					}
+					t.mu.Lock()
+					if low > 0 {
+						t.scrub.cursor = items[low-1].path
+					}
+					t.scrub.progress.FilesDone++
+					t.scrub.progress.BytesDone += it.entry.Meta.Size
+					t.mu.Unlock()
+					cursorMu.Unlock()
+				}
+				if opts.Rate > 0 {
+					want := time.Duration(float64(r.BytesDone.Load()) / float64(opts.Rate) * float64(time.Second))
+					if d := want - time.Since(start); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-opts.Ctx.Done():
+						case <-t.ctx.Done():
+						}
+					}
 				}
 			}
+		}()
+	}
+	wg.Wait()
+	// Findings in the order the tree walks, as one goroutine would have reported them.
+	r.mu.Lock()
+	sort.SliceStable(r.findings, func(i, j int) bool { return walkOrderLess(r.findings[i].Path, r.findings[j].Path) })
+	r.mu.Unlock()
+	if r.FilesDone.Load() < int64(len(items)) {
+		err := stopped()
+		if err == nil {
+			err = errors.New("verification workers ended early")
 		}
+		r.mu.Lock()
+		r.state, r.err, r.finishedAt = "failed", "stopped: "+err.Error(), time.Now().UTC()
+		r.mu.Unlock()
+		t.runEnded(r.Kind, time.Since(start))
+		return
 	}
 	if r.Kind != RunScrub && stopped() == nil {
 		t.findUntracked(r, t.ctx)
@@ -309,20 +363,34 @@ func (t *Tracker) verifyOne(r *Run, it verifyItem) {
 	}
 	status := hashtree.StatusVerified
 	if want != "" {
-		actual := sum.String()
-		if want.Algorithm() != digest.SHA256 {
-			actual = other.String()
-		}
-		if actual != want.String() {
+		if c := checker.CheckName(want, checker.Sums{SHA256: sum, Other: other}); c.Verdict == checker.Mismatch {
 			status = hashtree.StatusMismatch
+			f := t.blobMismatchLocked(it.path, c)
+			r.add(f)
 		}
 	}
 	ts := now()
 	t.updateLocked(it.path, func(e *hashtree.Entry) { e.Status, e.VerifiedAt = status, ts })
 }
 
+// BlobNameFinding is the finding of a blob whose content does not match its name (c from
+// checker.CheckName with Verdict Mismatch): the mount and `trowfs verify` report the same one.
+func BlobNameFinding(rel string, c checker.NameCheck) Finding {
+	return Finding{Kind: FindingMismatch, Path: rel, Expected: c.Expected, Actual: c.Actual, Detail: checker.MismatchDetail, At: time.Now().UTC()}
+}
+
+// blobMismatchLocked records and logs a blob-name mismatch at rel and returns its finding.
+func (t *Tracker) blobMismatchLocked(rel string, c checker.NameCheck) Finding {
+	f := BlobNameFinding(rel, c)
+	t.addFindingLocked(f)
+	t.log.Warn(checker.MismatchDetail, "path", rel, "expected", c.Expected, "actual", c.Actual)
+	return f
+}
+
 // findUntracked walks DATA for entries the tree does not have: they were created without passing
-// through the mount. Each is reported as drift and added to the tree (files are hashed).
+// through the mount. Each is reported as drift and added to the tree (files are hashed); what
+// lies inside a directory added this way is added with it, without a finding of its own. Every
+// stat happens outside the tracker lock, which is taken per entry only to compare and record.
 func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
 	var missing []diskEntry
 	err := walkDisk(ctx, t.rootFd, func(d *diskEntry) error {
@@ -338,24 +406,47 @@ func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
 		t.log.Warn("verification: walking the data directory failed", "err", err)
 		return
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	added := map[string]bool{} // directories this pass added
 	for _, d := range missing {
-		if _, ok := t.tree.Get(d.rel); ok {
-			continue // the mount created it meanwhile, or a parent was added with its content
+		if ctx.Err() != nil {
+			return
 		}
 		st, err := t.lstat(d.rel)
-		if err != nil || st.Ino != d.st.Ino {
-			continue
+		if err != nil || st.Ino != d.st.Ino || st.Mode&unix.S_IFMT != d.st.Mode&unix.S_IFMT {
+			continue // changed since the walk: seen by the next run
 		}
-		f := Finding{Kind: FindingDrift, Path: d.rel, Detail: "added to the data directory without passing through the mount", At: time.Now().UTC()}
-		r.add(f)
-		t.addFindingLocked(f)
-		t.log.Warn("file added behind the mount", "path", d.rel)
-		if parent := path.Dir(d.rel); parent != "." {
-			_ = t.tree.MkdirAll(parent, now())
+		t.mu.Lock()
+		if _, ok := t.tree.Get(d.rel); ok {
+			t.mu.Unlock()
+			continue // the mount created it meanwhile
 		}
-		t.scanIntoLocked(d.rel, &st)
+		parent := path.Dir(d.rel)
+		if !added[parent] {
+			f := Finding{Kind: FindingDrift, Path: d.rel, Detail: "added to the data directory without passing through the mount", At: time.Now().UTC()}
+			r.add(f)
+			t.addFindingLocked(f)
+			t.log.Warn("file added behind the mount", "path", d.rel)
+			if parent != "." {
+				_ = t.tree.MkdirAll(parent, now())
+			}
+		}
+		ts := now()
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if err := t.tree.Mkdir(d.rel, ts); err == nil {
+				t.dirty = true
+				added[d.rel] = true
+			}
+		case unix.S_IFREG:
+			if t.excl.Match(d.rel) {
+				t.putLocked(d.rel, hashtree.Entry{Kind: hashtree.KindFile, Status: hashtree.StatusExcluded, Meta: metaOf(&st), ChangedAt: ts})
+			} else {
+				t.rehashLocked(d.rel, &st, false)
+			}
+		case unix.S_IFLNK: // a link's target never changes while its inode stays
+			t.putLocked(d.rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: d.target, Status: hashtree.StatusVerified, Meta: metaOf(&st), ChangedAt: ts})
+		}
+		t.mu.Unlock()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/trowfs/trowfs/internal/version"
 	"github.com/trowfs/trowfs/server"
 	"github.com/trowfs/trowfs/tracker"
 )
@@ -24,8 +25,6 @@ const (
 	ExitMount       = 5  // the mount itself failed
 	ExitInternal    = 70 // anything else
 )
-
-var version = "dev"
 
 type globals struct {
 	LogLevel  string `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"TROWFS_LOG_LEVEL"`
@@ -146,6 +145,6 @@ func newLogger(g globals) *slog.Logger {
 type versionCmd struct{}
 
 func (versionCmd) Run() error {
-	fmt.Println("trowfs", version)
+	fmt.Println("trowfs", version.String())
 	return nil
 }

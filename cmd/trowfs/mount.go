@@ -40,6 +40,8 @@ type mountCmd struct {
 	ListState          bool          `help:"List the virtual .state files in directory listings (off: the registry sees exactly DATA)."`
 	FuseDebug          bool          `help:"Log every FUSE request (very verbose)."`
 	OnMismatch         string        `help:"What reading a blob whose content does not match its digest gets: serve (the bytes as they are) or eio (EIO from open until the blob is healed from a peer or rewritten)." default:"serve" enum:"serve,eio"`
+	Progress           string        `help:"Progress of the start-up reconcile on stderr: auto (a bar on a terminal, log lines otherwise), bar, log or none." default:"auto" enum:"auto,bar,log,none"`
+	ProgressInterval   time.Duration `help:"How often progress is logged when it is not a bar." default:"5s"`
 	peerFlags          `embed:""`
 
 	execFlags
@@ -81,8 +83,20 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if m.ProgressInterval <= 0 {
+		return &exitError{ExitUsage, "--progress-interval must be positive"}
+	}
 	sd := newNotifier(log)
 	sd.startup()
+	prog := newProgress(m.Progress, "reconciling "+m.Data)
+	prog.interval, prog.rate, prog.log = m.ProgressInterval, false, log
+	loadProgress := func(files, bytes int64, final bool) {
+		prog.update(files, bytes)
+		if final {
+			prog.done()
+		}
+		sd.progress(fmt.Sprintf("%d files, %s", files, humanBytes(bytes)), final)
+	}
 	defer sd.endLoop()
 	var sigs <-chan os.Signal
 	releaseSigs := func() {}
@@ -98,7 +112,7 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		CheckpointInterval: m.CheckpointInterval, ScrubInterval: m.ScrubInterval, ScrubRate: rate, ScrubSample: m.ScrubSample,
 		Listen: m.Listen, APIToken: token, WriteMode: m.WriteMode, EntryTimeout: m.EntryTimeout, AttrTimeout: m.AttrTimeout,
 		NegativeTimeout: m.NegativeTimeout, ReadyFile: m.ReadyFile, Debug: m.FuseDebug, ListState: m.ListState, Logger: log,
-		Status: sd.status, OnMismatch: m.OnMismatch, PeerConfig: pc,
+		Status: sd.status, LoadProgress: loadProgress, OnMismatch: m.OnMismatch, PeerConfig: pc,
 	})
 	if err != nil {
 		sd.status("failed: " + err.Error())

@@ -26,6 +26,7 @@ type notifier struct {
 
 	mu       sync.Mutex // serialises sends and guards phase
 	phase    string     // start-up step being done, repeated with its elapsed time
+	detail   string     // how far the step got (the reconcile's counts), shown after it
 	since    time.Time
 	stopped  atomic.Bool // STOPPING=1 sent
 	cancel   context.CancelFunc
@@ -97,8 +98,11 @@ func (n *notifier) startup() {
 				return
 			case <-tick.C:
 				n.mu.Lock()
-				phase, since := n.phase, n.since
+				phase, detail, since := n.phase, n.detail, n.since
 				n.mu.Unlock()
+				if detail != "" {
+					phase += ": " + detail
+				}
 				if phase != "" {
 					n.send(fmt.Sprintf("STATUS=%s (%s)", phase, time.Since(since).Round(time.Second)))
 				}
@@ -113,9 +117,24 @@ func (n *notifier) status(phase string) {
 		return
 	}
 	n.mu.Lock()
-	n.phase, n.since = phase, time.Now()
+	n.phase, n.detail, n.since = phase, "", time.Now()
 	n.mu.Unlock()
 	n.send("STATUS=" + phase)
+}
+
+// progress is the start-up reconcile's progress (server.Config.LoadProgress): it goes with the
+// phase's repeated STATUS= line; the final counts are sent at once.
+func (n *notifier) progress(detail string, final bool) {
+	if n.addr == nil {
+		return
+	}
+	n.mu.Lock()
+	n.detail = detail
+	phase, since := n.phase, n.since
+	n.mu.Unlock()
+	if final {
+		n.send(fmt.Sprintf("STATUS=%s: %s (%s)", phase, detail, time.Since(since).Round(time.Second)))
+	}
 }
 
 func (n *notifier) endLoop() {

@@ -133,3 +133,40 @@ func TestWatchdogStopsPingingWhenTheFUSELoopIsGone(t *testing.T) {
 		t.Fatalf("%d watchdog pings after the FUSE server stopped serving, want none", c)
 	}
 }
+
+// The start-up reconcile's counts go into the repeated STATUS= line, and the final counts are
+// sent at once.
+func TestNotifierStatusCarriesReconcileProgress(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	name := fmt.Sprintf("@trowfs-unit-%d-%d", os.Getpid(), time.Now().UnixNano())
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	n := newNotifier(log)
+	n.startup()
+	defer n.endLoop()
+	n.status("reconciling /data")
+	n.progress("256 files, 1.0 MiB", false)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	read := func() string {
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return string(buf[:k])
+	}
+	if got := read(); got != "STATUS=reconciling /data" {
+		t.Fatalf("first datagram %q", got)
+	}
+	if got := read(); !strings.HasPrefix(got, "STATUS=reconciling /data: 256 files, 1.0 MiB (") {
+		t.Fatalf("repeated status %q, want the counts in it", got)
+	}
+	n.progress("300 files, 1.2 MiB", true)
+	if got := read(); !strings.HasPrefix(got, "STATUS=reconciling /data: 300 files, 1.2 MiB (") {
+		t.Fatalf("final status %q", got)
+	}
+}

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"crypto/sha512"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/beneath"
 )
 
 // openBeneath opens rel below root for reading, without following symlinks out of it, at any
@@ -21,7 +20,7 @@ func openBeneath(root, rel string) (*os.File, error) {
 		return nil, err
 	}
 	defer unix.Close(rfd)
-	fd, err := tracker.OpenBeneath(rfd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	fd, err := beneath.Open(rfd, rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
@@ -42,20 +41,6 @@ func readBeneath(root, rel string, limit int64) ([]byte, error) {
 	return b, err
 }
 
-// hashOther computes a non-sha256 digest (sha512 blob names) of rel below root.
-func hashOther(root, rel string, want digest.Digest) string {
-	f, err := openBeneath(root, rel)
-	if err != nil {
-		return "unreadable: " + err.Error()
-	}
-	defer f.Close()
-	h := sha512.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "unreadable: " + err.Error()
-	}
-	return digest.NewDigestFromBytes(want.Algorithm(), h.Sum(nil)).String()
-}
-
 func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
@@ -69,15 +54,25 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// progress reports scanning progress on stderr: a bar on a terminal, a log line every few
-// seconds otherwise.
+// progress reports the progress of long work (trowfs verify's hashing, a mount's start-up
+// reconcile) on stderr: a bar redrawn in place on a terminal, a line every interval otherwise
+// (through log when set, so a mount's progress reads like the rest of its log), and always a
+// final line with the final counts.
 type progress struct {
-	mode  string
-	what  string
-	start time.Time
-	last  time.Time
-	shown bool
+	mode     string // bar, log or none
+	what     string
+	interval time.Duration // between log lines
+	rate     bool          // show bytes per second (hashing; not a scan that only stats)
+	log      *slog.Logger  // nil: plain lines
+	start    time.Time
+	last     time.Time
+	shown    bool
+	files    int64 // the last counts reported
+	bytes    int64
 }
+
+// logEvery is how often progress is logged when stderr is not a terminal.
+const logEvery = 5 * time.Second
 
 func newProgress(mode, what string) *progress {
 	if mode == "auto" {
@@ -86,7 +81,7 @@ func newProgress(mode, what string) *progress {
 			mode = "bar"
 		}
 	}
-	return &progress{mode: mode, what: what, start: time.Now(), last: time.Now()}
+	return &progress{mode: mode, what: what, interval: logEvery, rate: true, start: time.Now(), last: time.Now()}
 }
 
 func isTerminal(f *os.File) bool {
@@ -94,30 +89,52 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+func (p *progress) counts(files, bytes int64) string {
+	s := fmt.Sprintf("%d files, %s", files, humanBytes(bytes))
+	if p.rate {
+		s += fmt.Sprintf(", %s/s", humanBytes(int64(float64(bytes)/time.Since(p.start).Seconds())))
+	}
+	return s
+}
+
 func (p *progress) update(files, bytes int64) {
+	p.files, p.bytes = files, bytes
 	if p.mode == "none" {
 		return
 	}
 	now := time.Now()
-	rate := float64(bytes) / now.Sub(p.start).Seconds()
 	switch p.mode {
 	case "bar":
 		if now.Sub(p.last) < 100*time.Millisecond {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "\r%s: %d files, %s, %s/s   ", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+		fmt.Fprintf(os.Stderr, "\r%s: %s   ", p.what, p.counts(files, bytes))
 		p.shown = true
 	default:
-		if now.Sub(p.last) < 5*time.Second {
+		if now.Sub(p.last) < p.interval {
 			return
 		}
-		fmt.Fprintf(os.Stderr, "%s: %d files, %s, %s/s\n", p.what, files, humanBytes(bytes), humanBytes(int64(rate)))
+		if p.log != nil {
+			p.log.Info(p.what, "files", files, "bytes", bytes, "elapsed", now.Sub(p.start).Round(time.Millisecond))
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: %s\n", p.what, p.counts(files, bytes))
+		}
 	}
 	p.last = now
 }
 
+// done ends the report with the final counts (those of the last update).
 func (p *progress) done() {
-	if p.shown {
-		fmt.Fprintln(os.Stderr)
+	took := time.Since(p.start).Round(time.Millisecond)
+	switch p.mode {
+	case "none":
+	case "bar":
+		fmt.Fprintf(os.Stderr, "\r%s: done, %s in %s   \n", p.what, p.counts(p.files, p.bytes), took)
+	default:
+		if p.log != nil {
+			p.log.Info(p.what+" done", "files", p.files, "bytes", p.bytes, "took", took)
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: done, %s in %s\n", p.what, p.counts(p.files, p.bytes), took)
+		}
 	}
 }
