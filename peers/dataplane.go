@@ -56,20 +56,14 @@ func (n *Node) handler() http.Handler {
 		switch r.URL.Path {
 		case routeSummaries:
 			var ps []crdt.Path
-			if ps, err = crdt.DecodePaths(body); err == nil && len(ps) > maxPaths {
-				err = fmt.Errorf("%d paths, at most %d", len(ps), maxPaths)
-			}
-			if err == nil {
+			if ps, err = crdt.DecodePaths(body, maxPaths); err == nil {
 				n.mu.Lock()
 				out = crdt.EncodeSummaries(n.rep.Summaries(ps))
 				n.mu.Unlock()
 			}
 		case routeEntries:
 			var ks []crdt.Digest
-			if ks, err = crdt.DecodeDigests(body); err == nil && len(ks) > maxKeys {
-				err = fmt.Errorf("%d key hashes, at most %d", len(ks), maxKeys)
-			}
-			if err == nil {
+			if ks, err = crdt.DecodeDigests(body, maxKeys); err == nil {
 				n.mu.Lock()
 				out = crdt.EncodeEntries(n.rep.Entries(ks))
 				n.mu.Unlock()
@@ -90,10 +84,7 @@ func (n *Node) handler() http.Handler {
 
 // takeOffer merges the entries a peer sends.
 func (n *Node) takeOffer(peer string, body []byte) error {
-	es, err := crdt.DecodeEntries(body)
-	if err == nil && len(es) > maxKeys {
-		err = fmt.Errorf("%d entries, at most %d", len(es), maxKeys)
-	}
+	es, err := crdt.DecodeEntries(body, maxKeys)
 	if err != nil {
 		n.mu.Lock()
 		n.rejected++

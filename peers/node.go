@@ -601,7 +601,7 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			if err != nil {
 				return err
 			}
-			ss, err := crdt.DecodeSummaries(b)
+			ss, err := crdt.DecodeSummaries(b, len(batch)) // never more than asked
 			if err != nil {
 				return fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
@@ -624,11 +624,12 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	want, offer := y.Want(), y.Offer()
 	n.mu.Unlock()
 	for i := 0; i < len(want); i += maxKeys {
-		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
+		asked := want[i:min(i+maxKeys, len(want))]
+		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(asked))
 		if err != nil {
 			return err
 		}
-		es, err := crdt.DecodeEntries(b)
+		es, err := crdt.DecodeEntries(b, len(asked))
 		if err != nil {
 			return fmt.Errorf("%w: entries: %v", errLying, err)
 		}
@@ -663,7 +664,7 @@ func (n *Node) mismatch(c client, seen crdt.Digest) error {
 	if err != nil {
 		return err
 	}
-	ss, err := crdt.DecodeSummaries(b)
+	ss, err := crdt.DecodeSummaries(b, 1)
 	if err != nil || len(ss) != 1 {
 		return fmt.Errorf("%w: summaries: %v", errLying, err)
 	}
