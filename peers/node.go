@@ -128,6 +128,8 @@ type member struct {
 	backoff   time.Duration
 	notBefore time.Time
 	lied      bool // the last failure was a rejected answer: its backoff stands whatever it gossips
+	// refusedClock is the gossiped clock (Wall) last refused for being too far ahead.
+	refusedClock int64
 }
 
 // Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
@@ -778,7 +780,15 @@ func (n *Node) upsert(node *memberlist.Node, alive bool) {
 				m.notBefore = time.Time{} // it changed: a link that failed may work again (a healed partition)
 			}
 			m.meta, m.metaErr = meta, ""
-			n.rep.ObserveClock(crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic})
+			// A clock too far ahead is not adopted (it would drag ours, and through our gossip
+			// everyone's, along); it is counted once, not at every gossip of the same clock.
+			switch s := (crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic, Node: node.Name}); {
+			case meta.ClockWall == m.refusedClock:
+			case n.rep.AdmitClock(s):
+				n.rep.ObserveClock(s)
+			default:
+				m.refusedClock = meta.ClockWall
+			}
 		}
 	}
 	n.mu.Unlock()

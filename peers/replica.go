@@ -14,7 +14,8 @@ type Replica interface {
 	Conflicts() uint64
 	// Observe stamps the local registry's changes since the last View and returns them.
 	Observe(v crdt.View) []crdt.Entry
-	// Merge folds in an entry from a peer (and advances the clock past its stamp).
+	// Merge folds in an entry from a peer (and advances the clock past its stamp). An entry stamped
+	// more than crdt.MaxDrift ahead of the wall clock is refused (and counted, see Drift).
 	Merge(e crdt.Entry) bool
 	Live() crdt.View
 	Summaries(paths []crdt.Path) []crdt.Summary
@@ -23,8 +24,14 @@ type Replica interface {
 	// Clock returns the greatest stamp issued or observed; Now issues a new one.
 	Clock() crdt.Stamp
 	Now() crdt.Stamp
-	// ObserveClock advances the clock past s (a persisted clock, a peer's gossiped clock).
+	// Drift counts the remote stamps refused for being more than crdt.MaxDrift ahead, and the
+	// latest of them (crdt.Clock.Drift).
+	Drift() (uint64, crdt.Stamp)
+	// ObserveClock advances the clock past s (the persisted clock). A peer's gossiped clock goes
+	// through AdmitClock first.
 	ObserveClock(s crdt.Stamp)
+	// AdmitClock reports whether a remote stamp is at most crdt.MaxDrift ahead, counting it if not.
+	AdmitClock(s crdt.Stamp) bool
 	PurgeTombstones(cut crdt.Stamp) int
 	Forget(cut crdt.Stamp) int
 	MarshalBinary() ([]byte, error)
@@ -54,6 +61,9 @@ func (r *crdtReplica) Len() int                         { return r.s.Len() }
 func (r *crdtReplica) Conflicts() uint64                { return r.s.Conflicts() }
 func (r *crdtReplica) Observe(v crdt.View) []crdt.Entry { return r.s.Observe(v, r.c) }
 func (r *crdtReplica) Merge(e crdt.Entry) bool {
+	if !r.c.Admit(e.Stamp) {
+		return false // a broken clock: merged, it would drag every later stamp here (and everywhere) along
+	}
 	r.c.Observe(e.Stamp)
 	return r.s.Merge(e)
 }
@@ -63,7 +73,9 @@ func (r *crdtReplica) Entries(k []crdt.Digest) []crdt.Entry   { return r.s.Entri
 func (r *crdtReplica) NewSync(root crdt.Digest) Syncer        { return crdt.NewSync(r.s, root) }
 func (r *crdtReplica) Clock() crdt.Stamp                      { return r.c.Last() }
 func (r *crdtReplica) ObserveClock(s crdt.Stamp)              { r.c.Observe(s) }
+func (r *crdtReplica) AdmitClock(s crdt.Stamp) bool           { return r.c.Admit(s) }
 func (r *crdtReplica) Now() crdt.Stamp                        { return r.c.Now() }
+func (r *crdtReplica) Drift() (uint64, crdt.Stamp)            { return r.c.Drift() }
 func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int     { return r.s.PurgeTombstones(cut) }
 func (r *crdtReplica) Forget(cut crdt.Stamp) int              { return r.s.Forget(cut) }
 func (r *crdtReplica) MarshalBinary() ([]byte, error)         { return r.s.MarshalBinary() }
