@@ -32,8 +32,18 @@ type Replica interface {
 	ObserveClock(s crdt.Stamp)
 	// AdmitClock reports whether a remote stamp is at most crdt.MaxDrift ahead, counting it if not.
 	AdmitClock(s crdt.Stamp) bool
+	// PurgeTombstones forgets tombstones stamped before cut; when it forgot any, cut's Wall becomes
+	// the horizon (it never goes back): Merge then refuses an entry stamped before the horizon for
+	// a key it holds no register of, since that is the stale add of a node that missed the purged
+	// delete (a node cut off for longer than the grace period) or a change no member had when
+	// they all agreed. Forget clears the horizon: a node that forgot takes back what peers hold.
 	PurgeTombstones(cut crdt.Stamp) int
 	Forget(cut crdt.Stamp) int
+	// Horizon is the purge horizon (Unix ms, 0 for none); SetHorizon restores a persisted one.
+	Horizon() int64
+	SetHorizon(ms int64)
+	// Stale counts the entries Merge refused for being stamped before the horizon.
+	Stale() uint64
 	MarshalBinary() ([]byte, error)
 	UnmarshalBinary(b []byte) error
 }
@@ -52,8 +62,10 @@ func NewReplica(node string, now func() time.Time) Replica {
 }
 
 type crdtReplica struct {
-	s *crdt.State
-	c *crdt.Clock
+	s       *crdt.State
+	c       *crdt.Clock
+	horizon int64  // see Replica.PurgeTombstones
+	stale   uint64 // entries refused for being stamped before horizon
 }
 
 func (r *crdtReplica) Root() crdt.Digest                { return r.s.Root() }
@@ -63,6 +75,12 @@ func (r *crdtReplica) Observe(v crdt.View) []crdt.Entry { return r.s.Observe(v, 
 func (r *crdtReplica) Merge(e crdt.Entry) bool {
 	if !r.c.Admit(e.Stamp) {
 		return false // a broken clock: merged, it would drag every later stamp here (and everywhere) along
+	}
+	if e.Stamp.Wall < r.horizon {
+		if _, ok := r.s.Get(e.Key); !ok {
+			r.stale++
+			return false // its delete may have been purged here: merged, it would come back
+		}
 	}
 	r.c.Observe(e.Stamp)
 	return r.s.Merge(e)
@@ -76,7 +94,19 @@ func (r *crdtReplica) ObserveClock(s crdt.Stamp)              { r.c.Observe(s) }
 func (r *crdtReplica) AdmitClock(s crdt.Stamp) bool           { return r.c.Admit(s) }
 func (r *crdtReplica) Now() crdt.Stamp                        { return r.c.Now() }
 func (r *crdtReplica) Drift() (uint64, crdt.Stamp)            { return r.c.Drift() }
-func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int     { return r.s.PurgeTombstones(cut) }
-func (r *crdtReplica) Forget(cut crdt.Stamp) int              { return r.s.Forget(cut) }
-func (r *crdtReplica) MarshalBinary() ([]byte, error)         { return r.s.MarshalBinary() }
-func (r *crdtReplica) UnmarshalBinary(b []byte) error         { return r.s.UnmarshalBinary(b) }
+func (r *crdtReplica) PurgeTombstones(cut crdt.Stamp) int {
+	k := r.s.PurgeTombstones(cut)
+	if k > 0 && cut.Wall > r.horizon {
+		r.horizon = cut.Wall
+	}
+	return k
+}
+func (r *crdtReplica) Forget(cut crdt.Stamp) int {
+	r.horizon = 0
+	return r.s.Forget(cut)
+}
+func (r *crdtReplica) Horizon() int64                 { return r.horizon }
+func (r *crdtReplica) SetHorizon(ms int64)            { r.horizon = ms }
+func (r *crdtReplica) Stale() uint64                  { return r.stale }
+func (r *crdtReplica) MarshalBinary() ([]byte, error) { return r.s.MarshalBinary() }
+func (r *crdtReplica) UnmarshalBinary(b []byte) error { return r.s.UnmarshalBinary(b) }

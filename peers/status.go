@@ -22,6 +22,9 @@ type Status struct {
 	// clock; FutureNode is the node that stamped the latest of them (its clock is broken).
 	FutureStamps uint64 `json:"future_stamps"`
 	FutureNode   string `json:"future_node,omitempty"`
+	// Stale counts entries refused for being stamped before the purge horizon (a node cut off for
+	// longer than the grace period offering what the others deleted and purged).
+	Stale        uint64 `json:"stale_refused"`
 	AuthFailures uint64 `json:"auth_failures"`
 	Syncs        uint64 `json:"syncs"`
 	Purged       int    `json:"tombstones_purged"`
@@ -65,6 +68,7 @@ func (n *Node) Status() Status {
 	if n.opts.View == nil || n.opts.Applier == nil {
 		st.WaitingFor = WaitingRegistryView
 	}
+	st.Stale = n.rep.Stale()
 	if k, last := n.rep.Drift(); k > 0 {
 		st.FutureStamps, st.FutureNode = k, last.Node
 	}

@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,9 +56,13 @@ func (f FileStore) Save(b []byte) error {
 	return nil
 }
 
-// The persisted file: "TRPS", version 1, last full sync (Unix ms, 8 bytes big endian), the clock
-// (wall 8, logical 4), then crdt's own encoding of the state (versioned and checksummed by crdt).
-var persistMagic = []byte("TRPS\x01")
+// The persisted file: "TRPS", version 2, last full sync (Unix ms, 8 bytes big endian), the clock
+// (wall 8, logical 4), the purge horizon (Unix ms, 8), then crdt's own encoding of the state
+// (versioned and checksummed by crdt). Version 1, without the horizon, is still read.
+var (
+	persistMagic   = []byte("TRPS\x02")
+	persistMagicV1 = []byte("TRPS\x01")
+)
 
 func (n *Node) persist() error {
 	if n.opts.Store == nil {
@@ -74,6 +79,7 @@ func (n *Node) persist() error {
 	b = binary.BigEndian.AppendUint64(b, uint64(n.lastFull.UnixMilli()))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Wall))
 	b = binary.BigEndian.AppendUint32(b, c.Logical)
+	b = binary.BigEndian.AppendUint64(b, uint64(n.rep.Horizon()))
 	n.dirty = false
 	n.mu.Unlock()
 	if err == nil {
@@ -100,8 +106,12 @@ func (n *Node) load() error {
 	if err != nil {
 		return fmt.Errorf("peer state: %w", err)
 	}
-	h := len(persistMagic) + 20
-	if len(b) < h || string(b[:len(persistMagic)]) != string(persistMagic) {
+	h := len(persistMagic) + 28
+	switch {
+	case len(b) >= h && bytes.HasPrefix(b, persistMagic):
+	case len(b) >= h-8 && bytes.HasPrefix(b, persistMagicV1):
+		h -= 8
+	default:
 		return fmt.Errorf("peer state: not a trowfs peer state file (or another version)")
 	}
 	p := b[len(persistMagic):]
@@ -109,6 +119,9 @@ func (n *Node) load() error {
 	clock := crdt.Stamp{Wall: int64(binary.BigEndian.Uint64(p[8:16])), Logical: binary.BigEndian.Uint32(p[16:20])}
 	if err := n.rep.UnmarshalBinary(b[h:]); err != nil {
 		return fmt.Errorf("peer state: %w", err)
+	}
+	if h == len(persistMagic)+28 {
+		n.rep.SetHorizon(int64(binary.BigEndian.Uint64(p[20:28])))
 	}
 	n.rep.ObserveClock(clock)
 	if lastFull > 0 {
