@@ -3,10 +3,12 @@ package peers
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,5 +86,38 @@ func TestReviewOversizeAuthenticatedBodyIsRefused(t *testing.T) {
 	n.handler().ServeHTTP(w, r)
 	if w.Code != http.StatusRequestEntityTooLarge || n.rep.Len() != 0 {
 		t.Fatalf("a %d-byte body: %d %s", len(body), w.Code, w.Body)
+	}
+}
+
+// TestReviewCompressedAnswerBombIsBounded: a peer answering with a gzip body that inflates to
+// 256 MiB (Go's client inflates transparently) costs the caller at most the 16 MiB answer limit
+// (and the answer fails), not the inflated size.
+func TestReviewCompressedAnswerBombIsBounded(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zero := make([]byte, 1<<20)
+	for range 256 {
+		_, _ = zw.Write(zero)
+	}
+	_ = zw.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = w.Write(gz.Bytes())
+	}))
+	defer srv.Close()
+	n := authNode(testKey, time.Now)
+	n.http = &http.Client{Transport: &http.Transport{}}
+	cl := client{n: n, peer: "a", addr: strings.TrimPrefix(srv.URL, "http://")}
+	var err error
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = cl.call(t.Context(), routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a 256 MiB answer was taken")
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 4*maxBody {
+		t.Fatalf("a %d-byte gzip answer made the caller allocate %d bytes", gz.Len(), got)
 	}
 }
