@@ -71,7 +71,8 @@ func (n *Node) handler() http.Handler {
 			var ks []crdt.Digest
 			if ks, err = crdt.DecodeDigests(body, maxKeys); err == nil {
 				n.mu.Lock()
-				out = crdt.EncodeEntries(n.rep.Entries(ks))
+				es := n.rep.Entries(ks)
+				out = crdt.EncodeEntries(es[:fitEntries(es, len(es))]) // the caller asks again for the rest
 				n.mu.Unlock()
 			}
 		case routeOffer:

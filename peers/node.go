@@ -3,6 +3,7 @@ package peers
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -625,8 +626,10 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	n.mu.Lock()
 	want, offer := y.Want(), y.Offer()
 	n.mu.Unlock()
-	for i := 0; i < len(want); i += maxKeys {
-		asked := want[i:min(i+maxKeys, len(want))]
+	// An answer holds as many of the asked entries as fit in maxBody (a prefix, in the order
+	// asked): what it left out is asked again, as long as each answer brings something.
+	for len(want) > 0 {
+		asked := want[:min(maxKeys, len(want))]
 		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(asked))
 		if err != nil {
 			return err
@@ -650,13 +653,44 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			n.changedLocked()
 		}
 		n.mu.Unlock()
+		if len(es) == 0 {
+			break // it holds none of them any more: the next sync starts afresh
+		}
+		got := make(map[crdt.Digest]bool, len(es))
+		for _, e := range es {
+			got[crdt.KeyHash(e.Key)] = true
+		}
+		rest := make([]crdt.Digest, 0, len(want)-len(es))
+		for _, k := range want {
+			if !got[k] {
+				rest = append(rest, k)
+			}
+		}
+		if len(rest) == len(want) {
+			break
+		}
+		want = rest
 	}
-	for i := 0; i < len(offer); i += maxKeys {
-		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
+	for len(offer) > 0 {
+		k := fitEntries(offer, maxKeys)
+		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[:k])); err != nil {
 			return err
 		}
+		offer = offer[k:]
 	}
 	return nil
+}
+
+// fitEntries returns how many of es, at most max and at least one, encode within maxBody.
+func fitEntries(es []crdt.Entry, max int) int {
+	size := 1 + binary.MaxVarintLen64 // version and count
+	for i, e := range es {
+		l := len(crdt.EncodeEntry(e))
+		if size += binary.MaxVarintLen64 + l; i == max || (size > maxBody && i > 0) {
+			return i
+		}
+	}
+	return len(es)
 }
 
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
