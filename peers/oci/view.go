@@ -2,6 +2,7 @@ package oci
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/crdt"
@@ -11,11 +12,14 @@ import (
 // catalogSource is the part of *registry.Registry a view needs.
 type catalogSource interface {
 	Catalog() registry.Catalog
+	Layout() registry.Layout
+	Report() registry.Report
 }
 
 type viewSource struct{ r func() catalogSource }
 
-// errNoModel: the registry model is not loaded (yet); the node observes nothing meanwhile.
+// errNoModel: the registry model is not loaded (yet), or trow.db could not be read; the node
+// observes nothing meanwhile.
 var errNoModel = errors.New("the registry model is not loaded yet")
 
 // NewViewSource returns the local registry's content, read from trowfs's registry model (no disk
@@ -42,7 +46,15 @@ func (v viewSource) View() (crdt.View, error) {
 	if c == nil {
 		return nil, errNoModel
 	}
-	return ToView(c.Catalog()), nil
+	cat := c.Catalog()
+	if len(cat) == 0 && c.Layout() == registry.TrowSQLite {
+		// With trow.db never read, the catalog is empty because nothing is known, not because
+		// the registry holds nothing: observed, it would delete everything everywhere.
+		if e := c.Report().DBError; e != "" {
+			return nil, fmt.Errorf("%w: trow.db: %s", errNoModel, e)
+		}
+	}
+	return ToView(cat), nil
 }
 
 // ToView converts a registry Catalog to a crdt.View.
