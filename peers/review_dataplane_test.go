@@ -117,7 +117,7 @@ func TestReviewCompressedAnswerBombIsBounded(t *testing.T) {
 	if err == nil {
 		t.Fatal("a 256 MiB answer was taken")
 	}
-	if got := after.TotalAlloc - before.TotalAlloc; got > 4*maxBody {
+	if got := after.TotalAlloc - before.TotalAlloc; got > 8*maxBody { // io.ReadAll doubling, and the race detector's own; the inflated size is 16x the limit
 		t.Fatalf("a %d-byte gzip answer made the caller allocate %d bytes", gz.Len(), got)
 	}
 }
