@@ -39,13 +39,17 @@ func (s *Server) startPeers() error {
 		return err
 	}
 	view, applier := s.cfg.PeerView, s.cfg.PeerApplier
+	local := view
 	if view == nil {
 		// What the local registry holds, from the registry model trowfs keeps anyway (it follows
-		// the model when layout detection replaces it).
-		view = oci.NewViewSourceFunc(s.RegistryModel)
+		// the model when layout detection replaces it): the node observes what the registry
+		// records (a manifest whose blob file is missing is healed, not deleted everywhere), the
+		// applier compares with what it serves (and pushes such a manifest again).
+		view = oci.NewRecordedViewSourceFunc(s.RegistryModel)
+		local = oci.NewViewSourceFunc(s.RegistryModel)
 	}
 	if applier == nil {
-		ap, err := oci.New(oci.Options{LocalURL: s.cfg.Peers.RegistryURL, Local: view,
+		ap, err := oci.New(oci.Options{LocalURL: s.cfg.Peers.RegistryURL, Local: local,
 			Store: stateDirStore{sd, peerAppliedName}, Logger: s.log.With("peers", "apply")})
 		if err != nil {
 			return err
