@@ -127,6 +127,8 @@ func (s *Server) peerMetrics() []api.Metric {
 		{Name: "trowfs_peer_registers", Help: "Registers of the replicated state, tombstones included.", Type: g, Value: float64(st.Registers)},
 		{Name: "trowfs_peer_conflicts_total", Help: "Concurrent tag writes met in merges.", Type: c, Value: float64(st.Conflicts)},
 		{Name: "trowfs_peer_rejected_total", Help: "Peer answers rejected because they did not match the peer's own tree.", Type: c, Value: float64(st.Rejected)},
+		{Name: "trowfs_peer_future_stamps_total", Help: "Peer stamps refused for being more than an hour ahead of this node's clock (a broken clock).", Type: c, Value: float64(st.FutureStamps)},
+		{Name: "trowfs_peer_stale_refused_total", Help: "Peer entries refused for being stamped before the purge horizon (a member cut off longer than the grace period).", Type: c, Value: float64(st.Stale)},
 		{Name: "trowfs_peer_auth_failures_total", Help: "Data-plane requests refused for a missing, bad, stale or replayed MAC.", Type: c, Value: float64(st.AuthFailures)},
 		{Name: "trowfs_peer_syncs_total", Help: "Comparisons run with peers.", Type: c, Value: float64(st.Syncs)},
 		{Name: "trowfs_peer_tombstones_purged_total", Help: "Tombstones purged after every member had them and the grace period passed.", Type: c, Value: float64(st.Purged)},
