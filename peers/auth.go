@@ -18,6 +18,8 @@ const (
 	HeaderTime  = "X-Trowfs-Peer-Time"  // Unix milliseconds
 	HeaderNonce = "X-Trowfs-Peer-Nonce" // 16 random bytes, hex
 	HeaderName  = "X-Trowfs-Peer-Name"  // the caller's node name
+	HeaderTo    = "X-Trowfs-Peer-To"    // the node the request is for
+	HeaderBody  = "X-Trowfs-Peer-Body"  // hex SHA-256 of the body, so the MAC is checked before the body is read
 	HeaderMAC   = "X-Trowfs-Peer-Mac"   // hex HMAC-SHA256, see macOf
 )
 
@@ -34,6 +36,8 @@ var (
 	errStale    = errors.New("timestamp outside the allowed window")
 	errReplay   = errors.New("replayed nonce")
 	errNonceCap = errors.New("too many requests in the replay window")
+	errNotForUs = errors.New("request addressed to another node")
+	errBadBody  = errors.New("body does not match its signed digest")
 )
 
 // authKey derives the data plane's MAC key from the shared key, so that the same bytes are never
@@ -44,27 +48,35 @@ func authKey(shared []byte) []byte {
 	return m.Sum(nil)
 }
 
-// macOf is HMAC-SHA256(key, method \n path \n time \n nonce \n name \n hex(sha256(body))).
-func macOf(key []byte, method, path, ts, nonce, name string, body []byte) []byte {
+// bodyDigest is the hex SHA-256 of a body, as HeaderBody carries it and macOf covers it.
+func bodyDigest(body []byte) string {
 	bh := sha256.Sum256(body)
+	return hex.EncodeToString(bh[:])
+}
+
+// macOf is HMAC-SHA256(key, method \n path \n time \n nonce \n name \n to \n hex(sha256(body)) \n).
+func macOf(key []byte, method, path, ts, nonce, name, to, bodyHex string) []byte {
 	m := hmac.New(sha256.New, key)
-	for _, s := range []string{method, path, ts, nonce, name, hex.EncodeToString(bh[:])} {
+	for _, s := range []string{method, path, ts, nonce, name, to, bodyHex} {
 		m.Write([]byte(s))
 		m.Write([]byte{'\n'})
 	}
 	return m.Sum(nil)
 }
 
-// sign sets the authentication headers of req, whose body is body.
-func sign(req *http.Request, key []byte, name string, body []byte, now time.Time) {
+// sign sets the authentication headers of req, from node name to node to, whose body is body.
+func sign(req *http.Request, key []byte, name, to string, body []byte, now time.Time) {
 	var nb [16]byte
 	_, _ = rand.Read(nb[:])
 	ts := strconv.FormatInt(now.UnixMilli(), 10)
 	nonce := hex.EncodeToString(nb[:])
+	bh := bodyDigest(body)
 	req.Header.Set(HeaderTime, ts)
 	req.Header.Set(HeaderNonce, nonce)
 	req.Header.Set(HeaderName, name)
-	req.Header.Set(HeaderMAC, hex.EncodeToString(macOf(key, req.Method, req.URL.Path, ts, nonce, name, body)))
+	req.Header.Set(HeaderTo, to)
+	req.Header.Set(HeaderBody, bh)
+	req.Header.Set(HeaderMAC, hex.EncodeToString(macOf(key, req.Method, req.URL.Path, ts, nonce, name, to, bh)))
 }
 
 // verifier checks authenticated requests and remembers nonces for the replay window.
@@ -80,11 +92,14 @@ func newVerifier(key []byte, now func() time.Time) *verifier {
 	return &verifier{key: key, now: now, seen: make(map[string]time.Time)}
 }
 
-// check verifies r's headers against body; only a request whose MAC verifies reaches the nonce
-// cache, so an unauthenticated sender cannot fill it.
-func (v *verifier) check(r *http.Request, body []byte) error {
-	ts, nonce, name, mac := r.Header.Get(HeaderTime), r.Header.Get(HeaderNonce), r.Header.Get(HeaderName), r.Header.Get(HeaderMAC)
-	if ts == "" || nonce == "" || name == "" || mac == "" {
+// check verifies r's headers for the node named self, before its body is read (the MAC covers
+// the body's digest, which checkBody compares once the body is in); only a request whose MAC
+// verifies reaches the nonce cache, so an unauthenticated sender can neither fill it nor make the
+// node read (and hold) a body.
+func (v *verifier) check(r *http.Request, self string) error {
+	h := r.Header
+	ts, nonce, name, to, bh, mac := h.Get(HeaderTime), h.Get(HeaderNonce), h.Get(HeaderName), h.Get(HeaderTo), h.Get(HeaderBody), h.Get(HeaderMAC)
+	if ts == "" || nonce == "" || name == "" || to == "" || bh == "" || mac == "" {
 		return errNoAuth
 	}
 	ms, err := strconv.ParseInt(ts, 10, 64)
@@ -99,8 +114,11 @@ func (v *verifier) check(r *http.Request, body []byte) error {
 	if err != nil || len(nonce) != 32 {
 		return errBadMAC
 	}
-	if subtle.ConstantTimeCompare(got, macOf(v.key, r.Method, r.URL.Path, ts, nonce, name, body)) != 1 {
+	if subtle.ConstantTimeCompare(got, macOf(v.key, r.Method, r.URL.Path, ts, nonce, name, to, bh)) != 1 {
 		return errBadMAC
+	}
+	if to != self {
+		return errNotForUs // captured on its way to another member and replayed here
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -119,5 +137,13 @@ func (v *verifier) check(r *http.Request, body []byte) error {
 	}
 	// A nonce must be remembered for as long as its timestamp is acceptable.
 	v.seen[nonce] = time.UnixMilli(ms).Add(MaxSkew)
+	return nil
+}
+
+// checkBody compares a body read after check with the digest its signed headers gave.
+func checkBody(r *http.Request, body []byte) error {
+	if subtle.ConstantTimeCompare([]byte(bodyDigest(body)), []byte(r.Header.Get(HeaderBody))) != 1 {
+		return errBadBody
+	}
 	return nil
 }

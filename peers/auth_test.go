@@ -13,7 +13,7 @@ import (
 )
 
 func authNode(key []byte, now func() time.Time) *Node {
-	return &Node{now: now, rep: NewReplica("b", now), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
+	return &Node{set: Settings{Name: "b"}, now: now, rep: NewReplica("b", now), verify: newVerifier(authKey(key), now), macKey: authKey(key), log: slog.New(slog.DiscardHandler),
 		members: map[string]*member{}, bytesIn: map[string]int64{}, bytesOut: map[string]int64{},
 		kick: make(chan struct{}, 1), obs: make(chan struct{}, 1), apply: make(chan struct{}, 1), save: make(chan struct{}, 1)}
 }
@@ -24,7 +24,7 @@ func TestDataPlaneRefusesUnauthenticatedRequests(t *testing.T) {
 	offer := crdt.EncodeEntries([]crdt.Entry{{Key: crdt.Key{Repo: "r", Kind: crdt.Manifest, Name: "sha256:aa"}, Stamp: crdt.Stamp{Wall: 1, Node: "a"}}})
 	req := func(mut func(r *http.Request)) *http.Request {
 		r := httptest.NewRequest(http.MethodPost, routeOffer, bytes.NewReader(offer))
-		sign(r, authKey(key), "a", offer, now)
+		sign(r, authKey(key), "a", "b", offer, now)
 		if mut != nil {
 			mut(r)
 		}
@@ -40,7 +40,7 @@ func TestDataPlaneRefusesUnauthenticatedRequests(t *testing.T) {
 		{"bad MAC", req(func(r *http.Request) { r.Header.Set(HeaderMAC, "00"+r.Header.Get(HeaderMAC)[2:]) }), 401},
 		{"other key", func() *http.Request {
 			r := httptest.NewRequest(http.MethodPost, routeOffer, bytes.NewReader(offer))
-			sign(r, authKey(bytes.Repeat([]byte{8}, 32)), "a", offer, now)
+			sign(r, authKey(bytes.Repeat([]byte{8}, 32)), "a", "b", offer, now)
 			return r
 		}(), 401},
 		{"other path", req(func(r *http.Request) { r.URL.Path = routeEntries }), 401},
@@ -50,7 +50,7 @@ func TestDataPlaneRefusesUnauthenticatedRequests(t *testing.T) {
 		}), 401},
 		{"body changed", func() *http.Request {
 			r := httptest.NewRequest(http.MethodPost, routeOffer, bytes.NewReader(append(append([]byte{}, offer...), 'x')))
-			sign(r, authKey(key), "a", offer, now)
+			sign(r, authKey(key), "a", "b", offer, now)
 			return r
 		}(), 401},
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -32,10 +34,15 @@ func (e *ConfigError) Error() string { return e.Msg }
 
 func configErr(format string, a ...any) error { return &ConfigError{fmt.Sprintf(format, a...)} }
 
+// maxKeyFile bounds what LoadKeyFile reads: a key is 44 bytes of base64 and a newline.
+const maxKeyFile = 1024
+
 // LoadKeyFile reads a base64-encoded 32-byte key (as `openssl rand -base64 32` writes it). It
-// refuses a file that group or other may read or write, and a key of another length.
+// refuses a file that group or other may read or write, that is not a regular file (opened without
+// blocking, so a FIFO nobody writes to is refused rather than waited on), that is larger than
+// maxKeyFile, and a key of another length.
 func LoadKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, configErr("--peer-key-file: %v", err)
 	}
@@ -50,12 +57,14 @@ func LoadKeyFile(path string) ([]byte, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, configErr("--peer-key-file %s: mode %04o lets group or other read it; chmod 600 it", path, st.Mode().Perm())
 	}
-	b := make([]byte, 1024)
-	n, err := f.Read(b)
-	if err != nil && n == 0 {
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
 		return nil, configErr("--peer-key-file %s: %v", path, err)
 	}
-	return ParseKey(string(b[:n]))
+	if len(b) > maxKeyFile {
+		return nil, configErr("--peer-key-file %s: larger than %d bytes; it should hold only a key: openssl rand -base64 32", path, maxKeyFile)
+	}
+	return ParseKey(string(b))
 }
 
 // ParseKey decodes a base64 key of exactly KeySize bytes.

@@ -37,12 +37,8 @@ func (n *Node) handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-		if err != nil {
-			http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
-			return
-		}
-		if err := n.verify.check(r, body); err != nil {
+		// The headers first: nobody without the key makes this node read, let alone hold, a body.
+		if err := n.verify.check(r, n.set.Name); err != nil {
 			n.countAuthFailure()
 			if errors.Is(err, errNonceCap) {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -51,27 +47,32 @@ func (n *Node) handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			http.Error(w, "body too large or unreadable", http.StatusRequestEntityTooLarge)
+			return
+		}
+		if err := checkBody(r, body); err != nil {
+			n.countAuthFailure()
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
 		peer := r.Header.Get(HeaderName)
 		var out []byte
 		switch r.URL.Path {
 		case routeSummaries:
 			var ps []crdt.Path
-			if ps, err = crdt.DecodePaths(body); err == nil && len(ps) > maxPaths {
-				err = fmt.Errorf("%d paths, at most %d", len(ps), maxPaths)
-			}
-			if err == nil {
+			if ps, err = crdt.DecodePaths(body, maxPaths); err == nil {
 				n.mu.Lock()
 				out = crdt.EncodeSummaries(n.rep.Summaries(ps))
 				n.mu.Unlock()
 			}
 		case routeEntries:
 			var ks []crdt.Digest
-			if ks, err = crdt.DecodeDigests(body); err == nil && len(ks) > maxKeys {
-				err = fmt.Errorf("%d key hashes, at most %d", len(ks), maxKeys)
-			}
-			if err == nil {
+			if ks, err = crdt.DecodeDigests(body, maxKeys); err == nil {
 				n.mu.Lock()
-				out = crdt.EncodeEntries(n.rep.Entries(ks))
+				es := n.rep.Entries(ks)
+				out = crdt.EncodeEntries(es[:fitEntries(es, len(es))]) // the caller asks again for the rest
 				n.mu.Unlock()
 			}
 		case routeOffer:
@@ -90,10 +91,7 @@ func (n *Node) handler() http.Handler {
 
 // takeOffer merges the entries a peer sends.
 func (n *Node) takeOffer(peer string, body []byte) error {
-	es, err := crdt.DecodeEntries(body)
-	if err == nil && len(es) > maxKeys {
-		err = fmt.Errorf("%d entries, at most %d", len(es), maxKeys)
-	}
+	es, err := crdt.DecodeEntries(body, maxKeys)
 	if err != nil {
 		n.mu.Lock()
 		n.rejected++
@@ -129,7 +127,7 @@ func (c client) call(ctx context.Context, route string, body []byte) ([]byte, er
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	sign(req, c.n.macKey, c.n.set.Name, body, c.n.now())
+	sign(req, c.n.macKey, c.n.set.Name, c.peer, body, c.n.now())
 	resp, err := c.n.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -154,12 +152,13 @@ func (c client) call(ctx context.Context, route string, body []byte) ([]byte, er
 }
 
 // answerMAC authenticates an answer: the MAC of the request's path, time and nonce with the
-// answering node's name and the answer's body, under the method name ANSWER (never a request's),
-// so an answer cannot be forged, replayed for another request or passed off as a request.
+// answering node's name, the asking node's name and the answer's body, under the method name ANSWER
+// (never a request's), so an answer cannot be forged, replayed for another request or passed off
+// as a request.
 func answerMAC(key []byte, req *http.Request, name string, body []byte) string {
 	return hex.EncodeToString(answerMACBytes(key, req, name, body))
 }
 
 func answerMACBytes(key []byte, req *http.Request, name string, body []byte) []byte {
-	return macOf(key, "ANSWER", req.URL.Path, req.Header.Get(HeaderTime), req.Header.Get(HeaderNonce), name, body)
+	return macOf(key, "ANSWER", req.URL.Path, req.Header.Get(HeaderTime), req.Header.Get(HeaderNonce), name, req.Header.Get(HeaderName), bodyDigest(body))
 }

@@ -3,6 +3,7 @@ package peers
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -128,6 +129,8 @@ type member struct {
 	backoff   time.Duration
 	notBefore time.Time
 	lied      bool // the last failure was a rejected answer: its backoff stands whatever it gossips
+	// refusedClock is the gossiped clock (Wall) last refused for being too far ahead.
+	refusedClock int64
 }
 
 // Start loads the persisted state, serves the data plane, joins the cluster and starts the loops.
@@ -601,7 +604,7 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			if err != nil {
 				return err
 			}
-			ss, err := crdt.DecodeSummaries(b)
+			ss, err := crdt.DecodeSummaries(b, len(batch)) // never more than asked
 			if err != nil {
 				return fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
@@ -623,12 +626,15 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	n.mu.Lock()
 	want, offer := y.Want(), y.Offer()
 	n.mu.Unlock()
-	for i := 0; i < len(want); i += maxKeys {
-		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
+	// An answer holds as many of the asked entries as fit in maxBody (a prefix, in the order
+	// asked): what it left out is asked again, as long as each answer brings something.
+	for len(want) > 0 {
+		asked := want[:min(maxKeys, len(want))]
+		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(asked))
 		if err != nil {
 			return err
 		}
-		es, err := crdt.DecodeEntries(b)
+		es, err := crdt.DecodeEntries(b, len(asked))
 		if err != nil {
 			return fmt.Errorf("%w: entries: %v", errLying, err)
 		}
@@ -647,13 +653,44 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			n.changedLocked()
 		}
 		n.mu.Unlock()
+		if len(es) == 0 {
+			break // it holds none of them any more: the next sync starts afresh
+		}
+		got := make(map[crdt.Digest]bool, len(es))
+		for _, e := range es {
+			got[crdt.KeyHash(e.Key)] = true
+		}
+		rest := make([]crdt.Digest, 0, len(want)-len(es))
+		for _, k := range want {
+			if !got[k] {
+				rest = append(rest, k)
+			}
+		}
+		if len(rest) == len(want) {
+			break
+		}
+		want = rest
 	}
-	for i := 0; i < len(offer); i += maxKeys {
-		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
+	for len(offer) > 0 {
+		k := fitEntries(offer, maxKeys)
+		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[:k])); err != nil {
 			return err
 		}
+		offer = offer[k:]
 	}
 	return nil
+}
+
+// fitEntries returns how many of es, at most max and at least one, encode within maxBody.
+func fitEntries(es []crdt.Entry, max int) int {
+	size := 1 + binary.MaxVarintLen64 // version and count
+	for i, e := range es {
+		l := len(crdt.EncodeEntry(e))
+		if size += binary.MaxVarintLen64 + l; i == max || (size > maxBody && i > 0) {
+			return i
+		}
+	}
+	return len(es)
 }
 
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
@@ -663,7 +700,7 @@ func (n *Node) mismatch(c client, seen crdt.Digest) error {
 	if err != nil {
 		return err
 	}
-	ss, err := crdt.DecodeSummaries(b)
+	ss, err := crdt.DecodeSummaries(b, 1)
 	if err != nil || len(ss) != 1 {
 		return fmt.Errorf("%w: summaries: %v", errLying, err)
 	}
@@ -777,7 +814,15 @@ func (n *Node) upsert(node *memberlist.Node, alive bool) {
 				m.notBefore = time.Time{} // it changed: a link that failed may work again (a healed partition)
 			}
 			m.meta, m.metaErr = meta, ""
-			n.rep.ObserveClock(crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic})
+			// A clock too far ahead is not adopted (it would drag ours, and through our gossip
+			// everyone's, along); it is counted once, not at every gossip of the same clock.
+			switch s := (crdt.Stamp{Wall: meta.ClockWall, Logical: meta.ClockLogic, Node: node.Name}); {
+			case meta.ClockWall == m.refusedClock:
+			case n.rep.AdmitClock(s):
+				n.rep.ObserveClock(s)
+			default:
+				m.refusedClock = meta.ClockWall
+			}
 		}
 	}
 	n.mu.Unlock()

@@ -18,13 +18,20 @@ type Status struct {
 	LastFullSync *time.Time     `json:"last_full_sync,omitempty"`
 	Conflicts    uint64         `json:"conflicts"`
 	Rejected     uint64         `json:"rejected"`
-	AuthFailures uint64         `json:"auth_failures"`
-	Syncs        uint64         `json:"syncs"`
-	Purged       int            `json:"tombstones_purged"`
-	BytesIn      int64          `json:"bytes_in"`
-	BytesOut     int64          `json:"bytes_out"`
-	WaitingFor   string         `json:"waiting_for,omitempty"`
-	Resyncing    bool           `json:"resyncing,omitempty"`
+	// FutureStamps counts stamps refused for being more than crdt.MaxDrift ahead of this node's
+	// clock; FutureNode is the node that stamped the latest of them (its clock is broken).
+	FutureStamps uint64 `json:"future_stamps"`
+	FutureNode   string `json:"future_node,omitempty"`
+	// Stale counts entries refused for being stamped before the purge horizon (a node cut off for
+	// longer than the grace period offering what the others deleted and purged).
+	Stale        uint64 `json:"stale_refused"`
+	AuthFailures uint64 `json:"auth_failures"`
+	Syncs        uint64 `json:"syncs"`
+	Purged       int    `json:"tombstones_purged"`
+	BytesIn      int64  `json:"bytes_in"`
+	BytesOut     int64  `json:"bytes_out"`
+	WaitingFor   string `json:"waiting_for,omitempty"`
+	Resyncing    bool   `json:"resyncing,omitempty"`
 }
 
 // MemberStatus is one other node as this one sees it.
@@ -60,6 +67,10 @@ func (n *Node) Status() Status {
 		Members: []MemberStatus{}}
 	if n.opts.View == nil || n.opts.Applier == nil {
 		st.WaitingFor = WaitingRegistryView
+	}
+	st.Stale = n.rep.Stale()
+	if k, last := n.rep.Drift(); k > 0 {
+		st.FutureStamps, st.FutureNode = k, last.Node
 	}
 	if !n.lastFull.IsZero() {
 		t := n.lastFull.UTC()

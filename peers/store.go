@@ -1,6 +1,8 @@
 package peers
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,9 +57,15 @@ func (f FileStore) Save(b []byte) error {
 	return nil
 }
 
-// The persisted file: "TRPS", version 1, last full sync (Unix ms, 8 bytes big endian), the clock
-// (wall 8, logical 4), then crdt's own encoding of the state (versioned and checksummed by crdt).
-var persistMagic = []byte("TRPS\x01")
+// The persisted file: "TRPS", version 2, last full sync (Unix ms, 8 bytes big endian), the clock
+// (wall 8, logical 4), the purge horizon (Unix ms, 8), the SHA-256 of those 33 bytes (a flipped
+// bit in a clock or a time must not pass: it would move the clock or trigger a Forget), then
+// crdt's own encoding of the state (versioned and checksummed by crdt). Version 1, without the
+// horizon and the header's checksum, is still read.
+var (
+	persistMagic   = []byte("TRPS\x02")
+	persistMagicV1 = []byte("TRPS\x01")
+)
 
 func (n *Node) persist() error {
 	if n.opts.Store == nil {
@@ -74,6 +82,9 @@ func (n *Node) persist() error {
 	b = binary.BigEndian.AppendUint64(b, uint64(n.lastFull.UnixMilli()))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Wall))
 	b = binary.BigEndian.AppendUint32(b, c.Logical)
+	b = binary.BigEndian.AppendUint64(b, uint64(n.rep.Horizon()))
+	sum := sha256.Sum256(b)
+	b = append(b, sum[:]...)
 	n.dirty = false
 	n.mu.Unlock()
 	if err == nil {
@@ -100,8 +111,15 @@ func (n *Node) load() error {
 	if err != nil {
 		return fmt.Errorf("peer state: %w", err)
 	}
-	h := len(persistMagic) + 20
-	if len(b) < h || string(b[:len(persistMagic)]) != string(persistMagic) {
+	h := len(persistMagic) + 28 + sha256.Size
+	switch {
+	case len(b) >= h && bytes.HasPrefix(b, persistMagic):
+		if sum := sha256.Sum256(b[:h-sha256.Size]); !bytes.Equal(sum[:], b[h-sha256.Size:h]) {
+			return fmt.Errorf("peer state: header checksum mismatch (the file is damaged)")
+		}
+	case len(b) >= len(persistMagicV1)+20 && bytes.HasPrefix(b, persistMagicV1):
+		h = len(persistMagicV1) + 20
+	default:
 		return fmt.Errorf("peer state: not a trowfs peer state file (or another version)")
 	}
 	p := b[len(persistMagic):]
@@ -109,6 +127,9 @@ func (n *Node) load() error {
 	clock := crdt.Stamp{Wall: int64(binary.BigEndian.Uint64(p[8:16])), Logical: binary.BigEndian.Uint32(p[16:20])}
 	if err := n.rep.UnmarshalBinary(b[h:]); err != nil {
 		return fmt.Errorf("peer state: %w", err)
+	}
+	if h > len(persistMagicV1)+20 {
+		n.rep.SetHorizon(int64(binary.BigEndian.Uint64(p[20:28])))
 	}
 	n.rep.ObserveClock(clock)
 	if lastFull > 0 {

@@ -58,7 +58,14 @@ func (c Catalog) Repos() []string {
 //     its org.opencontainers.image.ref.name annotation as the tag.
 //
 // The result is a fresh copy the caller may modify.
-func (r *Registry) Catalog() Catalog {
+func (r *Registry) Catalog() Catalog { return r.catalog(false) }
+
+// CatalogRecorded is Catalog with, in the file layouts, the manifests whose blob file is missing
+// kept (and their tags): what the registry records rather than what it can serve. The peers
+// replicate this one, so that a lost blob file is healed, not replicated as a delete.
+func (r *Registry) CatalogRecorded() Catalog { return r.catalog(true) }
+
+func (r *Registry) catalog(recorded bool) Catalog {
 	r.maybeReloadDB()
 	r.refreshMeta()
 	r.mu.RLock()
@@ -87,7 +94,7 @@ func (r *Registry) Catalog() Catalog {
 				continue
 			}
 			tf, _ := e.meta.(*tagFile)
-			if tf == nil || tf.current == "" || r.blobs[""][tf.current] == nil {
+			if tf == nil || tf.current == "" || !recorded && r.blobs[""][tf.current] == nil {
 				continue
 			}
 			if _, byDigest := parseDigest(e.name); byDigest {
@@ -98,7 +105,7 @@ func (r *Registry) Catalog() Catalog {
 		}
 	case Distribution:
 		for _, e := range r.meta {
-			if e.kind == kDistRevision && r.blobs[""][e.dgst] != nil {
+			if e.kind == kDistRevision && (recorded || r.blobs[""][e.dgst] != nil) {
 				c.add(e.repo, e.dgst, "")
 			}
 		}
@@ -122,7 +129,7 @@ func (r *Registry) Catalog() Catalog {
 			}
 			repo := ociRepoName(e.store)
 			for _, desc := range idx.manifests {
-				if desc.MediaType != "" && !isManifestMediaType(desc.MediaType) || r.blobs[e.store][desc.Digest] == nil {
+				if desc.MediaType != "" && !isManifestMediaType(desc.MediaType) || !recorded && r.blobs[e.store][desc.Digest] == nil {
 					continue
 				}
 				c.add(repo, desc.Digest, desc.Annotations[refNameAnnotation])

@@ -42,13 +42,17 @@ func (s *Server) startPeers() error {
 		return err
 	}
 	view, applier := s.cfg.PeerView, s.cfg.PeerApplier
+	local := view
 	if view == nil {
 		// What the local registry holds, from the registry model trowfs keeps anyway (it follows
-		// the model when layout detection replaces it).
-		view = oci.NewViewSourceFunc(s.RegistryModel)
+		// the model when layout detection replaces it): the node observes what the registry
+		// records (a manifest whose blob file is missing is healed, not deleted everywhere), the
+		// applier compares with what it serves (and pushes such a manifest again).
+		view = oci.NewRecordedViewSourceFunc(s.RegistryModel)
+		local = oci.NewViewSourceFunc(s.RegistryModel)
 	}
 	if applier == nil {
-		ap, err := oci.New(oci.Options{LocalURL: s.cfg.Peers.RegistryURL, Local: view,
+		ap, err := oci.New(oci.Options{LocalURL: s.cfg.Peers.RegistryURL, Local: local,
 			Store: stateDirStore{sd, peerAppliedName}, Logger: s.log.With("peers", "apply")})
 		if err != nil {
 			return err
@@ -132,6 +136,8 @@ func (s *Server) peerMetrics() []api.Metric {
 		{Name: "trowfs_peer_registers", Help: "Registers of the replicated state, tombstones included.", Type: g, Value: float64(st.Registers)},
 		{Name: "trowfs_peer_conflicts_total", Help: "Concurrent tag writes met in merges.", Type: c, Value: float64(st.Conflicts)},
 		{Name: "trowfs_peer_rejected_total", Help: "Peer answers rejected because they did not match the peer's own tree.", Type: c, Value: float64(st.Rejected)},
+		{Name: "trowfs_peer_future_stamps_total", Help: "Peer stamps refused for being more than an hour ahead of this node's clock (a broken clock).", Type: c, Value: float64(st.FutureStamps)},
+		{Name: "trowfs_peer_stale_refused_total", Help: "Peer entries refused for being stamped before the purge horizon (a member cut off longer than the grace period).", Type: c, Value: float64(st.Stale)},
 		{Name: "trowfs_peer_auth_failures_total", Help: "Data-plane requests refused for a missing, bad, stale or replayed MAC.", Type: c, Value: float64(st.AuthFailures)},
 		{Name: "trowfs_peer_syncs_total", Help: "Comparisons run with peers.", Type: c, Value: float64(st.Syncs)},
 		{Name: "trowfs_peer_tombstones_purged_total", Help: "Tombstones purged after every member had them and the grace period passed.", Type: c, Value: float64(st.Purged)},

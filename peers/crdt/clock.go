@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// MaxDrift is how far ahead of this node's wall clock a remote stamp may be before it is counted as
-// coming from a broken clock. Such a stamp is still merged and still advances the clock (a local
-// change made after it must order after it), but Clock.Drift counts it so the peer is visible.
+// MaxDrift is how far ahead of this node's wall clock a remote stamp may be. A stamp further ahead
+// comes from a broken (or hostile) clock: Admit refuses it and Clock.Drift counts it, so that one
+// bad clock neither drags every node's clock with it nor is hidden. The node's own history (its
+// persisted clock) is still adopted by Observe whatever it holds.
 const MaxDrift = time.Hour
 
 // Stamp is a hybrid logical clock timestamp. Stamps are totally ordered by (Wall, Logical, Node).
@@ -66,6 +67,8 @@ func (c *Clock) Now() Stamp {
 	switch {
 	case pt > c.last.Wall:
 		c.last = Stamp{Wall: pt, Node: c.node}
+	case c.last.Logical == math.MaxUint32 && c.last.Wall == math.MaxInt64:
+		c.last.Node = c.node // the end of time: nothing greater exists (and Wall+1 would wrap)
 	case c.last.Logical == math.MaxUint32:
 		c.last = Stamp{Wall: c.last.Wall + 1, Node: c.node}
 	default:
@@ -87,9 +90,21 @@ func (c *Clock) Observe(s Stamp) {
 	c.last = s
 }
 
+// Admit reports whether a remote stamp may be merged and observed: it is at most MaxDrift ahead of
+// the wall clock. A stamp further ahead is counted (see Drift) and must be refused: adopting it
+// would move this node's clock, and through its gossip every node's, that far ahead for good.
+func (c *Clock) Admit(s Stamp) bool {
+	if s.Wall > c.now().Add(MaxDrift).UnixMilli() {
+		c.future++
+		c.lastFuture = s
+		return false
+	}
+	return true
+}
+
 // Last returns the greatest stamp issued or observed.
 func (c *Clock) Last() Stamp { return c.last }
 
-// Drift returns how many observed stamps were more than MaxDrift ahead of the wall clock, and the
-// latest of them (its Node names the peer whose clock is broken).
+// Drift returns how many stamps observed or refused were more than MaxDrift ahead of the wall
+// clock, and the latest of them (its Node names the peer whose clock is broken).
 func (c *Clock) Drift() (count uint64, last Stamp) { return c.future, c.lastFuture }

@@ -16,9 +16,8 @@
 // # Clocks
 //
 // Clock.Now never goes back, even when the wall clock does. A remote stamp more than MaxDrift ahead
-// of the wall clock is merged and adopted like any other (causality wins over the wall clock) but
-// counted by Clock.Drift, so a peer with a broken clock is visible rather than silently dragging
-// the fleet's stamps into the future.
+// of the wall clock is refused by Clock.Admit and counted by Clock.Drift, so a peer with a broken
+// clock is visible and quarantined rather than dragging the fleet's stamps into the future.
 //
 // # Locking
 //

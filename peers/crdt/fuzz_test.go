@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"math"
 	"testing"
 	"time"
 )
@@ -56,15 +57,15 @@ func FuzzDecodeWire(f *testing.F) {
 	f.Add(EncodeEntries(s.All()))
 	f.Add(EncodePaths([]Path{"", "0", "1f"}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if ss, err := DecodeSummaries(b); err == nil && !bytes.Equal(EncodeSummaries(ss), b) {
+		if ss, err := DecodeSummaries(b, math.MaxInt); err == nil && !bytes.Equal(EncodeSummaries(ss), b) {
 			t.Fatal("summaries not canonical")
 		}
-		if es, err := DecodeEntries(b); err == nil && !bytes.Equal(EncodeEntries(es), b) {
+		if es, err := DecodeEntries(b, math.MaxInt); err == nil && !bytes.Equal(EncodeEntries(es), b) {
 			t.Fatal("entries not canonical")
 		}
-		if ps, err := DecodePaths(b); err == nil && !bytes.Equal(EncodePaths(ps), b) {
+		if ps, err := DecodePaths(b, math.MaxInt); err == nil && !bytes.Equal(EncodePaths(ps), b) {
 			t.Fatal("paths not canonical")
 		}
-		DecodeDigests(b)
+		DecodeDigests(b, math.MaxInt)
 	})
 }

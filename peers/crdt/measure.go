@@ -54,9 +54,9 @@ func MeasureDiff(n, k int) DiffCost {
 	y := NewSync(a, root)
 	for p := y.Next(); len(p) > 0; p = y.Next() {
 		req := EncodePaths(p)
-		dp, _ := DecodePaths(req)
+		dp, _ := DecodePaths(req, len(p))
 		resp := EncodeSummaries(b.Summaries(dp))
-		ss, _ := DecodeSummaries(resp)
+		ss, _ := DecodeSummaries(resp, len(dp))
 		y.Receive(ss)
 		cost.Bytes += len(req) + len(resp)
 		cost.RoundTrips++
@@ -67,11 +67,11 @@ func MeasureDiff(n, k int) DiffCost {
 	oreq := EncodeEntries(offer)
 	cost.Bytes += len(wreq) + len(wresp) + len(oreq)
 	cost.RoundTrips++
-	got, _ := DecodeEntries(wresp)
+	got, _ := DecodeEntries(wresp, len(want))
 	for _, e := range got {
 		a.Merge(e)
 	}
-	sent, _ := DecodeEntries(oreq)
+	sent, _ := DecodeEntries(oreq, len(offer))
 	for _, e := range sent {
 		b.Merge(e)
 	}

@@ -337,7 +337,7 @@ func TestSyncFindsExactlyTheBruteForceDifferences(t *testing.T) {
 		}
 		y := NewSync(a, b.Root())
 		for p := y.Next(); len(p) > 0; p = y.Next() {
-			ss, err := DecodeSummaries(EncodeSummaries(b.Summaries(p)))
+			ss, err := DecodeSummaries(EncodeSummaries(b.Summaries(p)), len(p))
 			if err != nil {
 				t.Fatal(err)
 			}

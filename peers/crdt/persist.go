@@ -95,7 +95,7 @@ func decodeStateBody(b []byte) (*State, error) {
 			break
 		}
 		prev = kh
-		n.merge(kh, e)
+		n.merge(kh, e, false)
 	}
 	if n.max.Less(maxStamp) {
 		n.max = maxStamp

@@ -85,13 +85,14 @@ func (s *State) Merge(e Entry) bool {
 	if e.Validate() != nil {
 		return false
 	}
-	return s.merge(KeyHash(e.Key), e)
+	return s.merge(KeyHash(e.Key), e, true)
 }
 
-func (s *State) merge(kh Digest, e Entry) bool {
+// merge folds e in; remote says whether it came from a peer (only those count conflicts).
+func (s *State) merge(kh Digest, e Entry, remote bool) bool {
 	cur, ok := s.regs[kh]
 	if ok {
-		if isConflict(e, cur.e) {
+		if remote && isConflict(e, cur.e) {
 			s.conflicts++
 		}
 		if !Wins(e, cur.e) {
@@ -136,7 +137,7 @@ func (s *State) Observe(v View, c *Clock) []Entry {
 		if e.Validate() != nil {
 			return // a name no register can hold (empty, too long): not replicated
 		}
-		s.merge(KeyHash(k), e)
+		s.merge(KeyHash(k), e, false) // a local retag is not a conflict (see Conflicts)
 		out = append(out, e)
 	}
 	repos := slices.Sorted(maps.Keys(v))

@@ -51,6 +51,22 @@ func (r *reader) end() error {
 	return r.err
 }
 
+// The shortest encodings, so that a claimed count is checked against what the remaining bytes can
+// hold before anything is allocated for it.
+const (
+	minSummaryLen = 4  // path "" (1), count (1), kind 0 (1), no leaves (1)
+	minEntryLen   = 21 // repo (2), kind (1), name (2), flags (1), target "" (1), wall (8), logical (4), node (2)
+)
+
+// limit refuses a count over max.
+func (r *reader) limit(n, max int) int {
+	if r.err == nil && n > max {
+		r.fail("%d elements, at most %d", n, max)
+		return 0
+	}
+	return n
+}
+
 // EncodePaths is a Summaries request: version, uvarint(n), n paths.
 func EncodePaths(ps []Path) []byte {
 	b := appendUvarint([]byte{wireVersion}, uint64(len(ps)))
@@ -60,11 +76,11 @@ func EncodePaths(ps []Path) []byte {
 	return b
 }
 
-// DecodePaths parses EncodePaths.
-func DecodePaths(b []byte) ([]Path, error) {
+// DecodePaths parses EncodePaths, refusing more than max paths before decoding any.
+func DecodePaths(b []byte, max int) ([]Path, error) {
 	r := reader{b: b}
 	r.version()
-	n := r.count(1)
+	n := r.limit(r.count(1), max)
 	out := make([]Path, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
 		out = append(out, r.path())
@@ -110,11 +126,12 @@ func EncodeSummaries(ss []Summary) []byte {
 }
 
 // DecodeSummaries parses EncodeSummaries and recomputes each Digest; a summary that is not a
-// consistent node (see Summary) is an error.
-func DecodeSummaries(b []byte) ([]Summary, error) {
+// consistent node (see Summary) is an error, and so are more than max summaries (the caller knows
+// how many paths it asked for: an inner summary costs 5 bytes on the wire and 16 digests decoded).
+func DecodeSummaries(b []byte, max int) ([]Summary, error) {
 	r := reader{b: b}
 	r.version()
-	n := r.count(3)
+	n := r.limit(r.count(minSummaryLen), max)
 	out := make([]Summary, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
 		s := Summary{Path: r.path(), Count: int(r.uvarint())}
@@ -166,11 +183,11 @@ func EncodeDigests(ds []Digest) []byte {
 	return b
 }
 
-// DecodeDigests parses EncodeDigests.
-func DecodeDigests(b []byte) ([]Digest, error) {
+// DecodeDigests parses EncodeDigests, refusing more than max digests before decoding any.
+func DecodeDigests(b []byte, max int) ([]Digest, error) {
 	r := reader{b: b}
 	r.version()
-	n := r.count(32)
+	n := r.limit(r.count(32), max)
 	out := make([]Digest, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
 		out = append(out, r.digest())
@@ -193,11 +210,11 @@ func EncodeEntries(es []Entry) []byte {
 	return b
 }
 
-// DecodeEntries parses EncodeEntries; every entry must be valid.
-func DecodeEntries(b []byte) ([]Entry, error) {
+// DecodeEntries parses EncodeEntries; every entry must be valid, and there may be at most max.
+func DecodeEntries(b []byte, max int) ([]Entry, error) {
 	r := reader{b: b}
 	r.version()
-	n := r.count(1)
+	n := r.limit(r.count(minEntryLen+1), max)
 	out := make([]Entry, 0, n)
 	for i := 0; i < n && r.err == nil; i++ {
 		l := r.uvarint()
