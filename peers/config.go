@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/trowfs/trowfs/peers/crdt"
 )
 
 // KeySize is the length of the shared key: 32 bytes (AES-256 for gossip, HMAC-SHA256 for the data plane).
@@ -115,8 +117,12 @@ type Settings struct {
 	TombstoneGrace    time.Duration
 }
 
+// MinTombstoneGrace is the shortest --peer-tombstone-grace: twice crdt.MaxDrift.
+const MinTombstoneGrace = 2 * crdt.MaxDrift
+
 // Validate checks f and reads the key. It does no DNS: seeds are resolved at join time (they may
 // not exist yet when a StatefulSet starts).
+
 func (f Flags) Validate() (Settings, error) {
 	var s Settings
 	host, port, err := splitHostPort(f.Bind, "--peer-bind")
@@ -202,8 +208,11 @@ func (f Flags) Validate() (Settings, error) {
 	if s.TombstoneGrace == 0 {
 		s.TombstoneGrace = DefaultTombstoneGrace
 	}
-	if s.TombstoneGrace < time.Minute {
-		return s, configErr("--peer-tombstone-grace %s: at least 1m", s.TombstoneGrace)
+	// A purge horizon refuses stale adds only if the grace outlasts the clock skew a node admits
+	// (crdt.MaxDrift ahead, either way): a shorter grace could purge a delete that a node whose
+	// clock runs an hour ahead stamped after it.
+	if s.TombstoneGrace < MinTombstoneGrace {
+		return s, configErr("--peer-tombstone-grace %s: at least %s (twice the clock skew peers admit)", s.TombstoneGrace, MinTombstoneGrace)
 	}
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeKey(t *testing.T, content string, mode os.FileMode) string {
@@ -132,5 +133,19 @@ func TestMetaFitsWithLongestValues(t *testing.T) {
 	m.RegistryURL += "x"
 	if _, err := m.Encode(); err == nil {
 		t.Fatal("a too-long URL was encoded")
+	}
+}
+
+func TestTombstoneGraceMustOutlastAdmittedClockSkew(t *testing.T) {
+	f := Flags{RegistryURL: "http://127.0.0.1:8000", Name: "a", Bind: "127.0.0.1:7946"}
+	for _, g := range []time.Duration{time.Minute, time.Hour, MinTombstoneGrace - time.Second} {
+		f.TombstoneGrace = g
+		if _, err := f.Validate(); err == nil || !strings.Contains(err.Error(), "--peer-tombstone-grace") {
+			t.Errorf("grace %s: %v, want a refusal", g, err)
+		}
+	}
+	f.TombstoneGrace = MinTombstoneGrace
+	if s, err := f.Validate(); err != nil || s.TombstoneGrace != MinTombstoneGrace {
+		t.Fatalf("grace %s: %+v, %v", MinTombstoneGrace, s, err)
 	}
 }
