@@ -549,7 +549,7 @@ func (n *Node) syncWith(m *member) {
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
 	local := n.rep.Root()
 	n.mu.Unlock()
-	err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
+	seen, err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
 	n.mu.Lock()
 	m.syncing = false
 	m.lastExchange = n.now()
@@ -576,6 +576,13 @@ func (n *Node) syncWith(m *member) {
 	} else {
 		m.backoff, m.lastErr, m.lied = 0, "", false
 		m.done, m.doneValid = [2]crdt.Digest{local, remote}, true
+		if seen == local && m.meta.Root == remote {
+			// It answered with our very root: it is in sync whatever its gossip says yet. After a
+			// burst of changes the gossip of 50 roots took 20 s to settle while every root was
+			// already equal, and each stale root cost a sync every SyncInterval (BENCHMARKS.md,
+			// Peers). A newer gossip of its root (a higher incarnation) replaces this one.
+			m.meta.Root = seen
+		}
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -586,7 +593,8 @@ func (n *Node) syncWith(m *member) {
 
 // runSync is one comparison: descend the index level by level in batches, fetch what we lack,
 // check it against the peer's own leaves, merge it, and offer what the peer lacks.
-func (n *Node) runSync(c client, remote crdt.Digest) error {
+// It returns the peer's root as its first answer gave it.
+func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
 	n.mu.Lock()
 	y := n.rep.NewSync(remote)
 	paths := y.Next()
@@ -599,11 +607,11 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 			batch := paths[i:min(i+maxPaths, len(paths))]
 			b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths(batch))
 			if err != nil {
-				return err
+				return seen, err
 			}
 			ss, err := crdt.DecodeSummaries(b)
 			if err != nil {
-				return fmt.Errorf("%w: summaries: %v", errLying, err)
+				return seen, fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
 			got = append(got, ss...)
 		}
@@ -626,16 +634,16 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	for i := 0; i < len(want); i += maxKeys {
 		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
 		if err != nil {
-			return err
+			return seen, err
 		}
 		es, err := crdt.DecodeEntries(b)
 		if err != nil {
-			return fmt.Errorf("%w: entries: %v", errLying, err)
+			return seen, fmt.Errorf("%w: entries: %v", errLying, err)
 		}
 		// Check every entry before merging any: a peer that lies gets nothing accepted.
 		for _, e := range es {
 			if !expect[crdt.EntryHash(e)] {
-				return n.mismatch(c, seen)
+				return seen, n.mismatch(c, seen)
 			}
 		}
 		n.mu.Lock()
@@ -650,10 +658,10 @@ func (n *Node) runSync(c client, remote crdt.Digest) error {
 	}
 	for i := 0; i < len(offer); i += maxKeys {
 		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
-			return err
+			return seen, err
 		}
 	}
-	return nil
+	return seen, nil
 }
 
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
