@@ -595,12 +595,22 @@ func (n *Node) syncWith(m *member) {
 // check it against the peer's own leaves, merge it, and offer what the peer lacks.
 // It returns the peer's root as its first answer gave it.
 func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
+	var seen crdt.Digest // the peer's root as its first answer gave it
+	if remote.IsZero() {
+		// An empty root gossiped is often a stale one (a node gossips its empty state first): ask
+		// for the root before offering everything. Offering everything at every SyncInterval to
+		// members whose new roots had not reached us yet was most of the simulation's data plane.
+		r, err := n.peerRoot(c)
+		if err != nil {
+			return seen, err
+		}
+		seen, remote = r, r
+	}
 	n.mu.Lock()
 	y := n.rep.NewSync(remote)
 	paths := y.Next()
 	n.mu.Unlock()
 	expect := map[crdt.Digest]bool{} // entry hashes the peer's summaries committed to
-	var seen crdt.Digest             // the peer's root as its first answer gave it
 	for len(paths) > 0 {
 		var got []crdt.Summary
 		for i := 0; i < len(paths); i += maxPaths {
@@ -667,18 +677,27 @@ func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
 // the one its summaries described sent an entry that tree does not hold.
 func (n *Node) mismatch(c client, seen crdt.Digest) error {
-	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	root, err := n.peerRoot(c)
 	if err != nil {
 		return err
 	}
-	ss, err := crdt.DecodeSummaries(b)
-	if err != nil || len(ss) != 1 {
-		return fmt.Errorf("%w: summaries: %v", errLying, err)
-	}
-	if ss[0].Digest != seen {
+	if root != seen {
 		return errMoved
 	}
 	return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
+}
+
+// peerRoot asks the peer for its root.
+func (n *Node) peerRoot(c client) (crdt.Digest, error) {
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	if err != nil {
+		return crdt.Digest{}, err
+	}
+	ss, err := crdt.DecodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return crdt.Digest{}, fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	return ss[0].Digest, nil
 }
 
 // applyLoop hands Live to the Applier whenever the state changed, retrying with backoff while the
