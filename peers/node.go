@@ -549,7 +549,8 @@ func (n *Node) syncWith(m *member) {
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
 	local := n.rep.Root()
 	n.mu.Unlock()
-	seen, err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
+	var seen crdt.Digest // its root as its first answer gave it
+	err := n.runSync(client{n: n, peer: name, addr: addr}, remote, &seen)
 	n.mu.Lock()
 	m.syncing = false
 	m.lastExchange = n.now()
@@ -591,18 +592,32 @@ func (n *Node) syncWith(m *member) {
 	n.gossipRoot()
 }
 
+// peerRoot asks the peer for its root.
+func (n *Node) peerRoot(c client) (crdt.Digest, error) {
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	if err != nil {
+		return crdt.Digest{}, err
+	}
+	ss, err := crdt.DecodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return crdt.Digest{}, fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	return ss[0].Digest, nil
+}
+
 // runSync is one comparison: descend the index level by level in batches, fetch what we lack,
-// check it against the peer's own leaves, merge it, and offer what the peer lacks.
-// It returns the peer's root as its first answer gave it.
-func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
+// check it against the peer's own leaves, merge it, and offer what the peer lacks. It sets
+// *rootSeen to the peer's root as its first answer gave it (zero if it gave none).
+func (n *Node) runSync(c client, remote crdt.Digest, rootSeen *crdt.Digest) error {
 	var seen crdt.Digest // the peer's root as its first answer gave it
+	defer func() { *rootSeen = seen }()
 	if remote.IsZero() {
 		// An empty root gossiped is often a stale one (a node gossips its empty state first): ask
 		// for the root before offering everything. Offering everything at every SyncInterval to
 		// members whose new roots had not reached us yet was most of the simulation's data plane.
 		r, err := n.peerRoot(c)
 		if err != nil {
-			return seen, err
+			return err
 		}
 		seen, remote = r, r
 	}
@@ -617,11 +632,11 @@ func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
 			batch := paths[i:min(i+maxPaths, len(paths))]
 			b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths(batch))
 			if err != nil {
-				return seen, err
+				return err
 			}
 			ss, err := crdt.DecodeSummaries(b)
 			if err != nil {
-				return seen, fmt.Errorf("%w: summaries: %v", errLying, err)
+				return fmt.Errorf("%w: summaries: %v", errLying, err)
 			}
 			got = append(got, ss...)
 		}
@@ -644,16 +659,16 @@ func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
 	for i := 0; i < len(want); i += maxKeys {
 		b, err := c.call(n.ctx, routeEntries, crdt.EncodeDigests(want[i:min(i+maxKeys, len(want))]))
 		if err != nil {
-			return seen, err
+			return err
 		}
 		es, err := crdt.DecodeEntries(b)
 		if err != nil {
-			return seen, fmt.Errorf("%w: entries: %v", errLying, err)
+			return fmt.Errorf("%w: entries: %v", errLying, err)
 		}
 		// Check every entry before merging any: a peer that lies gets nothing accepted.
 		for _, e := range es {
 			if !expect[crdt.EntryHash(e)] {
-				return seen, n.mismatch(c, seen)
+				return n.mismatch(c, seen)
 			}
 		}
 		n.mu.Lock()
@@ -668,36 +683,27 @@ func (n *Node) runSync(c client, remote crdt.Digest) (crdt.Digest, error) {
 	}
 	for i := 0; i < len(offer); i += maxKeys {
 		if _, err := c.call(n.ctx, routeOffer, crdt.EncodeEntries(offer[i:min(i+maxKeys, len(offer))])); err != nil {
-			return seen, err
+			return err
 		}
 	}
-	return seen, nil
+	return nil
 }
 
 // mismatch tells a peer that lies from one that moved on: asked again, a peer whose root is still
 // the one its summaries described sent an entry that tree does not hold.
 func (n *Node) mismatch(c client, seen crdt.Digest) error {
-	root, err := n.peerRoot(c)
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
 	if err != nil {
 		return err
 	}
-	if root != seen {
+	ss, err := crdt.DecodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	if ss[0].Digest != seen {
 		return errMoved
 	}
 	return fmt.Errorf("%w: an entry hashes to nothing its summaries listed", errLying)
-}
-
-// peerRoot asks the peer for its root.
-func (n *Node) peerRoot(c client) (crdt.Digest, error) {
-	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
-	if err != nil {
-		return crdt.Digest{}, err
-	}
-	ss, err := crdt.DecodeSummaries(b)
-	if err != nil || len(ss) != 1 {
-		return crdt.Digest{}, fmt.Errorf("%w: summaries: %v", errLying, err)
-	}
-	return ss[0].Digest, nil
 }
 
 // applyLoop hands Live to the Applier whenever the state changed, retrying with backoff while the
