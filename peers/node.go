@@ -550,7 +550,7 @@ func (n *Node) syncWith(m *member) {
 	local := n.rep.Root()
 	n.mu.Unlock()
 	var seen crdt.Digest // its root as its first answer gave it
-	err := n.runSync(client{n: n, peer: name, addr: addr}, remote, &seen)
+	err := n.runSyncSeen(client{n: n, peer: name, addr: addr}, remote, &seen)
 	n.mu.Lock()
 	m.syncing = false
 	m.lastExchange = n.now()
@@ -606,9 +606,15 @@ func (n *Node) peerRoot(c client) (crdt.Digest, error) {
 }
 
 // runSync is one comparison: descend the index level by level in batches, fetch what we lack,
-// check it against the peer's own leaves, merge it, and offer what the peer lacks. It sets
-// *rootSeen to the peer's root as its first answer gave it (zero if it gave none).
-func (n *Node) runSync(c client, remote crdt.Digest, rootSeen *crdt.Digest) error {
+// check it against the peer's own leaves, merge it, and offer what the peer lacks.
+func (n *Node) runSync(c client, remote crdt.Digest) error {
+	var seen crdt.Digest
+	return n.runSyncSeen(c, remote, &seen)
+}
+
+// runSyncSeen is runSync that also sets *rootSeen to the peer's root as its first answer gave it
+// (zero if it gave none).
+func (n *Node) runSyncSeen(c client, remote crdt.Digest, rootSeen *crdt.Digest) error {
 	var seen crdt.Digest // the peer's root as its first answer gave it
 	defer func() { *rootSeen = seen }()
 	if remote.IsZero() {
