@@ -21,8 +21,8 @@ func (s *Suite) peersSim() ([]Row, error) {
 			if err != nil {
 				return nil, err
 			}
-			note := fmt.Sprintf("%d changes, 30%% of data-plane links down during them; per node: %.0f syncs, %.0f KB gossip; %d registers",
-				res.Changes, res.SyncsPerNode, res.GossipBytesPerNode/1e3, res.Registers)
+			note := fmt.Sprintf("%d changes, 30%% of data-plane links down during them; same roots %.1f s after the heal; per node: %.0f syncs (%.0f after the heal), %.0f KB gossip, %.1f members seen leave; %d registers",
+				res.Changes, res.RootsEqual.Seconds(), res.SyncsPerNode, res.SyncsAfterHealPerNode, res.GossipBytesPerNode/1e3, res.LeavesPerNode, res.Registers)
 			row := Row{Name: label + ", time to converge after the heal", Unit: "s", Native: NA, Loopback: NA, Trowfs: res.Elapsed.Seconds(),
 				Mode: "simulated", Target: "info", Note: note}
 			if !res.Converged {

@@ -87,6 +87,12 @@ func (s *Suite) startRegistry(bin, root, cfgDir string) (*regServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.startRegistryOn(bin, root, cfgDir, port)
+}
+
+// startRegistryOn is startRegistry on a given port (a trowfs peer must be told its registry's URL
+// before the registry can start on the mount).
+func (s *Suite) startRegistryOn(bin, root, cfgDir string, port int) (*regServer, error) {
 	cfg, err := writeRegistryConfig(cfgDir, root, port)
 	if err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func Workloads() []Workload {
 		{"registry", "push and pull images through the distribution registry", (*Suite).registry},
 		{"consistency", "cat .state vs registry garbage-collect --dry-run", (*Suite).consistency},
 		{"scrub", "scrub and offline verify throughput vs disk and SHA-256", (*Suite).scrub},
-		{"peers", "simulated peer cluster: time and bytes per node to converge at 10, 25, 50 nodes", (*Suite).peersSim},
+		{"peers", "peers: replication across 3 registries on trowfs vs crane copy, idle traffic, difference cost, simulated cluster at 10, 25, 50 nodes", (*Suite).peersAll},
 	}
 }
 

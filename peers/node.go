@@ -552,7 +552,8 @@ func (n *Node) syncWith(m *member) {
 	remote, name, addr := m.meta.Root, m.name, m.meta.DataAddr
 	local := n.rep.Root()
 	n.mu.Unlock()
-	err := n.runSync(client{n: n, peer: name, addr: addr}, remote)
+	var seen crdt.Digest // its root as its first answer gave it
+	err := n.runSyncSeen(client{n: n, peer: name, addr: addr}, remote, &seen)
 	n.mu.Lock()
 	m.syncing = false
 	m.lastExchange = n.now()
@@ -579,6 +580,13 @@ func (n *Node) syncWith(m *member) {
 	} else {
 		m.backoff, m.lastErr, m.lied = 0, "", false
 		m.done, m.doneValid = [2]crdt.Digest{local, remote}, true
+		if seen == local && m.meta.Root == remote {
+			// It answered with our very root: it is in sync whatever its gossip says yet. After a
+			// burst of changes the gossip of 50 roots took 20 s to settle while every root was
+			// already equal, and each stale root cost a sync every SyncInterval (BENCHMARKS.md,
+			// Peers). A newer gossip of its root (a higher incarnation) replaces this one.
+			m.meta.Root = seen
+		}
 	}
 	n.mu.Unlock()
 	if err != nil {
@@ -587,15 +595,46 @@ func (n *Node) syncWith(m *member) {
 	n.gossipRoot()
 }
 
+// peerRoot asks the peer for its root.
+func (n *Node) peerRoot(c client) (crdt.Digest, error) {
+	b, err := c.call(n.ctx, routeSummaries, crdt.EncodePaths([]crdt.Path{""}))
+	if err != nil {
+		return crdt.Digest{}, err
+	}
+	ss, err := crdt.DecodeSummaries(b)
+	if err != nil || len(ss) != 1 {
+		return crdt.Digest{}, fmt.Errorf("%w: summaries: %v", errLying, err)
+	}
+	return ss[0].Digest, nil
+}
+
 // runSync is one comparison: descend the index level by level in batches, fetch what we lack,
 // check it against the peer's own leaves, merge it, and offer what the peer lacks.
 func (n *Node) runSync(c client, remote crdt.Digest) error {
+	var seen crdt.Digest
+	return n.runSyncSeen(c, remote, &seen)
+}
+
+// runSyncSeen is runSync that also sets *rootSeen to the peer's root as its first answer gave it
+// (zero if it gave none).
+func (n *Node) runSyncSeen(c client, remote crdt.Digest, rootSeen *crdt.Digest) error {
+	var seen crdt.Digest // the peer's root as its first answer gave it
+	defer func() { *rootSeen = seen }()
+	if remote.IsZero() {
+		// An empty root gossiped is often a stale one (a node gossips its empty state first): ask
+		// for the root before offering everything. Offering everything at every SyncInterval to
+		// members whose new roots had not reached us yet was most of the simulation's data plane.
+		r, err := n.peerRoot(c)
+		if err != nil {
+			return err
+		}
+		seen, remote = r, r
+	}
 	n.mu.Lock()
 	y := n.rep.NewSync(remote)
 	paths := y.Next()
 	n.mu.Unlock()
 	expect := map[crdt.Digest]bool{} // entry hashes the peer's summaries committed to
-	var seen crdt.Digest             // the peer's root as its first answer gave it
 	for len(paths) > 0 {
 		var got []crdt.Summary
 		for i := 0; i < len(paths); i += maxPaths {

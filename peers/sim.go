@@ -39,14 +39,20 @@ type SimResult struct {
 	Registers               int           // in the converged state
 	Converged               bool          // false: Timeout passed first
 	Elapsed                 time.Duration // from the heal (links up, churned nodes back) to convergence
+	RootsEqual              time.Duration // from the heal until every node held the same root (0: never); the rest of Elapsed is gossip telling them
+	SyncsAfterHealPerNode   float64       // comparisons started per node from the heal to convergence
 	SyncsPerNode            float64       // comparisons started, per node, over the whole run
 	DataBytesPerNode        float64       // data-plane bytes (in + out) per node, over the whole run
 	GossipBytesPerNode      float64       // gossip bytes sent per node, over the whole run
+	// LeavesPerNode is how many members memberlist reported gone per node, over the whole run:
+	// without churn, each one is a live member its failure detector declared dead.
+	LeavesPerNode float64
 }
 
 func (r SimResult) String() string {
-	return fmt.Sprintf("%d nodes, %d changes, %d churned: converged=%v in %s after the heal; per node: %.1f syncs, %.0f data-plane bytes, %.0f gossip bytes; %d registers",
-		r.Nodes, r.Changes, r.Churned, r.Converged, r.Elapsed.Round(time.Millisecond), r.SyncsPerNode, r.DataBytesPerNode, r.GossipBytesPerNode, r.Registers)
+	return fmt.Sprintf("%d nodes, %d changes, %d churned: converged=%v in %s after the heal (same roots after %s); per node: %.1f syncs (%.1f after the heal), %.0f data-plane bytes, %.0f gossip bytes, %.1f members seen leave; %d registers",
+		r.Nodes, r.Changes, r.Churned, r.Converged, r.Elapsed.Round(time.Millisecond), r.RootsEqual.Round(time.Millisecond), r.SyncsPerNode, r.SyncsAfterHealPerNode,
+		r.DataBytesPerNode, r.GossipBytesPerNode, r.LeavesPerNode, r.Registers)
 }
 
 // Simulate runs a cluster of in-process nodes with the real node, state and sync code over
@@ -82,7 +88,7 @@ func Simulate(o SimOptions) (SimResult, error) {
 	rnd := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	key := bytes.Repeat([]byte{0x42}, KeySize)
 	c := &simCluster{net: &memberlist.MockNetwork{}, plane: &memPlane{handlers: map[string]http.Handler{}, down: map[[2]string]bool{}}, key: key, log: log,
-		gone: &goneSet{addrs: map[string]bool{}}}
+		gone: &goneSet{addrs: map[string]bool{}}, leaves: &atomic.Int64{}}
 	defer c.stop()
 	churned := rnd.Perm(o.Nodes - 1)[:o.Churn] // node-00, the seed, stays
 	// MockNetwork is not safe to extend while it carries traffic: every incarnation's transport
@@ -162,7 +168,11 @@ func Simulate(o SimOptions) (SimResult, error) {
 	}
 	start := time.Now()
 	res := SimResult{Nodes: o.Nodes, Changes: o.Changes, Churned: len(churned)}
+	healSyncs := c.syncs()
 	res.Converged = waitUntil(o.Timeout, func() bool {
+		if res.RootsEqual == 0 && c.rootsEqual() {
+			res.RootsEqual = time.Since(start)
+		}
 		ok, why := c.converged()
 		if time.Since(start) > 5*time.Second {
 			log.Info("simulation: not converged yet", "why", why)
@@ -170,6 +180,7 @@ func Simulate(o SimOptions) (SimResult, error) {
 		return ok
 	})
 	res.Elapsed = time.Since(start)
+	res.SyncsAfterHealPerNode = float64(c.syncs()-healSyncs) / float64(o.Nodes)
 	var syncs uint64
 	var data, gossip int64
 	for _, sn := range c.nodes {
@@ -181,6 +192,7 @@ func Simulate(o SimOptions) (SimResult, error) {
 	}
 	n := float64(o.Nodes)
 	res.SyncsPerNode, res.DataBytesPerNode, res.GossipBytesPerNode = float64(syncs)/n, float64(data)/n, float64(gossip)/n
+	res.LeavesPerNode = float64(c.leaves.Load()) / n
 	return res, nil
 }
 
@@ -204,8 +216,10 @@ type simCluster struct {
 	nodes map[string]*simNode
 	spare map[string][]*memberlist.MockTransport // transports for the incarnations still to start
 	gone  *goneSet                               // gossip addresses of stopped incarnations
-	order []string
-	seed  string
+	// leaves counts memberlist's leave events on every node (leaveCounter)
+	leaves *atomic.Int64
+	order  []string
+	seed   string
 }
 
 type simNode struct {
@@ -219,6 +233,30 @@ type simNode struct {
 }
 
 func (s *simNode) dataAdv() string { return "data." + s.name + ":1" }
+
+// simGossip sets memberlist's timings for the simulation: every node is a set of goroutines in
+// one process, 50 of them on 2 shared cores, so a probe's ack can wait for a CPU far longer than
+// on a LAN. Probe timings are memberlist's LAN defaults (1 s, 500 ms): a 100 ms ack timeout
+// declared live members dead whenever the cores were busy (the sync bursts after the heal), each
+// false death and refutation added to the gossip queues that carry the roots, and at 50 nodes the
+// cluster did not converge in 3 minutes (BENCHMARKS.md, Peers). Gossip and push-pull stay fast:
+// they carry the roots, and converging is the roots' gossip reaching every node.
+func simGossip(mc *memberlist.Config) {
+	mc.ProbeInterval, mc.ProbeTimeout = time.Second, 500*time.Millisecond
+	mc.GossipInterval, mc.PushPullInterval, mc.DeadNodeReclaimTime = 50*time.Millisecond, 2*time.Second, time.Millisecond
+}
+
+// leaveCounter counts the members that memberlist reports gone (left, or declared dead by its
+// failure detector) on a node: without churn every one is a live member declared dead.
+type leaveCounter struct {
+	memberlist.EventDelegate
+	n *atomic.Int64
+}
+
+func (l leaveCounter) NotifyLeave(node *memberlist.Node) {
+	l.n.Add(1)
+	l.EventDelegate.NotifyLeave(node)
+}
 
 // halt stops a node (its state stays in its memStore) and takes its data plane off the network.
 func (c *simCluster) halt(name string) {
@@ -259,8 +297,8 @@ func (c *simCluster) start(name string) error {
 		HTTP: &http.Client{Transport: c.plane.from(sn.dataAdv())}, SyncInterval: 500 * time.Millisecond, Debounce: 20 * time.Millisecond,
 		PersistDebounce: 50 * time.Millisecond, PeerBackoffStart: 100 * time.Millisecond,
 		GossipConfig: func(mc *memberlist.Config) {
-			mc.GossipInterval, mc.ProbeInterval, mc.ProbeTimeout = 50*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-			mc.PushPullInterval, mc.DeadNodeReclaimTime = 2*time.Second, time.Millisecond
+			simGossip(mc)
+			mc.Events = leaveCounter{mc.Events, c.leaves}
 		}})
 	if err != nil {
 		return err
@@ -297,6 +335,34 @@ func (c *simCluster) allSee(k int) bool {
 	return true
 }
 
+// syncs is the comparisons the live incarnations started.
+func (c *simCluster) syncs() uint64 {
+	var k uint64
+	for _, sn := range c.nodes {
+		if sn.node != nil {
+			k += sn.node.Status().Syncs
+		}
+	}
+	return k
+}
+
+// rootsEqual is every node holding the same root (whatever the others know of it).
+func (c *simCluster) rootsEqual() bool {
+	var root string
+	for _, name := range c.order {
+		sn := c.nodes[name]
+		if sn.node == nil {
+			return false
+		}
+		if r := sn.node.Status().Root; root == "" {
+			root = r
+		} else if r != root {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *simCluster) converged() (bool, string) {
 	var root string
 	for _, name := range c.order {
@@ -309,10 +375,14 @@ func (c *simCluster) converged() (bool, string) {
 			}
 		}
 		if !st.InSync || alive != len(c.order)-1 {
-			why := fmt.Sprintf("%s: in_sync %v, %d of %d members alive", name, st.InSync, alive, len(c.order)-1)
+			why := fmt.Sprintf("%s (root %.19s): in_sync %v, %d of %d members alive", name, st.Root, st.InSync, alive, len(c.order)-1)
 			for _, m := range st.Members {
 				if !m.InSync {
-					why += fmt.Sprintf("; %s %s %.19s last %v: %s", m.Name, m.State, m.Root, m.LastExchange, m.LastError)
+					var actual string
+					if o := c.nodes[m.Name]; o != nil && o.node != nil {
+						actual = o.node.Status().Root
+					}
+					why += fmt.Sprintf("; %s %s gossiped %.19s, has %.19s, last %v: %s", m.Name, m.State, m.Root, actual, m.LastExchange, m.LastError)
 				}
 			}
 			return false, why

@@ -10,9 +10,11 @@ import (
 // The simulation at scale: 25 nodes (with churn and partitions) converge well within CI time; 50
 // nodes run when PEERS_SIM50 is set (make bench reports them too).
 func TestSimulatedClusterConvergesAtScale(t *testing.T) {
-	// Opt-in: at 25+ in-process nodes on 2 shared cores under -race, memberlist's failure detector
-	// starves and flaps (BENCHMARKS.md, "Peers"), so this is a measurement, not a CI gate. CI runs
-	// TestSimulatedClusterConverges (10 nodes) and the three-registry end-to-end test.
+	// Opt-in: a measurement, not a CI gate. Under -race on 2 shared cores 25 nodes converge (10 s
+	// after the heal, 2026-12-07) but some live members are still declared dead (about 2 per node),
+	// and 50 nodes do not even all join within 3 min, with the simulation's probe timings and with the
+	// shorter ones it had before. Without -race, 50 nodes converge in seconds (BENCHMARKS.md, Peers).
+	// CI runs TestSimulatedClusterConverges (10 nodes) and the three-registry end-to-end test.
 	v := os.Getenv("PEERS_SIM_NODES")
 	if v == "" {
 		t.Skip("scale simulation: set PEERS_SIM_NODES=25 (or 50) to run it")
