@@ -601,7 +601,7 @@ func (n *Node) peerRoot(c client) (crdt.Digest, error) {
 	if err != nil {
 		return crdt.Digest{}, err
 	}
-	ss, err := crdt.DecodeSummaries(b)
+	ss, err := crdt.DecodeSummaries(b, 1)
 	if err != nil || len(ss) != 1 {
 		return crdt.Digest{}, fmt.Errorf("%w: summaries: %v", errLying, err)
 	}
