@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/trowfs/trowfs/server"
 )
 
@@ -55,15 +57,23 @@ type child struct {
 }
 
 // startChild starts argv with the mountpoint in TROWFS_MOUNTPOINT, in its own process group
-// (so a terminal's ^C reaches it once, forwarded by trowfs, not twice), killed by the kernel if
-// trowfs dies first: it must never run on a dead mount. Pdeathsig is tied to the thread that
-// forks, so that thread stays locked until the child is reaped.
+// (so a terminal's ^C reaches it once, not twice: from the terminal or forwarded by trowfs),
+// killed by the kernel if trowfs dies first: it must never run on a dead mount. Pdeathsig is
+// tied to the thread that forks, so that thread stays locked until the child is reaped.
+//
+// When trowfs is the foreground job of the terminal on its stdin (an interactive shell,
+// `docker run -it`), the command's group becomes the foreground one, as a shell does for a
+// job: otherwise the command's first read of the terminal would stop it with SIGTTIN for good.
+// The terminal's ^C and ^Z then go to the command alone; once it is gone, trowfs takes the
+// terminal back.
 func startChild(argv []string, mnt string) *child {
 	c := &child{done: make(chan struct{})}
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	c.cmd.Env = append(os.Environ(), "TROWFS_MOUNTPOINT="+mnt)
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	fg := terminalForeground()
+	// Ctty is the child's descriptor of the terminal: its stdin, as here.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Foreground: fg, Ctty: 0, Pdeathsig: syscall.SIGKILL}
 	started := make(chan struct{})
 	go func() {
 		runtime.LockOSThread()
@@ -73,10 +83,29 @@ func startChild(argv []string, mnt string) *child {
 		if c.err == nil {
 			_ = c.cmd.Wait()
 		}
+		if fg {
+			reclaimTerminal()
+		}
 		close(c.done)
 	}()
 	<-started
 	return c
+}
+
+// terminalForeground reports whether stdin is a terminal whose foreground process group is
+// trowfs's own.
+func terminalForeground() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
+}
+
+// reclaimTerminal makes trowfs's process group the terminal's foreground one again (so that a
+// ^C during the unmount reaches trowfs). trowfs is in the background when it asks, which sends
+// it SIGTTOU unless that is ignored.
+func reclaimTerminal() {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	_ = unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp())
 }
 
 // status is the child's exit status as trowfs passes it on: its exit code, or 128+N when
