@@ -20,7 +20,7 @@ import (
 // execFlags run the registry under the mount: `trowfs mount DATA MNT --exec -- CMD ARGS...`.
 // They are embedded in mountCmd.
 type execFlags struct {
-	Exec            bool          `help:"Run the command given after -- once the mount serves (when --ready-file is written), forward SIGTERM, SIGINT and SIGHUP to it, and when it exits unmount and exit with its status (128+N if signal N killed it)."`
+	Exec            bool          `help:"Run the command given after -- once the mount serves (when --ready-file is written), forward SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to it, and when it exits unmount and exit with its status (128+N if signal N killed it)."`
 	ExecStopTimeout time.Duration `help:"With --exec: how long trowfs, asked to stop, waits for the command to exit after forwarding the signal before it sends SIGKILL (the mount stays up meanwhile)." default:"30s"`
 	Command         []string      `arg:"" optional:"" passthrough:"" help:"With --exec: the command and its arguments, after --." placeholder:"CMD"`
 }
@@ -138,9 +138,9 @@ func (c *child) signal(sig os.Signal, log *slog.Logger) {
 	}
 }
 
-// runExec runs the command while srv serves, then stops srv. sigs receives SIGINT, SIGTERM and
-// SIGHUP; stopping is called once trowfs starts shutting down (the command is told first);
-// release, once the command is gone, so that another signal during the unmount ends trowfs as
+// runExec runs the command while srv serves, then stops srv. sigs receives SIGINT, SIGTERM,
+// SIGHUP, SIGUSR1 and SIGUSR2 (all forwarded; the last three are the command's business only);
+// stopping is called once trowfs starts shutting down (the command is told first); release, once the command is gone, so that another signal during the unmount ends trowfs as
 // it does without --exec.
 // The result is the command's status, or srv's error when the command succeeded but the
 // shutdown did not.
@@ -172,7 +172,7 @@ wait:
 		case sig := <-sigs:
 			log.Info("forwarding signal to the command", "signal", sig)
 			c.signal(sig, log)
-			if sig != syscall.SIGHUP {
+			if sig == syscall.SIGINT || sig == syscall.SIGTERM {
 				shutdown("signal received")
 			}
 		case <-unmounted:
@@ -202,6 +202,6 @@ wait:
 // the mount and the command's start is then seen by runExec.
 func execSignals() (<-chan os.Signal, func()) {
 	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	return ch, func() { signal.Stop(ch) }
 }
