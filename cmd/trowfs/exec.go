@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -156,6 +158,9 @@ func (e *execFlags) runExec(srv *server.Server, sigs <-chan os.Signal, stopping,
 		return &exitError{c.status(), ""}
 	}
 	log.Info("command started under the mount", "pid", c.cmd.Process.Pid, "command", strings.Join(e.Command, " "))
+	if os.Getpid() == 1 {
+		defer reapOrphans(c.cmd.Process.Pid)()
+	}
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
 	var kill <-chan time.Time
@@ -196,6 +201,71 @@ wait:
 		return err
 	}
 	return &exitError{code, ""}
+}
+
+// reapOrphans, for trowfs as PID 1 of a PID namespace (a container's entry point), reaps the
+// orphans the kernel hands it: every process of the container whose parent died becomes its
+// child, and a zombie PID 1 does not reap stays for ever. It reaps only zombies found in /proc
+// whose parent is trowfs, never main (the command, which its own Wait reaps: its exit status
+// is trowfs's). The returned function stops it.
+func reapOrphans(main int) (stop func()) {
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(5 * time.Second) // a SIGCHLD merged with another is caught up here
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-sigchld:
+			case <-tick.C:
+			}
+			for _, pid := range zombieChildren(os.Getpid(), main) {
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigchld)
+		close(done)
+		<-finished
+	}
+}
+
+// zombieChildren lists the zombies in /proc whose parent is ppid, except skip.
+func zombieChildren(ppid, skip int) []int {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == skip {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold anything, so parse after its last ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 || f[0] != "Z" {
+			continue
+		}
+		if p, err := strconv.Atoi(f[1]); err == nil && p == ppid {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // execSignals catches the signals forwarded to the command, before it starts: a signal between
