@@ -106,11 +106,13 @@ type statusProblems struct {
 	Mismatched []struct {
 		Path, Expected, Actual string
 		Repos                  []string
+		ReposMore              int `json:"-"`
 	}
 	MismatchedCount int `json:"mismatched_count"`
 	Missing         []struct {
-		Digest, Kind string
-		Repos, Tags  []string
+		Digest, Kind        string
+		Repos, Tags         []string
+		ReposMore, TagsMore int `json:"-"`
 	}
 	MissingCount int `json:"missing_count"`
 	Dangling     []struct {
@@ -119,6 +121,31 @@ type statusProblems struct {
 	}
 	DanglingCount int   `json:"dangling_count"`
 	DanglingBytes int64 `json:"dangling_bytes"`
+}
+
+// statusRowNames caps the repositories and tags shown in one row of a problem table: a blob
+// every repository shares would otherwise list them all, in each row it appears in.
+const statusRowNames = 20
+
+// capNames cuts names to statusRowNames and returns how many it left out.
+func capNames(names *[]string) int {
+	n := len(*names) - statusRowNames
+	if n <= 0 {
+		return 0
+	}
+	*names = (*names)[:statusRowNames]
+	return n
+}
+
+// capRows applies capNames to every row of the problem tables.
+func (p *statusProblems) capRows() {
+	for i := range p.Mismatched {
+		p.Mismatched[i].ReposMore = capNames(&p.Mismatched[i].Repos)
+	}
+	for i := range p.Missing {
+		p.Missing[i].ReposMore = capNames(&p.Missing[i].Repos)
+		p.Missing[i].TagsMore = capNames(&p.Missing[i].Tags)
+	}
 }
 
 // statusListKeys are the report keys shown in the problem tables instead of as rows.
@@ -197,11 +224,11 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 {{end}}</table>
 {{with .Problems}}{{if .MismatchedCount}}<h3 class="bad" id="mismatched">Mismatched blobs: {{.MismatchedCount}}</h3>
 <table><tr><th>Digest (name)</th><th>Content hashes to</th><th>Repositories</th><th>Path</th></tr>
-{{range .Mismatched}}<tr class="bad"><td><code>{{.Expected}}</code></td><td><code>{{.Actual}}</code></td><td>{{range .Repos}}<code>{{.}}</code> {{else}}(none){{end}}</td><td><code>{{.Path}}</code></td></tr>
+{{range .Mismatched}}<tr class="bad"><td><code>{{.Expected}}</code></td><td><code>{{.Actual}}</code></td><td>{{range .Repos}}<code>{{.}}</code> {{else}}(none){{end}}{{with .ReposMore}}and {{.}} more{{end}}</td><td><code>{{.Path}}</code></td></tr>
 {{end}}</table>{{end}}
 {{if .MissingCount}}<h3 class="bad" id="missing">Missing: {{.MissingCount}}</h3>
 <table><tr><th>Digest</th><th>Kind</th><th>Repositories</th><th>Tags</th></tr>
-{{range .Missing}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Kind}}</td><td>{{range .Repos}}<code>{{.}}</code> {{end}}</td><td>{{range .Tags}}<code>{{.}}</code> {{end}}</td></tr>
+{{range .Missing}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Kind}}</td><td>{{range .Repos}}<code>{{.}}</code> {{end}}{{with .ReposMore}}and {{.}} more{{end}}</td><td>{{range .Tags}}<code>{{.}}</code> {{end}}{{with .TagsMore}}and {{.}} more{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{if .DanglingCount}}<h3 class="bad" id="dangling">Dangling: {{.DanglingCount}} ({{.DanglingBytes}} bytes)</h3>
 <table><tr><th>Digest</th><th>Size</th><th>Repository</th><th>Path</th><th>Note</th></tr>
@@ -280,6 +307,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = json.Unmarshal(b, &page.Problems)
 		}
+		page.Problems.capRows()
 		if err != nil {
 			s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("registry report: %v", err))
 			return

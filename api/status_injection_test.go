@@ -272,3 +272,29 @@ func TestStatusPageHeadersAndMethods(t *testing.T) {
 		}
 	}
 }
+
+// A blob every repository shares, missing or mismatched, would list every repository and tag
+// in each of its rows (the report caps rows, not the names in a row): the page caps them too.
+func TestStatusPageBoundsNamesPerProblemRow(t *testing.T) {
+	f := newFakeBackend()
+	var repos, tags []string
+	for i := range 5000 {
+		repos = append(repos, fmt.Sprintf("org/repo-%05d", i))
+		tags = append(tags, fmt.Sprintf("org/repo-%05d:latest", i))
+	}
+	var mismatched, missing []map[string]any
+	for i := range 200 {
+		mismatched = append(mismatched, map[string]any{"path": fmt.Sprintf("blobs/%d", i), "expected": "sha256:a", "actual": "sha256:b", "repos": repos})
+		missing = append(missing, map[string]any{"digest": fmt.Sprintf("sha256:%d", i), "kind": "blob", "repos": repos, "tags": tags})
+	}
+	f.report = map[string]any{"ok": false, "mismatched": mismatched, "mismatched_count": 200, "missing": missing, "missing_count": 200}
+	ts := newTestServer(t, f, Options{})
+	resp, body := ts.do("GET", "/", nil)
+	wantStatus(t, resp, body, 200)
+	if len(body) > 2<<20 {
+		t.Errorf("the page is %d bytes for 400 problem rows: the names in a row are not bounded", len(body))
+	}
+	if !strings.Contains(string(body), "and 4980 more") {
+		t.Errorf("a capped row does not say how many names it leaves out")
+	}
+}
