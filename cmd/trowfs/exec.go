@@ -158,8 +158,11 @@ func (e *execFlags) runExec(srv *server.Server, sigs <-chan os.Signal, stopping,
 		return &exitError{c.status(), ""}
 	}
 	log.Info("command started under the mount", "pid", c.cmd.Process.Pid, "command", strings.Join(e.Command, " "))
+	// Only while the command runs: the unmount may run fusermount3, whose status its own Wait
+	// must get.
+	stopReaper := func() {}
 	if os.Getpid() == 1 {
-		defer reapOrphans(c.cmd.Process.Pid)()
+		stopReaper = reapOrphans(c.cmd.Process.Pid)
 	}
 	unmounted := make(chan struct{})
 	go func() { srv.Wait(); close(unmounted) }()
@@ -193,6 +196,7 @@ wait:
 			break wait
 		}
 	}
+	stopReaper()
 	code := c.status()
 	log.Info("command exited; unmounting", "status", code)
 	stopping()
