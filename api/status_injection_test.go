@@ -1,10 +1,16 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -296,5 +302,37 @@ func TestStatusPageBoundsNamesPerProblemRow(t *testing.T) {
 	}
 	if !strings.Contains(string(body), "and 4980 more") {
 		t.Errorf("a capped row does not say how many names it leaves out")
+	}
+}
+
+// The page served on a unix socket (the StatefulSet and the systemd example use one or loopback):
+// any Host header is accepted there (no DNS rebinding through a socket file), the socket is the
+// owner's only, and the page is the same.
+func TestStatusPageOnUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := Listen("unix:" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeBackend()
+	f.addDir("blobs")
+	s := New(f, Options{})
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(func() { _ = s.Close() })
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	req, _ := http.NewRequest("GET", "http://anything.example/?path=blobs", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "<h2>Tree: <code>/blobs</code></h2>") {
+		t.Fatalf("GET / over the socket: %d\n%s", resp.StatusCode, body)
 	}
 }
