@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -166,5 +167,150 @@ while :; do sleep 0.05; done`
 	}
 	if trowfsbin.Mounted(mnt) {
 		t.Fatalf("%s still mounted after trowfs exited", mnt)
+	}
+}
+
+// procState is the state letter of /proc/PID/stat ("S", "T", ...).
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
+
+// envShell makes the test binary act as a tiny job-control shell (see jobShell).
+const envShell = "TROWFS_TEST_JOB_SHELL"
+
+// jobShell is what an interactive shell does with a foreground job: run it in its own process
+// group with the terminal, wait for it to stop or exit (WUNTRACED), and report each to the
+// files given; on a stop, do what `fg` does: give the job the terminal and continue it.
+func jobShell() {
+	args := strings.Split(os.Getenv(envShell), "\x1f")
+	report, argv := args[0], args[1:]
+	note := func(s string) {
+		f, _ := os.OpenFile(report, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		fmt.Fprintln(f, s)
+		f.Close()
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Foreground: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		note("start: " + err.Error())
+		os.Exit(1)
+	}
+	pid := cmd.Process.Pid
+	for {
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil); err != nil {
+			note("wait: " + err.Error())
+			os.Exit(1)
+		}
+		if ws.Stopped() {
+			note("stopped")
+			time.Sleep(300 * time.Millisecond)
+			signal.Ignore(syscall.SIGTTOU)
+			_ = unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, pid)
+			_ = syscall.Kill(-pid, syscall.SIGCONT)
+			note("continued")
+			continue
+		}
+		note(fmt.Sprintf("exit %d", ws.ExitStatus()))
+		os.Exit(0)
+	}
+}
+
+func TestJobShellHelperProcess(t *testing.T) {
+	if os.Getenv(envShell) == "" {
+		t.Skip("only a helper process: the job-control shell of TestExecCommandStopsAndContinuesWithItsJob")
+	}
+	jobShell()
+}
+
+// ^Z on the terminal stops the command, as it would without trowfs; trowfs then stops too, so
+// that the shell sees its job stopped and gets the terminal back (the command alone stopped
+// would leave the shell waiting on a trowfs that never stops). Continued (fg), trowfs continues
+// the command with the terminal.
+func TestExecCommandStopsAndContinuesWithItsJob(t *testing.T) {
+	trowfsbin.Require(t)
+	bin := trowfsbin.Build(t)
+	data, mnt, tmp := t.TempDir(), filepath.Join(t.TempDir(), "mnt"), t.TempDir()
+	ready, asked, got, report := filepath.Join(tmp, "ready"), filepath.Join(tmp, "asked"), filepath.Join(tmp, "got"), filepath.Join(tmp, "report")
+	script := `echo asked > "$1"
+read line
+echo "got:$line" > "$2"`
+	master, slave := openPTY(t)
+	shell := exec.Command(os.Args[0], "-test.run=^TestJobShellHelperProcess$")
+	shell.Env = append(os.Environ(), envShell+"="+strings.Join([]string{report, bin, "mount", data, mnt, "--ready-file", ready,
+		"--exec-stop-timeout", "2s", "--exec", "--", "sh", "-c", script, "sh", asked, got}, "\x1f"))
+	shell.Stdin, shell.Stdout, shell.Stderr = slave, slave, slave
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := shell.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	screen := &syncBuffer{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			_, _ = screen.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	exited := make(chan struct{})
+	go func() { _ = shell.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		case <-time.After(trowfsbin.StopTimeout):
+			if pid := childOf(shell.Process.Pid); pid != 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL) // trowfs, and with it its command
+			}
+			_ = shell.Process.Kill()
+			<-exited
+		}
+		if trowfsbin.Mounted(mnt) {
+			_ = trowfsbin.Detach(mnt, true)
+			t.Errorf("%s left mounted", mnt)
+		}
+	})
+	waitForFile(t, asked, 15*time.Second, screen)
+	time.Sleep(100 * time.Millisecond)                    // the command is in its read
+	if _, err := master.Write([]byte{0x1a}); err != nil { // ^Z
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(report)
+		if strings.Contains(string(b), "continued") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after ^Z the shell saw %q, want its job (trowfs) stopped; the terminal shows:\n%s", b, screen.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := master.Write([]byte("after-fg\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s := waitForFile(t, got, 5*time.Second, screen); strings.TrimSpace(s) != "got:after-fg" {
+		t.Fatalf("the continued command read %q, want got:after-fg", s)
+	}
+	select {
+	case <-exited:
+	case <-time.After(trowfsbin.StopTimeout):
+		t.Fatalf("trowfs did not exit; the terminal shows:\n%s", screen.String())
+	}
+	if b, _ := os.ReadFile(report); !strings.HasSuffix(string(b), "exit 0\n") {
+		t.Fatalf("the shell saw %q, want trowfs to exit 0 at the end", b)
 	}
 }

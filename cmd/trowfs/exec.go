@@ -83,6 +83,9 @@ func startChild(argv []string, mnt string) *child {
 		c.err = c.cmd.Start()
 		close(started)
 		if c.err == nil {
+			if fg {
+				go c.relayStops()
+			}
 			_ = c.cmd.Wait()
 		}
 		if fg {
@@ -108,6 +111,38 @@ func reclaimTerminal() {
 	signal.Ignore(syscall.SIGTTOU)
 	defer signal.Reset(syscall.SIGTTOU)
 	_ = unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, unix.Getpgrp())
+}
+
+// relayStops keeps job control working for the foreground command: when the terminal's ^Z
+// stops it, trowfs takes the terminal back and stops its own group too, so that the shell sees
+// its job stopped (it waits on trowfs, not on the command). Continued (fg), trowfs hands the
+// terminal to the command again and continues it. It returns once the command is gone.
+func (c *child) relayStops() {
+	pid := c.cmd.Process.Pid
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+		}
+		var si unix.Siginfo
+		// WSTOPPED without WEXITED: only stops are reported (and consumed); the exit is Wait's.
+		if err := unix.Waitid(unix.P_PID, pid, &si, unix.WSTOPPED|unix.WNOHANG, nil); err != nil {
+			return
+		}
+		if si.Signo == 0 {
+			continue // not stopped
+		}
+		reclaimTerminal()
+		_ = unix.Kill(0, unix.SIGTSTP) // our group: trowfs (and whatever shares its job) stops here
+		// Continued: give the terminal back to the command's group and continue it.
+		signal.Ignore(syscall.SIGTTOU)
+		_ = unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, pid)
+		signal.Reset(syscall.SIGTTOU)
+		_ = unix.Kill(-pid, unix.SIGCONT)
+	}
 }
 
 // status is the child's exit status as trowfs passes it on: its exit code, or 128+N when
