@@ -5,11 +5,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# Static binary: no libc, no libfuse (go-fuse speaks the FUSE protocol itself). The version is
-# stamped from the build argument (.git is not in the context):
-#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t trowfs .
-ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/trowfs ./cmd/trowfs
+# Static binary: no libc, no libfuse (go-fuse speaks the FUSE protocol itself).
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/trowfs ./cmd/trowfs
 
 # Runtime: busybox (wget for exec probes against the loopback endpoint) and fusermount3
 # for the unprivileged unmount path; trowfs itself needs nothing else.

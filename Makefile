@@ -11,12 +11,8 @@ MNT      ?=
 
 all: build
 
-# The version `trowfs version`, .state and the status page report: the git description of the
-# checkout (tag, or commit, -dirty with local changes).
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/trowfs
+	$(GO) build -o $(BIN) ./cmd/trowfs
 
 # The binary where mount(8)'s clean PATH and the systemd unit find it, and mount.fuse.trowfs for
 # mount(8) without mount.fuse3 (it looks for helpers in /sbin only: link it there), see

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -28,47 +27,7 @@ const (
 	ExitInternal    = 70 // anything else
 )
 
-// version is stamped at build time (make build, the Dockerfile: -ldflags "-X main.version=V");
-// an unstamped build reports what the Go toolchain recorded (module version or VCS revision),
-// else "dev". It is also the mount's .state trowfs_version and the status page's.
 var version = "dev"
-
-func init() {
-	version = resolveVersion(version)
-	server.Version = version
-}
-
-func resolveVersion(stamped string) string {
-	if stamped != "" && stamped != "dev" {
-		return stamped
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "dev"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	rev, dirty := "", false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if rev == "" {
-		return "dev"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if dirty {
-		rev += "-dirty"
-	}
-	return "dev+" + rev
-}
 
 type globals struct {
 	LogLevel  string `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error" env:"TROWFS_LOG_LEVEL"`
