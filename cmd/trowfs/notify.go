@@ -113,6 +113,7 @@ func (n *notifier) status(phase string) {
 	if n.addr == nil {
 		return
 	}
+	phase = oneLine(phase) // kept so: every later STATUS= built from it stays one line
 	n.mu.Lock()
 	n.phase, n.since = phase, time.Now()
 	n.mu.Unlock()
