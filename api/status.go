@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -19,7 +20,8 @@ import (
 // statusFindings caps the findings listed on the page (the count is always shown).
 const statusFindings = 50
 
-// statusTreeEntries caps the entries of the directory listed on the page.
+// statusTreeEntries caps the entries of the directory listed on a page; "next" and "first"
+// links page through the rest (the "after" parameter, as GET /v1/tree takes it).
 const statusTreeEntries = 500
 
 type statusPage struct {
@@ -32,16 +34,51 @@ type statusPage struct {
 	RegKeys   []string
 	Problems  statusProblems
 	Peers     []statusKV
-	Dir       string // the directory listed ("" = root)
-	Parent    string // its parent, for the "up" link
+	Dir       string    // the directory listed ("" = root)
+	DirLink   statusRef // the directory itself (for the paging links)
+	Parent    statusRef // its parent, for the "up" link
 	Tree      []statusEntry
-	TreeMore  bool
+	After     string // the "after" of this page ("" = first page)
+	Next      string // the "after" of the next page ("" = last page), as EncodeAfter writes it
+}
+
+// statusRef is the query naming a directory on the page: path=P, or path_b64=base64 when P is
+// not valid UTF-8 (a name is bytes; a link must reach it all the same).
+type statusRef struct{ Param, Value string }
+
+func statusRefOf(p string) statusRef {
+	if needsB64(p) {
+		return statusRef{"path_b64", base64.StdEncoding.EncodeToString([]byte(p))}
+	}
+	return statusRef{"path", p}
 }
 
 // statusEntry is one row of the directory listing; Link is the page of a subdirectory.
 type statusEntry struct {
 	TreeEntry
-	Link string
+	Link *statusRef
+}
+
+// statusName shows a name as text: itself when it is valid UTF-8, otherwise with each byte
+// that is not part of a UTF-8 character written as \xNN (the page is UTF-8; distinct names
+// stay distinct).
+func statusName(s string) string {
+	if !needsB64(s) {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n <= 1, r == 0:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+			n = 1
+		default:
+			b.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return b.String()
 }
 
 type statusState struct {
@@ -69,11 +106,13 @@ type statusProblems struct {
 	Mismatched []struct {
 		Path, Expected, Actual string
 		Repos                  []string
+		ReposMore              int `json:"-"`
 	}
 	MismatchedCount int `json:"mismatched_count"`
 	Missing         []struct {
-		Digest, Kind string
-		Repos, Tags  []string
+		Digest, Kind        string
+		Repos, Tags         []string
+		ReposMore, TagsMore int `json:"-"`
 	}
 	MissingCount int `json:"missing_count"`
 	Dangling     []struct {
@@ -82,6 +121,31 @@ type statusProblems struct {
 	}
 	DanglingCount int   `json:"dangling_count"`
 	DanglingBytes int64 `json:"dangling_bytes"`
+}
+
+// statusRowNames caps the repositories and tags shown in one row of a problem table: a blob
+// every repository shares would otherwise list them all, in each row it appears in.
+const statusRowNames = 20
+
+// capNames cuts names to statusRowNames and returns how many it left out.
+func capNames(names *[]string) int {
+	n := len(*names) - statusRowNames
+	if n <= 0 {
+		return 0
+	}
+	*names = (*names)[:statusRowNames]
+	return n
+}
+
+// capRows applies capNames to every row of the problem tables.
+func (p *statusProblems) capRows() {
+	for i := range p.Mismatched {
+		p.Mismatched[i].ReposMore = capNames(&p.Mismatched[i].Repos)
+	}
+	for i := range p.Missing {
+		p.Missing[i].ReposMore = capNames(&p.Missing[i].Repos)
+		p.Missing[i].TagsMore = capNames(&p.Missing[i].Tags)
+	}
 }
 
 // statusListKeys are the report keys shown in the problem tables instead of as rows.
@@ -116,6 +180,7 @@ func statusValue(v any) string {
 }
 
 var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{
+	"name": statusName,
 	"get": func(m map[string]any, k string) string {
 		if v, ok := m[k]; ok {
 			return statusValue(v)
@@ -147,23 +212,23 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 {{if .Findings}}<table><tr><th>Kind</th><th>Path</th><th>Detail</th></tr>
 {{range .Findings}}<tr><td>{{.Kind}}</td><td><code>{{.Path}}</code></td><td>{{.Detail}}</td></tr>
 {{end}}</table>{{if .More}}<p>{{.More}} more (GET /v1/state)</p>{{end}}{{end}}
-<h2>Tree: <code>/{{.Dir}}</code></h2>
-{{if .Dir}}<p><a href="/?path={{.Parent}}">up</a></p>{{end}}
+<h2>Tree: <code>/{{name .Dir}}</code></h2>
+{{if .Dir}}<p><a href="/?{{.Parent.Param}}={{.Parent.Value}}">up</a></p>{{end}}
 <table><tr><th>Name</th><th>Kind</th><th>Status</th><th>Size / bytes below</th><th>Files</th><th>Digest</th></tr>
-{{range .Tree}}<tr><td>{{if .Link}}<a href="/?path={{.Link}}"><code>{{.Name}}</code></a>{{else}}<code>{{.Name}}</code>{{end}}</td><td>{{.Kind}}</td>
+{{range .Tree}}<tr><td>{{if .Link}}<a href="/?{{.Link.Param}}={{.Link.Value}}"><code>{{name .Name}}</code></a>{{else}}<code>{{name .Name}}</code>{{end}}</td><td>{{.Kind}}</td>
 <td class="{{if or (eq .Status "verified") (eq .Status "")}}ok{{else}}bad{{end}}">{{.Status}}</td><td>{{if eq .Kind "dir"}}{{.Bytes}}{{else}}{{.Size}}{{end}}</td><td>{{if eq .Kind "dir"}}{{.Files}}{{end}}</td><td><code>{{.Digest}}</code></td></tr>
-{{end}}</table>{{if .TreeMore}}<p>More entries: GET /v1/tree</p>{{end}}
+{{end}}</table>{{if or .After .Next}}<p>{{if .After}}<a href="/?{{.DirLink.Param}}={{.DirLink.Value}}">first</a> {{end}}{{with .Next}}<a href="/?{{$.DirLink.Param}}={{$.DirLink.Value}}&amp;after={{.}}">next {{len $.Tree}}+</a>{{end}}</p>{{end}}
 <h2>Registry</h2>
 {{if .Registry}}<p class="{{if eq (get .Registry "ok") "true"}}ok">consistent{{else}}bad">inconsistent{{end}}</p><table>
 {{range .RegKeys}}<tr><th>{{.}}</th><td><code>{{get $.Registry .}}</code></td></tr>
 {{end}}</table>
 {{with .Problems}}{{if .MismatchedCount}}<h3 class="bad" id="mismatched">Mismatched blobs: {{.MismatchedCount}}</h3>
 <table><tr><th>Digest (name)</th><th>Content hashes to</th><th>Repositories</th><th>Path</th></tr>
-{{range .Mismatched}}<tr class="bad"><td><code>{{.Expected}}</code></td><td><code>{{.Actual}}</code></td><td>{{range .Repos}}<code>{{.}}</code> {{else}}(none){{end}}</td><td><code>{{.Path}}</code></td></tr>
+{{range .Mismatched}}<tr class="bad"><td><code>{{.Expected}}</code></td><td><code>{{.Actual}}</code></td><td>{{range .Repos}}<code>{{.}}</code> {{else}}(none){{end}}{{with .ReposMore}}and {{.}} more{{end}}</td><td><code>{{.Path}}</code></td></tr>
 {{end}}</table>{{end}}
 {{if .MissingCount}}<h3 class="bad" id="missing">Missing: {{.MissingCount}}</h3>
 <table><tr><th>Digest</th><th>Kind</th><th>Repositories</th><th>Tags</th></tr>
-{{range .Missing}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Kind}}</td><td>{{range .Repos}}<code>{{.}}</code> {{end}}</td><td>{{range .Tags}}<code>{{.}}</code> {{end}}</td></tr>
+{{range .Missing}}<tr class="bad"><td><code>{{.Digest}}</code></td><td>{{.Kind}}</td><td>{{range .Repos}}<code>{{.}}</code> {{end}}{{with .ReposMore}}and {{.}} more{{end}}</td><td>{{range .Tags}}<code>{{.}}</code> {{end}}{{with .TagsMore}}and {{.}} more{{end}}</td></tr>
 {{end}}</table>{{end}}
 {{if .DanglingCount}}<h3 class="bad" id="dangling">Dangling: {{.DanglingCount}} ({{.DanglingBytes}} bytes)</h3>
 <table><tr><th>Digest</th><th>Size</th><th>Repository</th><th>Path</th><th>Note</th></tr>
@@ -184,23 +249,32 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		page.Dir, err = pathParam(q)
 	}
+	var after string
+	if err == nil {
+		after, err = DecodeAfter(q.Get("after"))
+	}
 	if err != nil {
 		s.backendError(w, r, err)
 		return
 	}
-	tree, err := s.backend.Tree(page.Dir, "", statusTreeEntries)
+	tree, err := s.backend.Tree(page.Dir, after, statusTreeEntries)
 	if err != nil {
 		s.backendError(w, r, err)
 		return
 	}
-	page.TreeMore = tree.Next != ""
+	page.After = EncodeAfter(after)
+	page.Next = EncodeAfter(tree.Next)
+	page.DirLink = statusRefOf(page.Dir)
 	if i := strings.LastIndexByte(page.Dir, '/'); i >= 0 {
-		page.Parent = page.Dir[:i]
+		page.Parent = statusRefOf(page.Dir[:i])
+	} else {
+		page.Parent = statusRefOf("")
 	}
 	for _, e := range tree.Entries {
 		se := statusEntry{TreeEntry: e}
-		if e.Kind == "dir" && utf8.ValidString(e.Name) {
-			se.Link = strings.TrimPrefix(page.Dir+"/"+e.Name, "/")
+		if e.Kind == "dir" {
+			ref := statusRefOf(strings.TrimPrefix(page.Dir+"/"+e.Name, "/"))
+			se.Link = &ref
 		}
 		page.Tree = append(page.Tree, se)
 	}
@@ -233,6 +307,7 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = json.Unmarshal(b, &page.Problems)
 		}
+		page.Problems.capRows()
 		if err != nil {
 			s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("registry report: %v", err))
 			return
@@ -249,11 +324,15 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusInternalServerError, fmt.Sprintf("status page: %v", err))
 		return
 	}
+	// Names are shown through statusName; whatever else holds other bytes still leaves as UTF-8.
+	out := bytes.ToValidUTF8(buf.Bytes(), []byte("\uFFFD"))
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	// Nothing but the inline style: no script, no frame around it, no form, no base.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(http.StatusOK)
-	w.Write(buf.Bytes())
+	w.Write(out)
 }

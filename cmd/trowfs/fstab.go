@@ -84,9 +84,17 @@ func parseHelperArgs(model *kong.Node, args []string) (*helperCall, error) {
 		switch a := args[i]; {
 		case a == "-o" && i+1 < len(args):
 			i++
-			opts = append(opts, strings.Split(args[i], ",")...)
+			o, err := splitMountOptions(args[i])
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, o...)
 		case strings.HasPrefix(a, "-o") && len(a) > 2:
-			opts = append(opts, strings.Split(a[2:], ",")...)
+			o, err := splitMountOptions(a[2:])
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, o...)
 		case a == "-n", a == "-s", a == "-v": // no mtab, sloppy, verbose: nothing to do
 		case a == "-f":
 			h.fake = true
@@ -151,6 +159,34 @@ func parseHelperArgs(model *kong.Node, args []string) (*helperCall, error) {
 		}
 	}
 	return h, nil
+}
+
+// splitMountOptions splits an -o list at its commas, except inside double quotes (mount(8)'s
+// way to put a comma in a value: -o 'peer_join="a:7946,b:7946"') or after a backslash (libfuse's
+// "\,"); the quotes and the backslash are dropped. mount(8) and mount.fuse3 pass both through
+// as they are.
+func splitMountOptions(s string) ([]string, error) {
+	var out []string
+	var cur strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if quoted {
+		return nil, fmt.Errorf("options %q: a double quote is not closed", s)
+	}
+	return append(out, cur.String()), nil
 }
 
 // runMountHelper runs the mount(8) form: in the foreground, or detached, returning once the

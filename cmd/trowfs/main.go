@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/alecthomas/kong"
 
@@ -59,6 +61,13 @@ Exit codes: 0 ok, 1 differences (verify), 2 usage, 3 data directory or mountpoin
 func main() {
 	if isMountHelperCall(os.Args[0], os.Args[1:]) {
 		os.Exit(runMountHelper(os.Args[1:]))
+	}
+	if os.Getenv(envDaemonReadyFD) != "" {
+		// The detached daemon of the mount form: until it is ready its stderr is a pipe to the
+		// process that started it, which may be gone (mount(8) killed by a timeout, ^C). Go would
+		// then die of SIGPIPE on the next log line, perhaps with the mount made: with SIGPIPE
+		// caught, that write fails instead, and the daemon carries on.
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	}
 	os.Exit(run(os.Args[1:]))
 }

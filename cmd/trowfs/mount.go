@@ -104,7 +104,14 @@ func (m *mountCmd) Run(log *slog.Logger) error {
 		sigs, releaseSigs = execSignals()
 		defer releaseSigs()
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP (the terminal of a foreground trowfs closed) stops the mount cleanly like SIGTERM,
+	// as libfuse's daemons do; Go's default would exit at once and leave a dead mountpoint. With
+	// --exec it is the command's (forwarded, see execSignals).
+	shutdownSigs := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+	if !m.Exec {
+		shutdownSigs = append(shutdownSigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), shutdownSigs...)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{
 		Data: m.Data, Mnt: m.Mnt, NonEmpty: m.NonEmpty, Layout: m.Layout, Exclude: m.Exclude, NoDefaultExcludes: m.NoDefaultExcludes,

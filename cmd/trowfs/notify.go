@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,7 +105,7 @@ func (n *notifier) startup() {
 					phase += ": " + detail
 				}
 				if phase != "" {
-					n.send(fmt.Sprintf("STATUS=%s (%s)", phase, time.Since(since).Round(time.Second)))
+					n.send(fmt.Sprintf("STATUS=%s (%s)", oneLine(phase), time.Since(since).Round(time.Second)))
 				}
 			}
 		}
@@ -116,10 +117,23 @@ func (n *notifier) status(phase string) {
 	if n.addr == nil {
 		return
 	}
+	phase = oneLine(phase) // kept so: every later STATUS= built from it stays one line
 	n.mu.Lock()
 	n.phase, n.detail, n.since = phase, "", time.Now()
 	n.mu.Unlock()
-	n.send("STATUS=" + phase)
+	n.send("STATUS=" + oneLine(phase))
+}
+
+// oneLine makes s fit in one assignment of a notify datagram: the protocol has no escapes, so a
+// line break (in a path, or an error naming a file of DATA) would start an assignment of its
+// own (READY=1, MAINPID=...). They become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == 0 {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // progress is the start-up reconcile's progress (server.Config.LoadProgress): it goes with the
@@ -153,7 +167,7 @@ func (n *notifier) ready(srv *server.Server) {
 		return
 	}
 	n.endLoop()
-	n.send(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=%s", os.Getpid(), serving(srv)))
+	n.send(fmt.Sprintf("READY=1\nMAINPID=%d\nSTATUS=%s", os.Getpid(), oneLine(serving(srv))))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel, n.loopDone = cancel, make(chan struct{})
 	go n.serve(ctx, srv)
@@ -178,7 +192,7 @@ func (n *notifier) serve(ctx context.Context, srv *server.Server) {
 			return
 		case <-st.C:
 			if s := serving(srv); s != last {
-				n.send("STATUS=" + s)
+				n.send("STATUS=" + oneLine(s))
 				last = s
 			}
 		case <-dog:
