@@ -388,6 +388,12 @@ func (s *Server) healOne(ctx context.Context, it healItem) error {
 	}
 	from, err := s.heal.healer.Heal(ctx, oci.HealRequest{DataDir: s.cfg.Data, RelPath: it.rel, Digest: it.want, Size: -1,
 		Repos: repos, Manifest: manifest}, srcs)
+	if errors.Is(err, oci.ErrChangedMeanwhile) {
+		// The registry deleted or rewrote the file: its own event settles the path (removed, or
+		// rehashed and queued again if still bad). Not a failure of the peers.
+		s.log.Info("peers: the blob changed during its heal; left as the registry made it", "path", it.rel, "digest", it.want)
+		return err
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.heal.failed.Add(1)
