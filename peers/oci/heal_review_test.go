@@ -2,7 +2,9 @@ package oci_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -113,5 +115,113 @@ func TestHealLeavesAFileTheRegistryRewroteDuringTheHeal(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// trickster serves the blob d of target in one of the ways a lying or broken peer can.
+func trickster(t *testing.T, target string, d string, good []byte, mode string) *httptest.Server {
+	u, _ := url.Parse(target)
+	p := httputil.NewSingleHostReverseProxy(u)
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	var s *httptest.Server
+	s = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wrong" {
+			w.Write(flipped)
+			return
+		}
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+d) {
+			p.ServeHTTP(w, r)
+			return
+		}
+		switch mode {
+		case "redirect-elsewhere-wrong":
+			http.Redirect(w, r, s.URL+"/wrong", http.StatusTemporaryRedirect)
+		case "redirect-elsewhere-right":
+			http.Redirect(w, r, target+r.URL.Path, http.StatusTemporaryRedirect)
+		case "gzip-wrong", "gzip-right":
+			b := flipped
+			if mode == "gzip-right" {
+				b = good
+			}
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(gz(b))
+		case "gzip-undeclared":
+			w.Write(gz(good)) // compressed bytes without saying so
+		case "cut":
+			w.Header().Set("Content-Length", fmt.Sprint(len(good)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(good[:len(good)/2])
+			w.(http.Flusher).Flush()
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.Close()
+		case "huge":
+			w.WriteHeader(http.StatusOK)
+			w.Write(good)
+			buf := make([]byte, 64<<10)
+			for i := 0; i < 1<<14 && r.Context().Err() == nil; i++ { // up to 1 GiB more
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// TestHealWritesOnlyBytesThatMatchTheName: whatever a peer does (wrong bytes behind a redirect to
+// another host, gzip transfer encoding of wrong bytes or of compressed bytes it does not declare,
+// the right bytes then a cut connection, the right bytes then an endless tail), the file ends
+// holding exactly the blob, from the peer only when what it served was exactly the blob, nothing
+// is left in DATA/.trowfs, and a known size bounds what is read.
+func TestHealWritesOnlyBytesThatMatchTheName(t *testing.T) {
+	a, d, good := healSetup(t)
+	for _, c := range []struct {
+		mode string
+		ok   bool // the trickster's bytes are the blob
+	}{
+		{"redirect-elsewhere-wrong", false}, {"redirect-elsewhere-right", true}, {"gzip-wrong", false},
+		{"gzip-right", true}, {"gzip-undeclared", false}, {"cut", false}, {"huge", false},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			data := t.TempDir()
+			rel := blobRel(d)
+			p := filepath.Join(data, filepath.FromSlash(rel))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte("rotten"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			liar := trickster(t, a.URL(), d.String(), good, c.mode)
+			ap := newHealer(t)
+			from, err := ap.Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d,
+				Size: int64(len(good)), Repos: []string{"org/app"}},
+				[]peers.Source{{Name: "liar", RegistryURL: liar.URL}, {Name: "a", RegistryURL: a.URL()}})
+			want := "a"
+			if c.ok {
+				want = "liar"
+			}
+			if err != nil || from != want {
+				t.Fatalf("Heal = %q, %v; want it healed from %s", from, err, want)
+			}
+			if got, _ := os.ReadFile(p); !bytes.Equal(got, good) {
+				t.Fatal("the healed file does not hold the blob")
+			}
+			if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+			if st := ap.Stats().Sources["liar"]; !c.ok && st.Rejected+st.Failures == 0 {
+				t.Fatalf("the trickster was not blamed: %+v", st)
+			}
+		})
 	}
 }
