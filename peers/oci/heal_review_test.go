@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/oci"
@@ -223,5 +224,103 @@ func TestHealWritesOnlyBytesThatMatchTheName(t *testing.T) {
 				t.Fatalf("the trickster was not blamed: %+v", st)
 			}
 		})
+	}
+}
+
+// TestHealNeverWritesThroughPlantedLinks: DATA/.trowfs (where the copy is written first) planted
+// as a symbolic link to a directory outside DATA makes the heal fail with nothing written there;
+// a blob file that is a hard link to a file outside DATA is replaced by name, never written
+// through, so the outside file keeps its bytes.
+func TestHealNeverWritesThroughPlantedLinks(t *testing.T) {
+	a, d, good := healSetup(t)
+	for _, c := range []string{"statedir-symlink", "hardlink"} {
+		t.Run(c, func(t *testing.T) {
+			base := t.TempDir()
+			data, outside := filepath.Join(base, "data"), filepath.Join(base, "outside")
+			rel := blobRel(d)
+			p := filepath.Join(data, filepath.FromSlash(rel))
+			for _, dir := range []string{filepath.Dir(p), outside} {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			victim := filepath.Join(outside, "victim")
+			if err := os.WriteFile(victim, []byte("precious"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			switch c {
+			case "statedir-symlink":
+				if err := os.WriteFile(p, []byte("rotten"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(outside, filepath.Join(data, ".trowfs")); err != nil {
+					t.Fatal(err)
+				}
+			case "hardlink":
+				if err := os.Link(victim, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := newHealer(t).Heal(context.Background(), oci.HealRequest{DataDir: data, RelPath: rel, Digest: d,
+				Size: int64(len(good)), Repos: []string{"org/app"}}, []peers.Source{{Name: "a", RegistryURL: a.URL()}})
+			if got, _ := os.ReadFile(victim); string(got) != "precious" {
+				t.Fatalf("the file outside DATA now holds %q", got)
+			}
+			names, _ := os.ReadDir(outside)
+			if len(names) != 1 {
+				t.Fatalf("files written outside DATA: %v", names)
+			}
+			switch c {
+			case "statedir-symlink":
+				if err == nil {
+					t.Fatal("Heal through a symlinked DATA/.trowfs succeeded")
+				}
+			case "hardlink":
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := os.ReadFile(p); !bytes.Equal(got, good) {
+					t.Fatal("the blob path does not hold the blob")
+				}
+			}
+		})
+	}
+}
+
+// TestHealCancelledMidStreamLeavesNothing: a heal whose context ends while a slow peer streams
+// (the mount stopping) returns, leaves the bad file as it was and no temporary file.
+func TestHealCancelledMidStreamLeavesNothing(t *testing.T) {
+	a, d, _ := healSetup(t)
+	var sent atomicInt
+	s := endless(t, a, d.String(), &sent)
+	data := t.TempDir()
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("rotten"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := newHealer(t).Heal(ctx, oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+			Repos: []string{"org/app"}}, []peers.Source{{Name: "slow", RegistryURL: s.URL}})
+		done <- err
+	}()
+	for sent.get() < 1<<20 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a cancelled heal succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Heal did not return after its context ended")
+	}
+	if got, _ := os.ReadFile(p); string(got) != "rotten" {
+		t.Fatalf("the file changed: %q", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }
