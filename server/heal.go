@@ -83,8 +83,11 @@ func (q *healQueue) poke() {
 }
 
 // add queues rel to be healed to want. A path already queued keeps its place and back-off
-// (unless the digest it must have changed); false when the queue is full.
-func (q *healQueue) add(rel string, want digest.Digest) bool {
+// (unless the digest it must have changed); false when the queue is full (counted as dropped).
+func (q *healQueue) add(rel string, want digest.Digest) bool { return q.put(rel, want, true) }
+
+// put is add; count says a refused path is a new drop (a refill re-offers paths dropped before).
+func (q *healQueue) put(rel string, want digest.Digest, count bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if it, ok := q.items[rel]; ok {
@@ -95,7 +98,9 @@ func (q *healQueue) add(rel string, want digest.Digest) bool {
 		return true
 	}
 	if len(q.items) >= q.max {
-		q.dropped++
+		if count {
+			q.dropped++
+		}
 		q.overflowed = true
 		return false
 	}
@@ -364,7 +369,7 @@ func (h *healing) refill() {
 	h.bad.mu.RLock()
 	defer h.bad.mu.RUnlock()
 	for p, want := range h.bad.paths {
-		if !h.q.add(p, want) {
+		if !h.q.put(p, want, false) {
 			return
 		}
 	}

@@ -68,6 +68,9 @@ func TestHealQueueOverflowIsHealedOnceThereIsRoom(t *testing.T) {
 			t.Fatalf("%s healed %d times", p, c)
 		}
 	}
+	if _, d := h.q.stats(); d != n-max {
+		t.Fatalf("dropped = %d after the refills, want %d: a refill that fills the queue drops nothing new", d, n-max)
+	}
 	if peak != 0 {
 		t.Fatalf("the queue held %d paths, more than its bound %d", peak, max)
 	}
