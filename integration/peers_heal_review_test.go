@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,5 +59,42 @@ func TestPeersHealAtStartFromTheSnapshot(t *testing.T) {
 	}
 	if got, err := pullLayer(t, b.regAddr(), "repo/app", d); err != nil || got != d.Hex {
 		t.Fatalf("pull of the healed layer through B's registry: %s, %v", got, err)
+	}
+}
+
+// TestPeersHealARepairedBlobThatRotsAgain: a repaired blob that rots again is a mismatch again
+// (the repaired finding does not hide it), is healed again, and is repaired again; the healed
+// counter counts both heals and the file ends right, through the mount and B's registry.
+func TestPeersHealARepairedBlobThatRotsAgain(t *testing.T) {
+	a, b := healCluster(t)
+	img := randomImage(t)
+	dg := pushImage(t, a.regAddr(), "repo/app:v1", img)
+	waitAll(t, "B serves repo/app:v1", []*e2eNode{b}, func(n *e2eNode) bool { return tagDigest(t, n.regAddr(), "repo/app:v1") == dg })
+	waitAll(t, "in sync after the push", []*e2eNode{a, b}, func(n *e2eNode) bool { return oneMemberInSync(n.state(t)) })
+	rel, d := layerBlob(t, img)
+	before := heals(t, b, "healed")
+	for round := 1; round <= 2; round++ {
+		flipByte(t, filepath.Join(b.data, rel))
+		verifyUntil(t, b, "the damaged blob is found", func() bool {
+			_, bad := findingAt(t, b, rel)["mismatch"]
+			return bad || heals(t, b, "healed") >= before+float64(round)
+		})
+		waitAll(t, "the heal is counted", []*e2eNode{b}, func(n *e2eNode) bool { return heals(t, n, "healed") >= before+float64(round) })
+		f := waitRepaired(t, b, rel)
+		if f.RepairedFrom != "a" || f.Expected != d.String() || f.Actual == d.String() {
+			t.Fatalf("round %d: repaired finding %+v", round, f)
+		}
+		if got := sha256File(t, filepath.Join(b.mnt, rel)); got != d.Hex {
+			t.Fatalf("round %d: the blob reads %s through B's mount, want %s", round, got, d.Hex)
+		}
+	}
+	if after := heals(t, b, "healed"); after != before+2 {
+		t.Fatalf("healed went from %v to %v, want two more", before, after)
+	}
+	if got, err := pullLayer(t, b.regAddr(), "repo/app", d); err != nil || got != d.Hex {
+		t.Fatalf("pull of the layer through B's registry: %s, %v", got, err)
+	}
+	if code, body := unixGet(t, b.sock)("/v1/state"); code != 200 || !strings.Contains(body, `"repaired_from": "a"`) {
+		t.Fatalf("GET /v1/state on B: %d, no repaired_from a", code)
 	}
 }
