@@ -197,9 +197,9 @@ func (h *healTemp) install(parentFd int, base string, was *unix.Stat_t) error {
 			_ = unix.Renameat2(h.dirFd, h.name, parentFd, base, unix.RENAME_EXCHANGE)
 			return fail(ErrChangedMeanwhile)
 		}
-		if err := unix.Unlinkat(h.dirFd, h.name, 0); err != nil {
-			return fmt.Errorf("remove the damaged file after the heal: %w", err)
-		}
+		// The copy is in place: a damaged file that cannot be removed now is not a failed heal
+		// (the next heal's housekeeping removes it, a day on: it is a heal.*.tmp file).
+		_ = unix.Unlinkat(h.dirFd, h.name, 0)
 	}
 	// parentFd is O_PATH: fsync needs a real descriptor of the directory.
 	dfd, err := openat2(parentFd, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
