@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -115,6 +117,9 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				var nf *notFoundError
 				if errors.As(err, &nf) {
 					continue // try the next repository
+				}
+				if errors.Is(err, errNoHealBudget) {
+					return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // no source is to blame
 				}
 				var de *DescriptorError
 				if errors.As(err, &de) {
@@ -248,20 +253,56 @@ func (r *round) fetchHeal(src *endpoint, repo, kind string, desc registry.Descri
 	if err := checkStatus(resp, what+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
-	// A blob of unknown size may take at most half of DATA's free space: a source streaming
-	// without end must not fill the registry's disk.
+	// Blobs of unknown size may take at most half of DATA's free space, all the heals running at
+	// once together: a source streaming without end must not fill the registry's disk.
 	maxUnknown := int64(1 << 62)
+	var w io.Writer = f
 	if desc.Size < 0 {
 		var fs unix.Statfs_t
 		if err := unix.Fstatfs(dirFd, &fs); err != nil {
 			return fail(err)
 		}
-		maxUnknown = max(1, int64(fs.Bavail)*int64(fs.Bsize)/2)
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		maxUnknown = max(1, free/2)
+		bw := &budgetWriter{w: f, b: &r.a.budget, limit: (free + r.a.budget.written.Load()) / 2}
+		defer func() { r.a.budget.written.Add(-bw.total) }()
+		w = bw
 	}
-	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
+	if _, err := copyVerified(w, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
+}
+
+// healBudget makes the heals of unknown size running at once share half of DATA's free space:
+// each measured half of the free space it saw alone, so two at once could fill DATA. Each heal
+// caps the bytes written by all of them together at half of the free space there was before any
+// of them wrote (the free space now plus what they wrote so far).
+type healBudget struct {
+	written atomic.Int64 // bytes written so far by the heals of unknown size in flight
+}
+
+// errNoHealBudget: the heals of unknown size in flight wrote half of DATA's free space between
+// them. The source writing when that happens need not be the one to blame: no source is blamed
+// and the heal is retried later (a single source sending too much is blamed by copyVerified).
+var errNoHealBudget = errors.New("heals in flight wrote half of DATA's free space between them: abandoned, retried later")
+
+// budgetWriter writes to w while the heals of unknown size together stay below limit.
+type budgetWriter struct {
+	w     io.Writer
+	b     *healBudget
+	limit int64
+	total int64 // what this writer wrote (given back when the heal ends)
+}
+
+func (c *budgetWriter) Write(p []byte) (int, error) {
+	if c.b.written.Load()+int64(len(p)) > c.limit {
+		return 0, errNoHealBudget
+	}
+	k, err := c.w.Write(p)
+	c.b.written.Add(int64(k))
+	c.total += int64(k)
+	return k, err
 }
 
 // staleTempAge is how old a heal's temporary file must be to be taken for one left by a crash.

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -322,5 +324,95 @@ func TestHealCancelledMidStreamLeavesNothing(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(data, ".trowfs", "*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// TestConcurrentHealsOfUnknownSizeTakeHalfOfDATATogether: trowfs heals two blobs at once, both of
+// unknown size (as the server asks). Two peers streaming without end must not take more than
+// half of DATA's free space between them: the registry keeps the other half (each heal alone
+// measuring half of the free space it sees at its start, two of them could fill DATA).
+func TestConcurrentHealsOfUnknownSizeTakeHalfOfDATATogether(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	a, d, _ := healSetup(t)
+	data := t.TempDir()
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=32m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(data, 0) })
+	rel := blobRel(d)
+	p := filepath.Join(data, filepath.FromSlash(rel))
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	os.WriteFile(p, []byte("rotten"), 0o644)
+	var fs0 syscall.Statfs_t
+	syscall.Statfs(data, &fs0)
+	free0 := int64(fs0.Bavail) * int64(fs0.Bsize)
+	ap := newHealer(t)
+	// Both sources hold their stream until both heals have started, as two slow peers would.
+	var started sync.WaitGroup
+	started.Add(2)
+	gate := make(chan struct{})
+	go func() { started.Wait(); close(gate) }()
+	var minFree atomic.Int64
+	minFree.Store(free0)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			var fs syscall.Statfs_t
+			if syscall.Statfs(data, &fs) == nil {
+				if f := int64(fs.Bavail) * int64(fs.Bsize); f < minFree.Load() {
+					minFree.Store(f)
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range 2 {
+		var sent atomicInt
+		u, _ := url.Parse(a.URL())
+		proxy := httputil.NewSingleHostReverseProxy(u)
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+d.String()) {
+				proxy.ServeHTTP(w, r)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			started.Done()
+			<-gate
+			buf := make([]byte, 64<<10)
+			for r.Context().Err() == nil {
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+				sent.add(int64(len(buf)))
+			}
+		}))
+		t.Cleanup(s.Close)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, errs[i] = ap.Heal(ctx, oci.HealRequest{DataDir: data, RelPath: rel, Digest: d, Size: -1,
+				Repos: []string{"org/app"}}, []peers.Source{{Name: fmt.Sprint("endless", i), RegistryURL: s.URL}})
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	for i, err := range errs {
+		if err == nil || strings.Contains(err.Error(), "no space") {
+			t.Errorf("heal %d: %v; want it abandoned before DATA is full", i, err)
+		}
+	}
+	if used := free0 - minFree.Load(); used > free0/2+(1<<20) {
+		t.Fatalf("two heals of unknown size took %d of %d free bytes at once; want at most half", used, free0)
 	}
 }
