@@ -65,6 +65,9 @@ type healQueue struct {
 	mu      sync.Mutex
 	items   map[string]*healItem
 	dropped uint64 // adds refused because the queue was full
+	// overflowed: an add was refused since the last refill; the refused paths are still bad and
+	// are queued again from the bad-blob set once the queue has room (wantsRefill).
+	overflowed bool
 }
 
 func newHealQueue(now func() time.Time, max int, backoff, maxWait time.Duration) *healQueue {
@@ -80,8 +83,11 @@ func (q *healQueue) poke() {
 }
 
 // add queues rel to be healed to want. A path already queued keeps its place and back-off
-// (unless the digest it must have changed); false when the queue is full.
-func (q *healQueue) add(rel string, want digest.Digest) bool {
+// (unless the digest it must have changed); false when the queue is full (counted as dropped).
+func (q *healQueue) add(rel string, want digest.Digest) bool { return q.put(rel, want, true) }
+
+// put is add; count says a refused path is a new drop (a refill re-offers paths dropped before).
+func (q *healQueue) put(rel string, want digest.Digest, count bool) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if it, ok := q.items[rel]; ok {
@@ -92,7 +98,10 @@ func (q *healQueue) add(rel string, want digest.Digest) bool {
 		return true
 	}
 	if len(q.items) >= q.max {
-		q.dropped++
+		if count {
+			q.dropped++
+		}
+		q.overflowed = true
 		return false
 	}
 	q.items[rel] = &healItem{rel: rel, want: want}
@@ -107,6 +116,9 @@ func (q *healQueue) remove(rel string, under bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.items, rel)
+	if q.overflowed {
+		q.poke() // room for a refill
+	}
 	if !under {
 		return
 	}
@@ -172,6 +184,19 @@ func (q *healQueue) done(it healItem, err error) {
 		wait *= 2
 	}
 	cur.notBefore = q.now().Add(min(wait, q.maxWait))
+}
+
+// wantsRefill reports, once, that adds were refused and the queue has come down to half its
+// bound: time to queue again the bad blobs that did not fit (a refill costs a walk of the bad
+// set, so it waits for room for many of them).
+func (q *healQueue) wantsRefill() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.overflowed || len(q.items) > q.max/2 {
+		return false
+	}
+	q.overflowed = false
+	return true
 }
 
 // retryAll makes every waiting item due now (new peers joined, or a peer's content changed).
@@ -331,12 +356,33 @@ func (s *Server) stopHealing() {
 	}
 }
 
-func (s *Server) healWorker(ctx context.Context) { s.heal.q.work(ctx, s.healOne) }
+func (s *Server) healWorker(ctx context.Context) { s.heal.work(ctx, s.healOne) }
+
+// work runs the queue's items through heal, queueing again from the bad-blob set what the
+// queue had to refuse once it has room.
+func (h *healing) work(ctx context.Context, heal func(context.Context, healItem) error) {
+	h.q.work(ctx, heal, h.refill)
+}
+
+// refill queues the bad blobs that are not queued, until the queue is full again.
+func (h *healing) refill() {
+	h.bad.mu.RLock()
+	defer h.bad.mu.RUnlock()
+	for p, want := range h.bad.paths {
+		if !h.q.put(p, want, false) {
+			return
+		}
+	}
+}
 
 // work runs heal on due items until ctx ends, waiting for the earliest back-off to pass or for
-// add, done or retryAll to make something due.
-func (q *healQueue) work(ctx context.Context, heal func(context.Context, healItem) error) {
+// add, done or retryAll to make something due. refill (nil: none) is called when the queue
+// refused adds and has room again.
+func (q *healQueue) work(ctx context.Context, heal func(context.Context, healItem) error, refill func()) {
 	for {
+		if refill != nil && q.wantsRefill() {
+			refill()
+		}
 		it, ok, wait := q.next()
 		if !ok {
 			var timer *time.Timer
@@ -388,6 +434,12 @@ func (s *Server) healOne(ctx context.Context, it healItem) error {
 	}
 	from, err := s.heal.healer.Heal(ctx, oci.HealRequest{DataDir: s.cfg.Data, RelPath: it.rel, Digest: it.want, Size: -1,
 		Repos: repos, Manifest: manifest}, srcs)
+	if errors.Is(err, oci.ErrChangedMeanwhile) {
+		// The registry deleted or rewrote the file: its own event settles the path (removed, or
+		// rehashed and queued again if still bad). Not a failure of the peers.
+		s.log.Info("peers: the blob changed during its heal; left as the registry made it", "path", it.rel, "digest", it.want)
+		return err
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.heal.failed.Add(1)

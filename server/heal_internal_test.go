@@ -146,7 +146,7 @@ func TestHealQueueWorkers(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 0; i < 3; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); q.work(ctx, heal) }()
+		go func() { defer wg.Done(); q.work(ctx, heal, nil) }()
 	}
 	paths := []string{"a", "b", "c", "d", "e"}
 	for _, p := range paths {

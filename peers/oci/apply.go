@@ -126,6 +126,8 @@ type Applier struct {
 	sources map[string]*SourceStats
 	refused map[string]refusal // delete key -> when to try again
 	synced  *synced            // loaded at the first Apply
+
+	budget healBudget // DATA's free space that heals of unknown size share (heal.go)
 }
 
 type refusal struct {

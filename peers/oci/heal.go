@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,6 +41,11 @@ type HealRequest struct {
 
 // ErrNoPeerHasIt is wrapped when no source served the blob with the right content.
 var ErrNoPeerHasIt = errors.New("no peer served the blob with matching content")
+
+// ErrChangedMeanwhile is wrapped when the damaged file is missing, or was removed or replaced
+// while the heal fetched its copy: the registry deleted or rewrote it, and its decision stands
+// (a heal never brings back a deleted blob, nor replaces a file it has not examined).
+var ErrChangedMeanwhile = errors.New("the blob file is missing or was replaced or removed during the heal: left as the registry made it")
 
 // stateDirName is trowfs's own directory in DATA, where the healed copy is written first.
 const stateDirName = ".trowfs"
@@ -79,15 +86,13 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	}
 	defer unix.Close(parentFd)
-	// The healed file takes the mode and owner of the file it replaces (or, for a missing file,
-	// 0644 and the directory's owner): the registry may run as another user than trowfs.
+	// The healed file takes the mode and owner of the file it replaces: the registry may run as
+	// another user than trowfs. A missing file is not healed: the registry deleted it (a heal
+	// that created it would bring back a blob the registry no longer knows and cannot collect).
 	var st unix.Stat_t
 	switch err := unix.Fstatat(parentFd, base, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case errors.Is(err, unix.ENOENT):
-		if err := unix.Fstat(parentFd, &st); err != nil {
-			return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
-		}
-		st.Mode = unix.S_IFREG | 0o644
+		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, ErrChangedMeanwhile)
 	case err != nil:
 		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
@@ -113,6 +118,9 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				if errors.As(err, &nf) {
 					continue // try the next repository
 				}
+				if errors.Is(err, errNoHealBudget) {
+					return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // no source is to blame
+				}
 				var de *DescriptorError
 				if errors.As(err, &de) {
 					return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err) // the request's size is wrong, not the source
@@ -121,7 +129,7 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 				r.failed(src, err)
 				break
 			}
-			err = sp.install(parentFd, base, st.Mode&0o7777, int(st.Uid), int(st.Gid))
+			err = sp.install(parentFd, base, &st)
 			if err != nil {
 				return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
 			}
@@ -142,29 +150,61 @@ type healTemp struct {
 	name  string
 }
 
-// install gives the copy mode and owner uid:gid, fsyncs it, renames it over parentFd/base and
-// fsyncs that directory.
-func (h *healTemp) install(parentFd int, base string, mode uint32, uid, gid int) error {
+// install gives the copy the mode and owner of was (the file stat'ed at parentFd/base when the
+// heal began), fsyncs it and puts it at parentFd/base only if that is still was: it exchanges
+// the two names atomically (renameat2 RENAME_EXCHANGE, which fails on a missing target, so a
+// blob deleted meanwhile is never recreated), checks that what it took out is was, and swaps
+// back if not (the registry rewrote the blob meanwhile: its file stays). Then it removes the old
+// file and fsyncs the directory. On any failure nothing is left under DATA/.trowfs.
+func (h *healTemp) install(parentFd int, base string, was *unix.Stat_t) error {
 	defer unix.Close(h.dirFd)
 	defer h.f.Close()
 	fail := func(err error) error {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
 		return err
 	}
-	if err := unix.Fchmod(int(h.f.Fd()), mode); err != nil {
+	if err := unix.Fchmod(int(h.f.Fd()), was.Mode&0o7777); err != nil {
 		return fail(fmt.Errorf("set the healed copy's mode: %w", err))
 	}
-	if uid != os.Geteuid() || gid != os.Getegid() {
-		if err := unix.Fchown(int(h.f.Fd()), uid, gid); err != nil {
-			return fail(fmt.Errorf("give the healed copy the owner %d:%d of the file it replaces: %w", uid, gid, err))
+	if int(was.Uid) != os.Geteuid() || int(was.Gid) != os.Getegid() {
+		if err := unix.Fchown(int(h.f.Fd()), int(was.Uid), int(was.Gid)); err != nil {
+			return fail(fmt.Errorf("give the healed copy the owner %d:%d of the file it replaces: %w", was.Uid, was.Gid, err))
 		}
 	}
 	if err := h.f.Sync(); err != nil {
 		return fail(err)
 	}
-	if err := unix.Renameat(h.dirFd, h.name, parentFd, base); err != nil {
+	same := func(st *unix.Stat_t) bool {
+		return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Dev == was.Dev && st.Ino == was.Ino
+	}
+	err := unix.Renameat2(h.dirFd, h.name, parentFd, base, unix.RENAME_EXCHANGE)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fail(ErrChangedMeanwhile) // deleted meanwhile: stays deleted
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP):
+		// No exchange on this file system: check, then rename over (a narrow window only).
+		var cur unix.Stat_t
+		if err := unix.Fstatat(parentFd, base, &cur, unix.AT_SYMLINK_NOFOLLOW); err != nil || !same(&cur) {
+			return fail(ErrChangedMeanwhile)
+		}
+		if err := unix.Renameat(h.dirFd, h.name, parentFd, base); err != nil {
+			return fail(fmt.Errorf("rename the healed copy into place: %w", err))
+		}
+	case err != nil:
+		return fail(fmt.Errorf("rename the healed copy into place: %w", err))
+	default:
+		// h.name is now the file that was at base.
+		var out unix.Stat_t
+		if err := unix.Fstatat(h.dirFd, h.name, &out, unix.AT_SYMLINK_NOFOLLOW); err != nil || !same(&out) {
+			// Not the file the heal examined: the registry's file goes back. If base went away
+			// between the two exchanges (deleted: it took the copy with it), what is left is the
+			// registry's file under h.name, which it replaced anyway: removed.
+			_ = unix.Renameat2(h.dirFd, h.name, parentFd, base, unix.RENAME_EXCHANGE)
+			return fail(ErrChangedMeanwhile)
+		}
+		// The copy is in place: a damaged file that cannot be removed now is not a failed heal
+		// (the next heal's housekeeping removes it, a day on: it is a heal.*.tmp file).
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
-		return fmt.Errorf("rename the healed copy into place: %w", err)
 	}
 	// parentFd is O_PATH: fsync needs a real descriptor of the directory.
 	dfd, err := openat2(parentFd, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -213,20 +253,56 @@ func (r *round) fetchHeal(src *endpoint, repo, kind string, desc registry.Descri
 	if err := checkStatus(resp, what+repo+"@"+desc.Digest.String()); err != nil {
 		return fail(err)
 	}
-	// A blob of unknown size may take at most half of DATA's free space: a source streaming
-	// without end must not fill the registry's disk.
+	// Blobs of unknown size may take at most half of DATA's free space, all the heals running at
+	// once together: a source streaming without end must not fill the registry's disk.
 	maxUnknown := int64(1 << 62)
+	var w io.Writer = f
 	if desc.Size < 0 {
 		var fs unix.Statfs_t
 		if err := unix.Fstatfs(dirFd, &fs); err != nil {
 			return fail(err)
 		}
-		maxUnknown = max(1, int64(fs.Bavail)*int64(fs.Bsize)/2)
+		free := int64(fs.Bavail) * int64(fs.Bsize)
+		maxUnknown = max(1, free/2)
+		bw := &budgetWriter{w: f, b: &r.a.budget, limit: (free + r.a.budget.written.Load()) / 2}
+		defer func() { r.a.budget.written.Add(-bw.total) }()
+		w = bw
 	}
-	if _, err := copyVerified(f, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
+	if _, err := copyVerified(w, resp.Body, desc.Digest, desc.Size, maxUnknown); err != nil {
 		return fail(err)
 	}
 	return &healTemp{f: f, dirFd: dirFd, name: tmp}, nil
+}
+
+// healBudget makes the heals of unknown size running at once share half of DATA's free space:
+// each measured half of the free space it saw alone, so two at once could fill DATA. Each heal
+// caps the bytes written by all of them together at half of the free space there was before any
+// of them wrote (the free space now plus what they wrote so far).
+type healBudget struct {
+	written atomic.Int64 // bytes written so far by the heals of unknown size in flight
+}
+
+// errNoHealBudget: the heals of unknown size in flight wrote half of DATA's free space between
+// them. The source writing when that happens need not be the one to blame: no source is blamed
+// and the heal is retried later (a single source sending too much is blamed by copyVerified).
+var errNoHealBudget = errors.New("heals in flight wrote half of DATA's free space between them: abandoned, retried later")
+
+// budgetWriter writes to w while the heals of unknown size together stay below limit.
+type budgetWriter struct {
+	w     io.Writer
+	b     *healBudget
+	limit int64
+	total int64 // what this writer wrote (given back when the heal ends)
+}
+
+func (c *budgetWriter) Write(p []byte) (int, error) {
+	if c.b.written.Load()+int64(len(p)) > c.limit {
+		return 0, errNoHealBudget
+	}
+	k, err := c.w.Write(p)
+	c.b.written.Add(int64(k))
+	c.total += int64(k)
+	return k, err
 }
 
 // staleTempAge is how old a heal's temporary file must be to be taken for one left by a crash.
