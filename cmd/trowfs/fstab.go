@@ -218,8 +218,22 @@ func runMountHelper(args []string) int {
 		fmt.Fprintln(os.Stderr, "trowfs:", err)
 		return ExitInternal
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
+	// The daemon's stderr until it is ready: with log_file, that file from the start (so its
+	// first lines are kept even if this process dies before it is ready: mount(8) killed by a
+	// timeout); without, a pipe to this process. Either way this process shows those lines only
+	// if the daemon fails (mount(8) is quiet on success).
+	var errR, errW, logF *os.File
+	var logFrom int64
+	if h.logFile != "" {
+		logF, err = os.OpenFile(h.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "trowfs: log_file:", err)
+			return ExitUsage
+		}
+		if st, serr := logF.Stat(); serr == nil {
+			logFrom = st.Size()
+		}
+	} else if errR, errW, err = os.Pipe(); err != nil {
 		fmt.Fprintln(os.Stderr, "trowfs:", err)
 		return ExitInternal
 	}
@@ -230,7 +244,12 @@ func runMountHelper(args []string) int {
 	}
 	cmd := exec.Command(self, h.args...)
 	cmd.Dir = "/" // hold no directory busy
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, errW
+	cmd.Stdin, cmd.Stdout = null, null
+	if logF != nil {
+		cmd.Stderr = logF
+	} else {
+		cmd.Stderr = errW
+	}
 	cmd.ExtraFiles = []*os.File{readyW}
 	cmd.Env = append(os.Environ(), envDaemonReadyFD+"=3")
 	if h.logFile != "" {
@@ -239,31 +258,39 @@ func runMountHelper(args []string) int {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no terminal, its own session
 	err = cmd.Start()
 	readyW.Close()
-	errW.Close()
+	if errW != nil {
+		errW.Close()
+	}
+	if logF != nil {
+		logF.Close()
+	}
 	null.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "trowfs: start the daemon:", err)
 		return ExitInternal
 	}
-	// What the daemon logs until it is ready is shown only if it fails (mount(8) is quiet on
-	// success); with log_file it is put at the head of that file.
 	var early strings.Builder
 	copied := make(chan struct{})
-	go func() { _, _ = io.Copy(&early, errR); close(copied) }()
+	if errR != nil {
+		go func() { _, _ = io.Copy(&early, errR); close(copied) }()
+	} else {
+		close(copied)
+	}
 	line, _ := bufio.NewReader(readyR).ReadString('\n')
 	if line == "ready\n" {
 		<-copied // the daemon moved its stderr away from the pipe
-		if h.logFile != "" {
-			if f, err := os.OpenFile(h.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err == nil {
-				_, _ = f.WriteString(early.String())
-				f.Close()
-			}
-		}
 		_ = cmd.Process.Release()
 		return ExitOK
 	}
 	_ = cmd.Wait()
 	<-copied
+	if h.logFile != "" {
+		if f, err := os.Open(h.logFile); err == nil {
+			_, _ = f.Seek(logFrom, io.SeekStart)
+			_, _ = io.Copy(&early, f)
+			f.Close()
+		}
+	}
 	fmt.Fprint(os.Stderr, early.String())
 	if code := cmd.ProcessState.ExitCode(); code > 0 {
 		return code
