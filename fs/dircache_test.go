@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -283,4 +284,25 @@ func TestDirCacheInvalidate(t *testing.T) {
 	}
 	e.Server.Invalidate("d/blob")
 	sameListing(t, "after Invalidate", listing(t, d), listing(t, bd))
+}
+
+// A change behind the mount that nothing reports shows in the listing once the directory's cached
+// attributes expire: the kernel then sees the directory's new mtime and drops the cached listing.
+func TestDirCacheExpiresWithAttributes(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	e := fstest.Mount(t, fstest.Options{CacheTimeout: timeout})
+	d, bd := filepath.Join(e.Mnt, "d"), filepath.Join(e.Data, "d")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "a"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listing(t, d)
+	time.Sleep(10 * time.Millisecond) // a later mtime than the listing's, on coarse clocks too
+	if err := os.WriteFile(filepath.Join(bd, "b"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * timeout)
+	sameListing(t, "after the attribute timeout", listing(t, d), listing(t, bd))
 }
