@@ -36,10 +36,18 @@
 // The one exception to "never turn a success into a failure" is opt-in: with Options.Refuse set
 // (--on-mismatch=eio), an open for reading of a path it names fails with EIO before the backing
 // open (fs/mismatch.go). Server.Invalidate drops the kernel's cached view of a file that was
-// replaced in DATA behind the mount (a heal), so the next lookup and read see the new file.
+// replaced in DATA behind the mount (a heal), so the next lookup, read and listing see the new file.
+//
+// # Kernel caching
+//
+// Entries and attributes are cached for a minute, directory listings until invalidated
+// (FOPEN_CACHE_DIR, fs/dircache.go). The kernel drops what a change through the mount makes stale;
+// a change behind the mount that a verification run or scrub finds reaches the kernel through the
+// tracker's SetBehindHook, and a heal's through Server.Invalidate. A change behind the mount that
+// nothing finds stays invisible until the directory's cached attributes expire and its mtime moved.
 //
 // # Locking
 //
-// The fs package holds no locks of its own: go-fuse serialises what it must per inode, and the
-// tracker guards the tree.
+// The fs package holds no locks of its own besides the invalidation queue's (fs/dircache.go):
+// go-fuse serialises what it must per inode, and the tracker guards the tree.
 package fs

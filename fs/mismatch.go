@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"strings"
 	"syscall"
 )
 
@@ -26,24 +25,8 @@ func (n *Node) refused(flags uint32) syscall.Errno {
 
 // Invalidate tells the kernel that the file at rel (relative to DATA) was replaced in DATA behind
 // the mount (a heal renamed a verified copy over it): the cached pages and attributes of the node
-// it holds for that name are dropped, and so is the name, so the next lookup finds the new file.
-// A descriptor already open keeps the file it opened, as after a rename(2) over it.
-func (s *Server) Invalidate(rel string) {
-	if s.root == nil || rel == "" {
-		return
-	}
-	dir, base := "", rel
-	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
-		dir, base = rel[:i], rel[i+1:]
-	}
-	parent := s.root.EmbeddedInode()
-	if dir != "" {
-		if parent = s.root.knownNode(dir); parent == nil {
-			return // the kernel has not looked the directory up: it caches nothing below it
-		}
-	}
-	if ch := parent.GetChild(base); ch != nil {
-		_ = ch.NotifyContent(0, 0) // ENOENT: the kernel already forgot it
-	}
-	_ = parent.NotifyEntry(base)
-}
+// it holds for that name are dropped, and so are the name and the parent directory's cached
+// listing (which holds the old inode number), so the next lookup and listing find the new file.
+// A descriptor already open keeps the file it opened, as after a rename(2) over it. It must not
+// be called with the tracker lock held (see invalidate).
+func (s *Server) Invalidate(rel string) { s.invalidate(rel) }

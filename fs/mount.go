@@ -79,6 +79,9 @@ type Server struct {
 	mnt         string
 	passthrough bool
 	root        *Node // for Invalidate
+	// inval passes the tracker's findings of changes behind the mount to the kernel (dircache.go).
+	inval     *invalQueue
+	unmounted atomic.Bool
 }
 
 // Passthrough reports whether the kernel accepted FUSE passthrough (reads, and writes in the
@@ -162,5 +165,13 @@ func Mount(data, mnt string, t *tracker.Tracker, opts Options) (*Server, error) 
 	s := &Server{Server: srv, mnt: mnt, root: root.(*Node)}
 	s.passthrough = opts.WriteMode != WriteDaemon && srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
 	root.(*Node).m.perName.Store(s.passthrough)
+	s.inval = newInvalQueue(s.invalidate)
+	remove := t.SetBehindHook(s.inval.add)
+	go func() {
+		// Unmounted: nothing is cached any more, and the connection must not be written to.
+		srv.Wait()
+		s.unmounted.Store(true)
+		remove()
+	}()
 	return s, nil
 }

@@ -606,9 +606,10 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 // OpendirHandle hides DATA/.trowfs from the root's listing and, with ListState, lists .state.
+// The kernel may cache the listing across opens (dircache.go).
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	ds, errno := n.dirStream()
-	fh, fl := gofs.FileHandle(ds), uint32(0)
+	fh, fl := gofs.FileHandle(ds), uint32(dirCacheFlags)
 	if errno != 0 || (!n.isRoot() && !n.m.listState) {
 		return fh, fl, errno
 	}

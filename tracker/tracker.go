@@ -70,6 +70,8 @@ type Tracker struct {
 	onHash     func(time.Duration)                   // Options.OnCommitHash, or nil
 	onRunEnd   func(kind string, took time.Duration) // Options.OnRunEnd, or nil
 	onLoad     func(files, bytes int64, final bool)  // Options.OnLoadProgress, or nil
+	// behind is SetBehindHook's function, or nil.
+	behind atomic.Pointer[func(rel string)]
 
 	jobs    *jobQueue
 	notify  *eventQueue
@@ -213,6 +215,24 @@ func (t *Tracker) Drain(timeout time.Duration) bool {
 		t.mu.Lock()
 	}
 	return true
+}
+
+// SetBehindHook makes fn receive the path of every entry a verification run or scrub finds
+// added, changed or removed in DATA without passing through the mount (a drift finding), so a
+// mount can drop what the kernel caches of it. fn is called with the tracker lock held: it must
+// not block nor call the tracker. It replaces any earlier hook; remove removes fn unless another
+// hook replaced it meanwhile.
+func (t *Tracker) SetBehindHook(fn func(rel string)) (remove func()) {
+	p := &fn
+	t.behind.Store(p)
+	return func() { t.behind.CompareAndSwap(p, nil) }
+}
+
+// changedBehind passes rel to the SetBehindHook function, if any.
+func (t *Tracker) changedBehind(rel string) {
+	if fn := t.behind.Load(); fn != nil {
+		(*fn)(rel)
+	}
 }
 
 // WaitNotified waits until every event so far has been delivered to Notify.

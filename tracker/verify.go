@@ -426,6 +426,7 @@ func (t *Tracker) findUntracked(r *Run, ctx context.Context) {
 			r.add(f)
 			t.addFindingLocked(f)
 			t.log.Warn("file added behind the mount", "path", d.rel)
+			t.changedBehind(d.rel)
 			if parent != "." {
 				_ = t.tree.MkdirAll(parent, now())
 			}
@@ -472,6 +473,7 @@ func (t *Tracker) drift(r *Run, it verifyItem, st *unix.Stat_t) {
 	r.add(f)
 	t.addFindingLocked(f)
 	t.log.Warn("file changed behind the mount", "path", it.path)
+	t.changedBehind(it.path)
 	t.rehashLocked(it.path, st, false)
 }
 
@@ -485,6 +487,7 @@ func (t *Tracker) driftGone(r *Run, it verifyItem) {
 	r.add(f)
 	t.removeLocked(it.path)
 	t.addFindingLocked(f)
+	t.changedBehind(it.path)
 }
 
 // ---- scrub ----------------------------------------------------------------------------------
