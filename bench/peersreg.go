@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -175,6 +176,9 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 	seed := "127.0.0.1:" + strconv.Itoa(nodes[0].gossipPort)
 	defer func() {
 		for _, n := range nodes {
+			if d := os.Getenv("TROWFS_BENCH_PEER_LOGS"); d != "" && n.mount != nil { // kept to study a run
+				_ = os.WriteFile(filepath.Join(d, "peer-"+n.name+".log"), []byte(n.mount.Log()), 0o644)
+			}
 			if n.reg != nil {
 				n.reg.stop() // it has files open on the mount
 			}
@@ -190,7 +194,8 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 		}
 		n.mount, err = s.mountTrowfs(data, filepath.Join(n.dir, "mnt"), "--layout", "distribution",
 			"--peer-name", n.name, "--peer-bind", "127.0.0.1:"+strconv.Itoa(n.gossipPort), "--peer-join", seed,
-			"--peer-key-file", keyFile, "--registry-url", "http://"+n.regAddr())
+			"--peer-key-file", keyFile, "--registry-url", "http://"+n.regAddr(),
+			"--log-level", "debug") // the peers' debug lines time the steps of the replication (lagSplit)
 		if err != nil {
 			return nil, err
 		}
@@ -226,6 +231,7 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 		return time.Since(start).Seconds(), err
 	}
 	var copies, pairs, pushes, lags, served, stamps []float64
+	split := lagSplit{}
 	for i, img := range imgs {
 		for j := range 3 {
 			switch (i + j) % 3 {
@@ -261,6 +267,7 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 			}
 			pushed := time.Since(start)
 			var stamped time.Duration // when A's peer root first moved: the push seen and stamped
+			visible := map[string]time.Time{}
 			if !waitFor(2*time.Minute, func() bool {
 				if stamped == 0 {
 					if st, err := nodes[0].peerState(); err == nil && st.Root != before.Root {
@@ -268,11 +275,11 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 					}
 				}
 				for _, n := range nodes[1:] {
-					if !servesDigest(n.regAddr(), img.repo, img.tag, img.manifest.digest) {
-						return false
+					if visible[n.name].IsZero() && servesDigest(n.regAddr(), img.repo, img.tag, img.manifest.digest) {
+						visible[n.name] = time.Now()
 					}
 				}
-				return true
+				return len(visible) == len(nodes)-1
 			}) {
 				return nil, fmt.Errorf("%s:%s pushed to A not served by B and C within 2 min", img.repo, img.tag)
 			}
@@ -282,6 +289,8 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 			}
 			pushes, lags, served = append(pushes, p), append(lags, (all-pushed).Seconds()), append(served, all.Seconds())
 			stamps = append(stamps, stamped.Seconds())
+			time.Sleep(300 * time.Millisecond) // the mounts' last lines reach their logs
+			split.add(nodes, start.Add(pushed), visible)
 		}
 		// The next measurement starts from a quiet cluster (and B and C really hold the image).
 		if err := allInSync(time.Minute); err != nil {
@@ -296,6 +305,9 @@ func (s *Suite) peersRegistries() ([]Row, error) {
 	cp, lag, all := Median(copies), Median(lags), Median(served)
 	note := fmt.Sprintf("%d images of %d × %d MiB layers, one at a time; native column = `crane copy` of the same image between two plain distribution registries in the same run; trowfs = from crane copy to A returning (median %.2f s) until B and C both serve the tag, polled every 50 ms: %.2f× crane copy (of which %.2f s until A's peer root moved: the push seen by the mount and stamped); two crane copies at once from one registry to two others, the transfer work of the replication: %.2f s, lag %.2f× that; every image then pulled from B and C, every digest checked; %s",
 		nImgs, layers, layerSize>>20, Median(pushes), lag/cp, Median(stamps), Median(pairs), lag/Median(pairs), noise(Spread(copies), Spread(lags)))
+	if sp := split.String(); sp != "" {
+		note += "; " + sp
+	}
 	lagRow := Row{Name: lagName, Unit: "s", Native: cp, Loopback: NA, Trowfs: lag, Mode: "3 mounts", Target: lagTarget,
 		Pass: atMost(lag/cp, 1.5), Note: note}
 	fromRow := Row{Name: fromName, Unit: "s", Native: cp, Loopback: NA, Trowfs: all, Mode: "3 mounts", Target: "info",
@@ -396,6 +408,9 @@ func (s *Suite) peersAll() ([]Row, error) {
 		errs = append(errs, "registries: "+err.Error())
 	}
 	StopAll()
+	if os.Getenv("TROWFS_BENCH_PEERS") == "replication" { // the replication rows alone (BENCHMARKS.md)
+		return rows, errorsOf(errs)
+	}
 	s.logf("   difference cost")
 	rows = append(rows, s.peersDiff()...)
 	rs, err = s.peersSim()
@@ -403,8 +418,99 @@ func (s *Suite) peersAll() ([]Row, error) {
 	if err != nil {
 		errs = append(errs, "simulation: "+err.Error())
 	}
+	return rows, errorsOf(errs)
+}
+
+func errorsOf(errs []string) error {
 	if len(errs) > 0 {
-		return rows, fmt.Errorf("%s", strings.Join(errs, "; "))
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
-	return rows, nil
+	return nil
+}
+
+// lagSplit gathers, image by image, when each step of a replication happened after the push to A
+// returned, from the mounts' debug lines (peers/node.go): A stamps the push, A starts its sync with
+// B (or C), B merges A's offer, B starts and ends its apply, B's registry serves the tag.
+type lagSplit map[string][]float64
+
+// lagSteps are the steps in order: the node whose log says it, its message, and a key=value the
+// line must hold ("" for any).
+var lagSteps = []struct{ name, who, msg, attr string }{
+	{"stamped", "a", "local registry changes stamped", ""},
+	{"A syncs", "a", "sync start", "peer=%s"},
+	{"root gossiped", "%s", "member root gossiped", "peer=a"},
+	{"offer merged", "%s", "offer taken", "changed=true"},
+	{"apply start", "%s", "apply start", ""},
+	{"apply end", "%s", "apply end", ""},
+}
+
+var logTime = regexp.MustCompile(`^time=(\S+) level=\S+ msg=("(?:[^"\\]|\\.)*"|\S+)(.*)$`)
+
+// add records the steps of one replication: for B and C, the first line of each step after A's
+// stamp (the apply's end after its start), and when the tag became visible.
+func (l lagSplit) add(nodes []*peerNode, from time.Time, visible map[string]time.Time) {
+	type line struct {
+		t        time.Time
+		msg, all string
+	}
+	logs := map[string][]line{}
+	for _, n := range nodes {
+		for _, s := range strings.Split(n.mount.Log(), "\n") {
+			m := logTime.FindStringSubmatch(s)
+			if m == nil {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil || t.Before(from.Add(-time.Second)) {
+				continue
+			}
+			msg := strings.Trim(m[2], `"`)
+			logs[n.name] = append(logs[n.name], line{t, msg, m[3]})
+		}
+	}
+	for _, n := range nodes[1:] {
+		at := from.Add(-time.Second) // the stamp may come before crane returns (its manifest PUT is done)
+		stamp := at
+		for _, st := range lagSteps {
+			if st.name != "apply end" && st.name != "stamped" {
+				at = stamp
+			}
+			who := st.who
+			if strings.Contains(who, "%s") {
+				who = fmt.Sprintf(who, n.name)
+			}
+			attr := st.attr
+			if strings.Contains(attr, "%s") {
+				attr = fmt.Sprintf(attr, n.name)
+			}
+			for _, ln := range logs[who] {
+				if ln.t.Before(at) || ln.msg != st.msg || (attr != "" && !strings.Contains(ln.all, " "+attr)) {
+					continue
+				}
+				at = ln.t
+				if st.name == "stamped" {
+					stamp = at
+				}
+				l[st.name] = append(l[st.name], at.Sub(from).Seconds())
+				break
+			}
+		}
+		if v, ok := visible[n.name]; ok {
+			l["visible"] = append(l["visible"], v.Sub(from).Seconds())
+		}
+	}
+}
+
+// String is the median time of each step after the push returned, over B and C and the images.
+func (l lagSplit) String() string {
+	var parts []string
+	for _, st := range append(lagSteps, struct{ name, who, msg, attr string }{name: "visible"}) {
+		if xs := l[st.name]; len(xs) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %+.2f s (%d)", st.name, Median(xs), len(xs)))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "split, median seconds after the push returned on B and C (count): " + strings.Join(parts, ", ")
 }

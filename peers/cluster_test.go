@@ -106,6 +106,8 @@ type clusterOpts struct {
 	http  func(name string) *http.Client // nil: the node's default client
 	// gossip tweaks memberlist (nil: the LAN defaults, so that idle figures are real ones).
 	gossip func(*memberlist.Config)
+	// sync and debounce replace the nodes' SyncInterval (1 s) and Debounce (50 ms) when not zero.
+	sync, debounce time.Duration
 }
 
 // startCluster starts nodes on 127.0.0.1 with random ports, the real memberlist transport (counted),
@@ -142,6 +144,12 @@ func startCluster(t *testing.T, co clusterOpts) []*testNode {
 		}
 		if co.http != nil {
 			o.HTTP = co.http(name)
+		}
+		if co.sync > 0 {
+			o.SyncInterval = co.sync
+		}
+		if co.debounce > 0 {
+			o.Debounce = co.debounce
 		}
 		n, err := Start(o)
 		if err != nil {

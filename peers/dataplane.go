@@ -109,6 +109,7 @@ func (n *Node) takeOffer(peer string, body []byte) error {
 	if changed {
 		n.changedLocked()
 	}
+	n.log.Debug("offer taken", "peer", peer, "entries", len(es), "changed", changed)
 	return nil
 }
 

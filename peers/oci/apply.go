@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -253,6 +254,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	if err := a.loadSynced(); err != nil {
 		return Result{}, err
 	}
+	t0 := time.Now()
 	localView, err := a.o.Local.View()
 	if err != nil {
 		return Result{}, fmt.Errorf("oci: reading the local registry's view: %w", err)
@@ -315,6 +317,7 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 		}()
 	}
 	wg.Wait()
+	tManifests := time.Now()
 
 	// 2. Tags, each only once its manifest is present.
 	for _, repo := range sortedKeys(live) {
@@ -333,6 +336,8 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 			}
 		}
 	}
+
+	tTags := time.Now()
 
 	// 3. Deletes: what was replicated before, is still in the local registry unchanged, and live
 	// no longer holds.
@@ -394,9 +399,12 @@ func (a *Applier) apply(ctx context.Context, live crdt.View, sources []peers.Sou
 	a.mu.Lock()
 	a.synced = next
 	a.mu.Unlock()
+	tDeletes := time.Now()
 	if err := a.saveSynced(next); err != nil {
 		a.log.Warn("peers: saving the applied view failed", "err", err)
 	}
+	a.log.Debug("peers: apply phases", "manifests_jobs", len(jobs), "manifests", tManifests.Sub(t0), "tags", tTags.Sub(tManifests),
+		"deletes", tDeletes.Sub(tTags), "save", time.Since(tDeletes))
 
 	r.mu.Lock()
 	res := r.res
@@ -595,6 +603,7 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 			return nil
 		}
 		if desc.Size > r.a.o.MemLimit {
+			// Streamed or spooled, a blob larger than the disk's free space is not fetched.
 			if err := checkFree(r.a.o.TempDir, desc.Size); err != nil {
 				return fmt.Errorf("blob %s@%s: %w", repo, desc.Digest, err) // no source is to blame
 			}
@@ -603,6 +612,27 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 		sort.SliceStable(srcs, func(i, j int) bool { return srcs[i] == first && srcs[j] != first })
 		var errs []string
 		for _, src := range srcs {
+			if desc.Size >= 0 {
+				// Streamed from the source into the local registry, verified on the way.
+				t0 := time.Now()
+				srcErr, err := r.stream(repo, desc, src)
+				r.a.log.Debug("peers: blob streamed", "repo", repo, "digest", desc.Digest, "bytes", desc.Size, "from", src.name,
+					"took", time.Since(t0), "source_err", srcErr, "err", err)
+				var mm *MismatchError
+				switch {
+				case srcErr == nil && err == nil:
+					return nil
+				case srcErr == nil:
+					return fmt.Errorf("local registry refused blob %s@%s: %w", repo, desc.Digest, err)
+				case !errors.As(srcErr, &mm):
+					errs = append(errs, src.name+": "+srcErr.Error())
+					r.failed(src, srcErr)
+					continue
+				}
+				// The bytes did not match: nothing was committed. Spooled again below, which
+				// tells a lying source from a wrong descriptor and counts what it refused.
+			}
+			t0 := time.Now()
 			sp, err := src.getBlob(r.ctx, repo, desc, r.a.o.MemLimit, r.a.o.TempDir)
 			var de *DescriptorError
 			if errors.As(err, &de) {
@@ -613,8 +643,11 @@ func (r *round) ensureBlob(repo string, desc registry.Descriptor, first *endpoin
 				r.failed(src, err)
 				continue
 			}
+			t1 := time.Now()
 			err = r.upload(repo, desc, sp)
 			sp.close()
+			r.a.log.Debug("peers: blob applied", "repo", repo, "digest", desc.Digest, "bytes", desc.Size, "from", src.name,
+				"fetch", t1.Sub(t0), "upload", time.Since(t1), "err", err)
 			if err != nil {
 				return fmt.Errorf("local registry refused blob %s@%s: %w", repo, desc.Digest, err)
 			}
@@ -646,6 +679,164 @@ func (r *round) upload(repo string, desc registry.Descriptor, sp *spool) error {
 	r.mu.Unlock()
 	return nil
 }
+
+// stream uploads blob desc to the local repo while reading it from src: the bytes reach the local
+// registry as they arrive (fetch and upload overlap, nothing is spooled) and are verified on the
+// way, the last byte held back until the size and digest match, so the registry, which commits an
+// upload only once its body ended, never commits bytes that were not verified. srcErr is src's
+// failure (a *MismatchError when its bytes did not match), err the local registry's.
+func (r *round) stream(repo string, desc registry.Descriptor, src *endpoint) (srcErr, err error) {
+	h, err := v1.NewHash(desc.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	b := &streamedBlob{h: h, desc: desc, mt: types.MediaType(desc.MediaType), open: func() (io.ReadCloser, error) {
+		resp, err := src.do(r.ctx, http.MethodGet, repo, "blobs", desc.Digest.String())
+		if err != nil {
+			return nil, err
+		}
+		if err := checkStatus(resp, "blob "+repo+"@"+desc.Digest.String()); err != nil {
+			resp.Body.Close()
+			return nil, err
+		}
+		return resp.Body, nil
+	}}
+	l, err := partial.CompressedToLayer(b)
+	if err != nil {
+		return nil, err
+	}
+	repoRef, err := name.NewRepository(r.local.repoRef(repo), r.local.nameOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	err = r.pusher.Upload(r.ctx, repoRef, l)
+	if srcErr = b.failure(); srcErr != nil {
+		return srcErr, nil // whatever the registry said: it answered a body that failed
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.res.Blobs++
+	r.res.BlobBytes += desc.Size
+	r.mu.Unlock()
+	return nil, nil
+}
+
+// streamedBlob is a blob read from a source as the pusher uploads it.
+type streamedBlob struct {
+	h    v1.Hash
+	desc registry.Descriptor
+	mt   types.MediaType
+	open func() (io.ReadCloser, error)
+
+	mu  sync.Mutex
+	err error // the source's last failure
+}
+
+func (b *streamedBlob) Digest() (v1.Hash, error) { return b.h, nil }
+func (b *streamedBlob) Size() (int64, error)     { return b.desc.Size, nil }
+func (b *streamedBlob) MediaType() (types.MediaType, error) {
+	if b.mt == "" {
+		return types.OCILayer, nil
+	}
+	return b.mt, nil
+}
+
+// Compressed opens the source (again, when the pusher retries).
+func (b *streamedBlob) Compressed() (io.ReadCloser, error) {
+	rc, err := b.open()
+	b.fail(err)
+	if err != nil {
+		return nil, err
+	}
+	return &verifyingReader{b: b, rc: rc, r: io.LimitReader(rc, b.desc.Size+1), h: b.desc.Digest.Algorithm().Hash()}, nil
+}
+
+// fail records err (nil: a new attempt, nothing failed yet).
+func (b *streamedBlob) fail(err error) {
+	b.mu.Lock()
+	b.err = err
+	b.mu.Unlock()
+}
+
+func (b *streamedBlob) failure() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
+// verifyingReader passes a source's body on, hashing it, and holds back the blob's last byte until
+// the source ended with exactly the blob's size and digest: a body that does not match ends in an
+// error, never in io.EOF, and its last byte is never sent.
+type verifyingReader struct {
+	b    *streamedBlob
+	rc   io.ReadCloser
+	r    io.Reader // rc, at most size+1 bytes
+	h    hash.Hash
+	n    int64 // bytes read from r
+	last []byte
+	ok   bool // verified: last may go, then io.EOF
+	err  error
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	if v.ok {
+		if len(v.last) > 0 && len(p) > 0 {
+			p[0], v.last = v.last[0], nil
+			return 1, nil
+		}
+		return 0, io.EOF
+	}
+	size := v.b.desc.Size
+	for len(p) > 0 {
+		if v.n < size {
+			k, err := v.r.Read(p[:min(int64(len(p)), size-v.n)])
+			v.h.Write(p[:k])
+			v.n += int64(k)
+			if v.n == size && k > 0 { // hold the last byte back
+				v.last = []byte{p[k-1]}
+				k--
+			}
+			if err != nil && err != io.EOF {
+				return k, v.failed(err)
+			}
+			if err == io.EOF && v.n < size {
+				return k, v.failed(&MismatchError{What: "blob", Digest: v.b.desc.Digest.String(), Size: size, Bytes: v.n})
+			}
+			if k > 0 {
+				return k, nil
+			}
+			continue
+		}
+		// All size bytes read: the source must end here, with the right digest.
+		var extra [1]byte
+		k, err := io.ReadFull(v.r, extra[:])
+		if k > 0 {
+			return 0, v.failed(&MismatchError{What: "blob", Digest: v.b.desc.Digest.String(), Size: size, Bytes: v.n + int64(k)})
+		}
+		if err != io.EOF {
+			return 0, v.failed(err)
+		}
+		if got := digest.NewDigest(v.b.desc.Digest.Algorithm(), v.h); got != v.b.desc.Digest {
+			return 0, v.failed(&MismatchError{What: "blob", Digest: v.b.desc.Digest.String(), Got: got.String(), Size: size, Bytes: v.n})
+		}
+		v.ok = true
+		return v.Read(p)
+	}
+	return 0, nil
+}
+
+func (v *verifyingReader) failed(err error) error {
+	v.err = err
+	v.b.fail(err)
+	return err
+}
+
+func (v *verifyingReader) Close() error { return v.rc.Close() }
 
 // setTag points repo:tag at d (already present locally).
 func (r *round) setTag(repo, tag, d string) error {

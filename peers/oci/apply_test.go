@@ -1104,3 +1104,29 @@ func TestApplyErrorNamesTheCauseOfAnUnappliedTag(t *testing.T) {
 		t.Fatalf("error %v: want the tag and the cause (connection refused)", err)
 	}
 }
+
+// Blobs go from the source into the local registry as they arrive, never spooled: with a TempDir
+// nothing can be created in (a file), blobs larger than MemLimit are still applied, byte for byte.
+func TestApplyStreamsBlobsWithoutSpooling(t *testing.T) {
+	f := newFixture(t, "")
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ap, err := oci.New(oci.Options{LocalURL: f.b.URL(), Local: modelView{t, f.b.Dir}, Store: f.store, Transport: f.rt,
+		TempDir: notDir, MemLimit: 2048, BackoffStart: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushRandom(t, f.a, "org/app", 2) // layers of 3000 bytes, above MemLimit
+	live := viewOf(t, f.a.Dir)
+	res, err := ap.ApplyResult(context.Background(), live, []peers.Source{{Name: "a", RegistryURL: f.a.URL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertServesSame(t, f.a, f.b, live)
+	assertBlobFilesMatchNames(t, f.b.Dir)
+	if res.Blobs == 0 || res.BlobBytes < 2*2*3000 {
+		t.Errorf("result %+v", res)
+	}
+}
