@@ -297,9 +297,16 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	start := time.Now()
+	var hold time.Duration
+	defer func() {
+		t.ckptHold.Store(int64(hold))
+		t.ckptTotal.Store(int64(time.Since(start)))
+	}()
 	err = sd.WriteAtomic(SnapshotFile, func(f io.Writer) error {
 		w := bufio.NewWriterSize(f, 1<<20)
 		t.mu.Lock()
+		locked := time.Now()
 		meta := map[string]string{
 			"written_at": strconv.FormatInt(time.Now().UnixNano(), 10),
 			"clean":      strconv.FormatBool(final),
@@ -311,6 +318,7 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 			t.dirty = false
 		}
 		t.mu.Unlock()
+		hold = time.Since(locked)
 		if err != nil {
 			return err
 		}
@@ -328,6 +336,12 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckpointTimes returns how long the last WriteSnapshot held the tracker's lock (the time every
+// reported operation may have waited on it) and how long it took in all.
+func (t *Tracker) CheckpointTimes() (hold, total time.Duration) {
+	return time.Duration(t.ckptHold.Load()), time.Duration(t.ckptTotal.Load())
 }
 
 // Dirty reports whether the tree changed since the last snapshot.

@@ -81,6 +81,8 @@ type Tracker struct {
 	cancel  context.CancelFunc // cancels ctx
 	closed  atomic.Bool
 	renames atomic.Int64 // renames and unlinks between their syscall and their report (NameOp)
+	// ckptHold and ckptTotal are the last checkpoint's lock hold and total time (ns), for bench.
+	ckptHold, ckptTotal atomic.Int64
 
 	stats counters
 
