@@ -292,7 +292,13 @@ func readSnapshot(sd *statedir.Dir) (*hashtree.Tree, map[string]string, error) {
 
 // WriteSnapshot writes the tree atomically to DATA/.trowfs/tree.snap. final marks a clean
 // shutdown (and removes the mounted marker).
+//
+// It holds the lock only to freeze the tree (hashtree.Tree.Freeze: the dirty digests are
+// refreshed, the rest is O(1)); the frozen view is encoded and written with the lock released,
+// while operations go on changing the tree. The snapshot is the tree at the freeze.
 func (t *Tracker) WriteSnapshot(final bool) error {
+	t.ckptMu.Lock()
+	defer t.ckptMu.Unlock()
 	sd, err := t.StateDir()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
@@ -313,13 +319,17 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 			"root":       t.root,
 		}
 		t.saveScrubCursorLocked(meta)
-		err := hashtree.WriteSnapshot(w, t.tree, meta)
-		if err == nil {
-			t.dirty = false
+		frozen := t.tree.Freeze()
+		t.dirty = false // a change from here on is not in this snapshot; a failure sets it again
+		if t.ckptHook != nil {
+			t.ckptHook("frozen")
 		}
 		t.mu.Unlock()
 		hold = time.Since(locked)
-		if err != nil {
+		if t.ckptHook != nil {
+			t.ckptHook("unlocked")
+		}
+		if err := frozen.WriteSnapshot(w, meta); err != nil {
 			return err
 		}
 		return w.Flush()
