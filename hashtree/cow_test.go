@@ -33,9 +33,23 @@ func TestFrozenUnaffectedByLaterChanges(t *testing.T) {
 		for r, rounds := 0, rapid.IntRange(1, 3).Draw(t, "rounds"); r < rounds; r++ {
 			want = append(want, snapshotBytes(t, mt.t, meta))
 			lens = append(lens, mt.t.Len())
-			views = append(views, mt.t.Freeze())
+			f := mt.t.Freeze()
+			views = append(views, f)
+			// Encode the view on another goroutine while the steps run (-race checks
+			// that no step writes what the view reads).
+			enc := make(chan []byte, 1)
+			go func() {
+				var buf bytes.Buffer
+				if f.WriteSnapshot(&buf, meta) != nil {
+					buf.Reset()
+				}
+				enc <- buf.Bytes()
+			}()
 			for i, n := 0, rapid.IntRange(1, 40).Draw(t, "after"); i < n; i++ {
 				mt.step(t)
+			}
+			if got := <-enc; !bytes.Equal(got, want[r]) {
+				t.Fatalf("view %d: encoded during the steps, its snapshot differs from the tree's at the freeze", r)
 			}
 			mt.check(t)
 		}
