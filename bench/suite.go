@@ -44,6 +44,7 @@ func Workloads() []Workload {
 		{"stat", "stat of 20k files cold and warm, readdir of a 20k-entry directory", (*Suite).stat},
 		{"startup", "snapshot load + quick reconcile vs find x 2, RSS per file", (*Suite).startup},
 		{"tree", "hashtree memory per file and update cost in a 1M vs 1k directory", (*Suite).tree},
+		{"checkpoint", "longest wait of create/commit/rename tracker calls during a checkpoint of 1M entries, lock hold", (*Suite).checkpoint},
 		{"registry", "push and pull images through the distribution registry", (*Suite).registry},
 		{"consistency", "cat .state vs registry garbage-collect --dry-run", (*Suite).consistency},
 		{"scrub", "scrub and offline verify throughput vs disk and SHA-256", (*Suite).scrub},

@@ -32,4 +32,10 @@
 // Walk, Diff and WriteSnapshot fill the digest caches and use the tree's
 // scratch buffers. Callbacks passed to List, Walk and Diff must not modify
 // the trees they are walking.
+//
+// The exception is Freeze: it returns, in O(1) after refreshing the dirty
+// digests, a Frozen view of the tree that another goroutine may encode
+// (Frozen.WriteSnapshot) while the tree goes on changing. Changes after a
+// freeze copy the directories on their path instead of modifying what the
+// view shares (see cow.go).
 package hashtree

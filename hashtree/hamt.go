@@ -112,7 +112,7 @@ func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 			t.hpath = append(t.hpath, h)
 			fixBits(t.hpath[start:], key)
 			if x.idx != nil {
-				x.idx.insert(nd)
+				t.ownIndex(x).insert(nd)
 			}
 			return
 		}
@@ -127,12 +127,12 @@ func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 			// The directory just outgrew one bucket: index it by name.
 			all := gather(x.root, make([]*node, 0, x.root.n))
 			slices.SortFunc(all, byName)
-			x.idx = buildIndex(all)
+			x.idx = buildIndex(all, t.epoch)
 			return
 		}
 	}
 	if x.idx != nil {
-		x.idx.insert(nd)
+		t.ownIndex(x).insert(nd)
 	}
 }
 
@@ -230,7 +230,7 @@ func (t *Tree) removeAt(x *ext, key *[32]byte, name string) *node {
 	}
 	fixBits(t.hpath[start:], key)
 	if x.idx != nil {
-		x.idx.remove(name)
+		t.ownIndex(x).remove(name)
 	}
 	return nd
 }
@@ -344,7 +344,7 @@ func (t *Tree) setChildren(x *ext, ents []*node) {
 		x.root = t.build(ents, nil, nil, nil, 0)
 		return
 	}
-	x.idx = buildIndex(ents)
+	x.idx = buildIndex(ents, t.epoch)
 	keys := make([]uint64, len(ents))
 	for i, e := range ents {
 		k := hs.key(e.name())

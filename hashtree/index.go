@@ -19,6 +19,26 @@ const (
 // chunk header per chunkMax/2 entries.
 type index struct {
 	chunks [][]*node // non-empty, each sorted, all names of chunk i < those of chunk i+1
+	own    []bool    // own[i]: chunks[i] belongs to this index alone and may be modified in place
+	epoch  uint32    // the Tree.epoch it was made in; an older index may be in a Frozen view
+}
+
+// mut returns chunk ci, copied first unless this index owns it.
+func (ix *index) mut(ci int) []*node {
+	if !ix.own[ci] {
+		ix.chunks[ci] = newChunk(ix.chunks[ci])
+		ix.own[ci] = true
+	}
+	return ix.chunks[ci]
+}
+
+// replace puts n in place of the entry of the same name.
+func (ix *index) replace(n *node) {
+	ci := ix.chunkFor(n.name())
+	c := ix.mut(ci)
+	if i, ok := searchName(c, n.name()); ok {
+		c[i] = n
+	}
 }
 
 func newChunk(ents []*node) []*node {
@@ -28,14 +48,15 @@ func newChunk(ents []*node) []*node {
 }
 
 // buildIndex indexes ents, which must be sorted by name (ents is not kept).
-func buildIndex(ents []*node) *index {
-	ix := &index{chunks: make([][]*node, 0, len(ents)/chunkFill+1)}
+func buildIndex(ents []*node, epoch uint32) *index {
+	ix := &index{chunks: make([][]*node, 0, len(ents)/chunkFill+1), epoch: epoch}
 	for len(ents) > 0 {
 		n := min(len(ents), chunkFill)
 		if len(ents)-n < chunkFill/4 {
 			n = len(ents) // no tiny tail chunk
 		}
 		ix.chunks = append(ix.chunks, newChunk(ents[:n]))
+		ix.own = append(ix.own, true)
 		ents = ents[n:]
 	}
 	return ix
@@ -50,10 +71,11 @@ func (ix *index) chunkFor(name string) int {
 func (ix *index) insert(nd *node) {
 	if len(ix.chunks) == 0 {
 		ix.chunks = append(ix.chunks, newChunk([]*node{nd}))
+		ix.own = append(ix.own, true)
 		return
 	}
 	ci := ix.chunkFor(nd.name())
-	c := ix.chunks[ci]
+	c := ix.mut(ci)
 	i, _ := searchName(c, nd.name())
 	c = slices.Insert(c, i, nd)
 	if len(c) <= chunkMax {
@@ -64,6 +86,7 @@ func (ix *index) insert(nd *node) {
 	lo, hi := newChunk(c[:half]), newChunk(c[half:])
 	ix.chunks[ci] = lo
 	ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
+	ix.own = slices.Insert(ix.own, ci+1, true)
 }
 
 func (ix *index) remove(name string) {
@@ -71,22 +94,24 @@ func (ix *index) remove(name string) {
 		return
 	}
 	ci := ix.chunkFor(name)
-	c := ix.chunks[ci]
-	i, ok := searchName(c, name)
+	i, ok := searchName(ix.chunks[ci], name)
 	if !ok {
 		return
 	}
-	c = slices.Delete(c, i, i+1)
+	c := slices.Delete(ix.mut(ci), i, i+1)
 	ix.chunks[ci] = c
 	switch {
 	case len(c) == 0:
 		ix.chunks = slices.Delete(ix.chunks, ci, ci+1)
+		ix.own = slices.Delete(ix.own, ci, ci+1)
 	case ci+1 < len(ix.chunks) && len(c)+len(ix.chunks[ci+1]) <= chunkMax/2:
 		ix.chunks[ci] = append(c, ix.chunks[ci+1]...)
 		ix.chunks = slices.Delete(ix.chunks, ci+1, ci+2)
+		ix.own = slices.Delete(ix.own, ci+1, ci+2)
 	case ci > 0 && len(c)+len(ix.chunks[ci-1]) <= chunkMax/2:
-		ix.chunks[ci-1] = append(ix.chunks[ci-1], c...)
+		ix.chunks[ci-1] = append(ix.mut(ci-1), c...)
 		ix.chunks = slices.Delete(ix.chunks, ci, ci+1)
+		ix.own = slices.Delete(ix.own, ci, ci+1)
 	}
 }
 

@@ -31,7 +31,8 @@ type node struct {
 	status     Status
 	nbuf       [inlineName]byte // the name, if it fits
 	meta       Meta
-	x          *ext // long name, symlink target or directory contents; nil for most files
+	x          *ext   // long name, symlink target or directory contents; nil for most files
+	epoch      uint32 // the Tree.epoch it was made in; older nodes may be in a Frozen view (see cow.go)
 }
 
 // ext holds what only symlinks, directories and long names need.
@@ -108,6 +109,7 @@ func (n *node) name() string {
 func (n *node) renamed(name string) *node {
 	c := newNode(name, KindFile)
 	c.kind, c.status, c.digest, c.meta, c.changedAt, c.verifiedAt = n.kind, n.status, n.digest, n.meta, n.changedAt, n.verifiedAt
+	c.epoch = n.epoch // c shares n's directory contents: if n may be frozen, so may they
 	if n.x != nil {
 		long := c.nlen == longName
 		x := *n.x

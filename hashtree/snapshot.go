@@ -68,7 +68,12 @@ var ErrSnapshotTooDeep = errors.New("hashtree: tree too deep for a snapshot")
 // docs/tree-format.md. It holds no second copy of the tree: entries are
 // encoded as the tree is walked, through one fixed-size buffer.
 func WriteSnapshot(w io.Writer, t *Tree, meta map[string]string) error {
-	root := t.Root()
+	return writeSnapshot(w, t.root, t.Root(), meta)
+}
+
+// writeSnapshot streams the tree under the root directory top, whose
+// digests are up to date and whose digest is root.
+func writeSnapshot(w io.Writer, top *node, root Digest, meta map[string]string) error {
 	s := &snapWriter{w: w, h: sha256.New(), buf: make([]byte, 0, snapBuf)}
 	s.buf = append(s.buf, snapMagic...)
 	s.buf = binary.AppendUvarint(s.buf, snapVersion)
@@ -89,9 +94,9 @@ func WriteSnapshot(w io.Writer, t *Tree, meta map[string]string) error {
 		s.buf = appendString(s.buf, meta[k])
 		s.maybeFlush()
 	}
-	s.buf = binary.AppendVarint(s.buf, t.root.changedAt)
+	s.buf = binary.AppendVarint(s.buf, top.changedAt)
 	var count uint64
-	if err := s.dir(t.root, 0, &count); err != nil {
+	if err := s.dir(top, 0, &count); err != nil {
 		return err
 	}
 	s.buf = append(s.buf, recEnd)

@@ -13,6 +13,7 @@ type Tree struct {
 	hs    *hasher  // scratch for hashing; used by every method, hence no concurrency
 	chain []*node  // scratch: the directories from the root to the last resolved parent
 	hpath []*hnode // scratch: the HAMT nodes from the root down to the entry being changed
+	epoch uint32   // bumped by Freeze; entries and indexes of older epochs are copied before a change
 }
 
 // New returns an empty tree (just the root directory).
@@ -22,9 +23,13 @@ func pathErr(op, p string, err error) error { return &PathError{Op: op, Path: p,
 
 // parentOf resolves the directory that holds p (p != ""), leaving the
 // directories from the root down to it in t.chain. With mark set, the HAMT
-// nodes on the way are marked dirty and left in t.hpath: the caller is
+// nodes on the way are marked dirty and left in t.hpath, and the
+// directories on the way are made the tree's own (see own): the caller is
 // about to change the entry.
 func (t *Tree) parentOf(p string, mark bool) (*node, string, error) {
+	if mark {
+		t.root = t.own(t.root)
+	}
 	t.chain = append(t.chain[:0], t.root)
 	t.hpath = t.hpath[:0]
 	dir := t.root
@@ -42,6 +47,9 @@ func (t *Tree) parentOf(p string, mark bool) (*node, string, error) {
 		}
 		if c.kind != KindDir {
 			return nil, "", ErrNotDir
+		}
+		if mark {
+			c = t.ownChild(dir.x, c)
 		}
 		dir = c
 		t.chain = append(t.chain, dir)
@@ -153,11 +161,12 @@ func (t *Tree) Put(p string, e Entry) error {
 		if old.kind == KindDir {
 			return pathErr("put", p, ErrIsDir)
 		}
-		t.replace(old, &e, &k, start)
+		t.replace(t.ownChild(dir.x, old), &e, &k, start)
 		return nil
 	}
 	t.hpath = t.hpath[:start]
 	nd := newNode(name, e.Kind)
+	nd.epoch = t.epoch
 	nd.set(&e)
 	t.attach(dir, &k, nd)
 	return nil
@@ -208,7 +217,7 @@ func (t *Tree) Update(p string, fn func(e *Entry)) error {
 	if e.Kind != n.kind || !validEntry(&e) {
 		return pathErr("update", p, ErrInvalidEntry)
 	}
-	t.replace(n, &e, &k, start)
+	t.replace(t.ownChild(dir.x, n), &e, &k, start)
 	return nil
 }
 
@@ -233,8 +242,10 @@ func (t *Tree) Mkdir(p string, changedAt int64) error {
 		}
 		return pathErr("mkdir", p, ErrExists)
 	}
-	t.parentOf(p, true) // mark the path: the directory listing changes
-	t.attach(dir, &k, newDir(strings.Clone(name), changedAt))
+	dir, _, _ = t.parentOf(p, true) // mark the path: the directory listing changes
+	nd := newDir(strings.Clone(name), changedAt)
+	nd.epoch = t.epoch
+	t.attach(dir, &k, nd)
 	dir.changedAt = changedAt
 	return nil
 }
@@ -293,19 +304,21 @@ func (t *Tree) resolve(p string) (dir, n *node, name string, k [32]byte, err err
 	return dir, t.find(dir.x, &k, name, false), name, k, nil
 }
 
-// detachPath removes the entry at p, which exists under the directory dir.
-func (t *Tree) detachPath(p string, dir *node, name string, k *[32]byte) *node {
-	t.parentOf(p, true)
-	return t.detach(dir, k, name)
+// detachPath removes the entry at p, which exists, and returns its parent
+// directory (the tree's own: see own).
+func (t *Tree) detachPath(p string, name string, k *[32]byte) *node {
+	dir, _, _ := t.parentOf(p, true)
+	t.detach(dir, k, name)
+	return dir
 }
 
 // attachPath inserts a copy of n named name at p, whose parent directory
-// dir exists, and returns the copy.
-func (t *Tree) attachPath(p string, dir *node, name string, k *[32]byte, n *node) *node {
-	t.parentOf(p, true)
-	n = n.renamed(name)
-	t.attach(dir, k, n)
-	return n
+// exists, and returns that directory and the copy.
+func (t *Tree) attachPath(p string, name string, k *[32]byte, n *node) (dir, c *node) {
+	dir, _, _ = t.parentOf(p, true)
+	c = n.renamed(name)
+	t.attach(dir, k, c)
+	return dir, c
 }
 
 // Rename moves the entry or subtree at from to to, replacing whatever is at
@@ -326,22 +339,22 @@ func (t *Tree) Rename(from, to string, changedAt int64) error {
 	if related(from, to) {
 		return pathErr("rename", from, ErrInvalidPath)
 	}
-	fdir, nf, fname, fk, err := t.resolve(from)
+	_, nf, fname, fk, err := t.resolve(from)
 	if err == nil && nf == nil {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return pathErr("rename", from, err)
 	}
-	tdir, old, tname, tk, err := t.resolve(to)
+	_, old, tname, tk, err := t.resolve(to)
 	if err != nil {
 		return pathErr("rename", to, err)
 	}
 	if old != nil {
-		t.detachPath(to, tdir, tname, &tk)
+		t.detachPath(to, tname, &tk)
 	}
-	t.detachPath(from, fdir, fname, &fk)
-	nf = t.attachPath(to, tdir, tname, &tk, nf)
+	fdir := t.detachPath(from, fname, &fk)
+	tdir, nf := t.attachPath(to, tname, &tk, nf)
 	fdir.changedAt = changedAt
 	tdir.changedAt = changedAt
 	nf.changedAt = changedAt
@@ -357,14 +370,14 @@ func (t *Tree) Exchange(a, b string, changedAt int64) error {
 	if a != b && related(a, b) {
 		return pathErr("exchange", a, ErrInvalidPath)
 	}
-	adir, na, aname, ak, err := t.resolve(a)
+	_, na, aname, ak, err := t.resolve(a)
 	if err == nil && na == nil {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return pathErr("exchange", a, err)
 	}
-	bdir, nb, bname, bk, err := t.resolve(b)
+	_, nb, bname, bk, err := t.resolve(b)
 	if err == nil && nb == nil {
 		err = ErrNotFound
 	}
@@ -374,10 +387,10 @@ func (t *Tree) Exchange(a, b string, changedAt int64) error {
 	if a == b {
 		return nil
 	}
-	t.detachPath(a, adir, aname, &ak)
-	t.detachPath(b, bdir, bname, &bk)
-	na = t.attachPath(b, bdir, bname, &bk, na)
-	nb = t.attachPath(a, adir, aname, &ak, nb)
+	t.detachPath(a, aname, &ak)
+	t.detachPath(b, bname, &bk)
+	bdir, na := t.attachPath(b, bname, &bk, na)
+	adir, nb := t.attachPath(a, aname, &ak, nb)
 	adir.changedAt = changedAt
 	bdir.changedAt = changedAt
 	na.changedAt = changedAt

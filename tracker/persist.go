@@ -292,26 +292,44 @@ func readSnapshot(sd *statedir.Dir) (*hashtree.Tree, map[string]string, error) {
 
 // WriteSnapshot writes the tree atomically to DATA/.trowfs/tree.snap. final marks a clean
 // shutdown (and removes the mounted marker).
+//
+// It holds the lock only to freeze the tree (hashtree.Tree.Freeze: the dirty digests are
+// refreshed, the rest is O(1)); the frozen view is encoded and written with the lock released,
+// while operations go on changing the tree. The snapshot is the tree at the freeze.
 func (t *Tracker) WriteSnapshot(final bool) error {
+	t.ckptMu.Lock()
+	defer t.ckptMu.Unlock()
 	sd, err := t.StateDir()
 	if err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
+	start := time.Now()
+	var hold time.Duration
+	defer func() {
+		t.ckptHold.Store(int64(hold))
+		t.ckptTotal.Store(int64(time.Since(start)))
+	}()
 	err = sd.WriteAtomic(SnapshotFile, func(f io.Writer) error {
 		w := bufio.NewWriterSize(f, 1<<20)
 		t.mu.Lock()
+		locked := time.Now()
 		meta := map[string]string{
 			"written_at": strconv.FormatInt(time.Now().UnixNano(), 10),
 			"clean":      strconv.FormatBool(final),
 			"root":       t.root,
 		}
 		t.saveScrubCursorLocked(meta)
-		err := hashtree.WriteSnapshot(w, t.tree, meta)
-		if err == nil {
-			t.dirty = false
+		frozen := t.tree.Freeze()
+		t.dirty = false // a change from here on is not in this snapshot; a failure sets it again
+		if t.ckptHook != nil {
+			t.ckptHook("frozen")
 		}
 		t.mu.Unlock()
-		if err != nil {
+		hold = time.Since(locked)
+		if t.ckptHook != nil {
+			t.ckptHook("unlocked")
+		}
+		if err := frozen.WriteSnapshot(w, meta); err != nil {
 			return err
 		}
 		return w.Flush()
@@ -328,6 +346,12 @@ func (t *Tracker) WriteSnapshot(final bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckpointTimes returns how long the last WriteSnapshot held the tracker's lock (the time every
+// reported operation may have waited on it) and how long it took in all.
+func (t *Tracker) CheckpointTimes() (hold, total time.Duration) {
+	return time.Duration(t.ckptHold.Load()), time.Duration(t.ckptTotal.Load())
 }
 
 // Dirty reports whether the tree changed since the last snapshot.

@@ -81,6 +81,13 @@ type Tracker struct {
 	cancel  context.CancelFunc // cancels ctx
 	closed  atomic.Bool
 	renames atomic.Int64 // renames and unlinks between their syscall and their report (NameOp)
+	// ckptHold and ckptTotal are the last checkpoint's lock hold and total time (ns), for bench.
+	ckptHold, ckptTotal atomic.Int64
+	// ckptMu serialises checkpoints, so that a later one cannot be overwritten by an earlier one.
+	ckptMu sync.Mutex
+	// ckptHook, when set (tests), is called by WriteSnapshot with "frozen" under mu right after
+	// the tree is frozen and with "unlocked" once mu is released, before the encoding.
+	ckptHook func(stage string)
 
 	stats counters
 
