@@ -2,6 +2,8 @@ package hashtree
 
 import (
 	"bytes"
+	"fmt"
+	"runtime"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -76,4 +78,50 @@ func TestFrozenViewsOfSeveralEpochsInFlight(t *testing.T) {
 		mt.check(t)
 		checkInvariants(t, mt.t)
 	})
+}
+
+// Review attack on memory: while a view is held (a long encode), every file is changed many
+// times. Each entry, directory and index chunk is copied at most once per epoch, so the live
+// heap grows by at most about one more tree, however many changes there are.
+func TestFrozenViewCopiesOncePerEpoch(t *testing.T) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	base := heap()
+	tr := New()
+	const dirs, per = 8, 4000
+	for d := 0; d < dirs; d++ {
+		for i := 0; i < per; i++ {
+			p := fmt.Sprintf("d%d/%s", d, bigName(i))
+			if err := tr.MkdirAll(fmt.Sprintf("d%d", d), 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Put(p, Entry{Kind: KindFile, Digest: SumBytes([]byte(p)), Status: StatusVerified, ChangedAt: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tr.Root()
+	size := heap() - base
+	f := tr.Freeze()
+	const rounds = 6
+	for r := 0; r < rounds; r++ {
+		for d := 0; d < dirs; d++ {
+			for i := 0; i < per; i++ {
+				if err := tr.Update(fmt.Sprintf("d%d/%s", d, bigName(i)), func(e *Entry) { e.ChangedAt = int64(r + 2) }); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		tr.Root()
+	}
+	grown := heap() - base - size
+	t.Logf("tree %d KiB; held view, %d changes of every file: heap grew %d KiB", size>>10, rounds, grown>>10)
+	if grown > size*3/2 {
+		t.Errorf("heap grew by %d KiB for a tree of %d KiB while a view was held: more than one copy per epoch", grown>>10, size>>10)
+	}
+	runtime.KeepAlive(f)
 }
