@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/trowfs/trowfs/internal/beneath"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/registry"
 )
@@ -81,11 +82,13 @@ func (a *Applier) Heal(ctx context.Context, req HealRequest, sources []peers.Sou
 		return "", fmt.Errorf("oci: heal: open %s: %w", req.DataDir, err)
 	}
 	defer unix.Close(dataFd)
-	parentFd, base, err := openParentBeneath(dataFd, req.RelPath)
+	parentFd, base, err := beneath.Parent(dataFd, req.RelPath)
 	if err != nil {
-		return "", fmt.Errorf("oci: heal %s: %w", req.RelPath, err)
+		return "", fmt.Errorf("oci: heal %s: open its directory beneath DATA without following links: %w", req.RelPath, err)
 	}
-	defer unix.Close(parentFd)
+	if parentFd != dataFd {
+		defer unix.Close(parentFd)
+	}
 	// The healed file takes the mode and owner of the file it replaces: the registry may run as
 	// another user than trowfs. A missing file is not healed: the registry deleted it (a heal
 	// that created it would bring back a blob the registry no longer knows and cannot collect).
@@ -207,7 +210,7 @@ func (h *healTemp) install(parentFd int, base string, was *unix.Stat_t) error {
 		_ = unix.Unlinkat(h.dirFd, h.name, 0)
 	}
 	// parentFd is O_PATH: fsync needs a real descriptor of the directory.
-	dfd, err := openat2(parentFd, ".", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	dfd, err := beneath.Open(parentFd, ".", unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
@@ -221,7 +224,7 @@ func (r *round) fetchHeal(src *endpoint, repo, kind string, desc registry.Descri
 	if err := unix.Mkdirat(dataFd, stateDirName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, err
 	}
-	dirFd, err := openat2(dataFd, stateDirName, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	dirFd, err := beneath.Open(dataFd, stateDirName, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, fmt.Errorf("open %s beneath DATA: %w", stateDirName, err)
 	}
@@ -229,7 +232,7 @@ func (r *round) fetchHeal(src *endpoint, repo, kind string, desc registry.Descri
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := "heal." + hex.EncodeToString(rnd[:]) + ".tmp"
-	fd, err := openat2(dirFd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
+	fd, err := beneath.OpenMode(dirFd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		unix.Close(dirFd)
 		return nil, err
@@ -330,33 +333,6 @@ func removeStaleTemps(dirFd int) {
 		if time.Since(time.Unix(st.Mtim.Unix())) > staleTempAge {
 			_ = unix.Unlinkat(dirFd, n, 0)
 		}
-	}
-}
-
-// openParentBeneath opens rel's parent directory (O_PATH) beneath dirFd without following any
-// symbolic link, and returns it with rel's last component.
-func openParentBeneath(dirFd int, rel string) (int, string, error) {
-	dir, base := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		dir = "."
-	}
-	fd, err := openat2(dirFd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return -1, "", fmt.Errorf("open %s beneath DATA without following links: %w", dir, err)
-	}
-	return fd, base, nil
-}
-
-func openat2(dirFd int, name string, flags int, mode uint32) (int, error) {
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode),
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(dirFd, name, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		return fd, err
 	}
 }
 
