@@ -339,27 +339,34 @@ func dataBytes(t *testing.T, nodes []*e2eNode) int64 {
 	return sum
 }
 
-func TestPeersThreeRegistriesConverge(t *testing.T) {
-	trowfsbin.Require(t)
-	regtest.Tools(t)
+// newE2ENodes returns unstarted nodes with the given names (their data, mountpoint, endpoint
+// socket and free ports) and the path of a fresh shared peer key file.
+func newE2ENodes(t *testing.T, names ...string) ([]*e2eNode, string) {
+	t.Helper()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	keyFile := filepath.Join(t.TempDir(), "peer.key")
 	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Sockets in a short directory: a unix socket path has at most 107 bytes.
 	sockDir, err := os.MkdirTemp("", "p")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-
 	var nodes []*e2eNode
-	for _, nm := range []string{"a", "b", "c"} {
-		n := &e2eNode{name: nm, data: t.TempDir(), mnt: filepath.Join(t.TempDir(), "mnt"),
-			sock: filepath.Join(sockDir, nm+".sock"), peerPort: freePeerPort(t), regPort: freeTCPPort(t)}
-		nodes = append(nodes, n)
+	for _, nm := range names {
+		nodes = append(nodes, &e2eNode{name: nm, data: t.TempDir(), mnt: filepath.Join(t.TempDir(), "mnt"),
+			sock: filepath.Join(sockDir, nm+".sock"), peerPort: freePeerPort(t), regPort: freeTCPPort(t)})
 	}
+	return nodes, keyFile
+}
+
+func TestPeersThreeRegistriesConverge(t *testing.T) {
+	trowfsbin.Require(t)
+	regtest.Tools(t)
+	nodes, keyFile := newE2ENodes(t, "a", "b", "c")
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	seed := "127.0.0.1:" + strconv.Itoa(a.peerPort)
 	for _, n := range nodes {

@@ -8,8 +8,6 @@ package integration
 // peers_e2e_test.go and peers_apply_test.go.
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,22 +24,7 @@ import (
 func TestPeersNodeKilledMidTransferConverges(t *testing.T) {
 	trowfsbin.Require(t)
 	regtest.Tools(t)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	keyFile := filepath.Join(t.TempDir(), "peer.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sockDir, err := os.MkdirTemp("", "p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	var nodes []*e2eNode
-	for _, nm := range []string{"a", "b", "c"} {
-		nodes = append(nodes, &e2eNode{name: nm, data: t.TempDir(), mnt: filepath.Join(t.TempDir(), "mnt"),
-			sock: filepath.Join(sockDir, nm+".sock"), peerPort: freePeerPort(t), regPort: freeTCPPort(t)})
-	}
+	nodes, keyFile := newE2ENodes(t, "a", "b", "c")
 	a, b := nodes[0], nodes[1]
 	seed := "127.0.0.1:" + strconv.Itoa(a.peerPort)
 	for _, n := range nodes {

@@ -9,9 +9,7 @@ package integration
 // with EIO until a peer joins and the blob is healed.
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,22 +37,7 @@ func healCluster(t *testing.T, bFlags ...string) (a, b *e2eNode) {
 	t.Helper()
 	trowfsbin.Require(t)
 	regtest.Tools(t)
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	keyFile := filepath.Join(t.TempDir(), "peer.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sockDir, err := os.MkdirTemp("", "h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	var nodes []*e2eNode
-	for _, nm := range []string{"a", "b"} {
-		nodes = append(nodes, &e2eNode{name: nm, data: t.TempDir(), mnt: filepath.Join(t.TempDir(), "mnt"),
-			sock: filepath.Join(sockDir, nm+".sock"), peerPort: freePeerPort(t), regPort: freeTCPPort(t)})
-	}
+	nodes, keyFile := newE2ENodes(t, "a", "b")
 	a, b = nodes[0], nodes[1]
 	seeds := "127.0.0.1:" + strconv.Itoa(a.peerPort) + ",127.0.0.1:" + strconv.Itoa(b.peerPort)
 	for _, n := range nodes {
