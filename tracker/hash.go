@@ -15,13 +15,11 @@ import (
 
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/internal/checker"
+	"github.com/trowfs/trowfs/internal/ledger"
 )
 
 // job asks a worker to hash the file with inode ino if its in-flight generation is still gen.
-type job struct {
-	ino uint64
-	gen uint64
-}
+type job = ledger.Job
 
 // jobQueue is an unbounded two-level FIFO: urgent jobs (files just written through the mount)
 // go before background ones (the initial scan), so a registry commit is never stuck behind a
@@ -78,9 +76,9 @@ func (q *jobQueue) close() {
 }
 
 // queueLocked queues a hash of the file for its current generation.
-func (t *Tracker) queueLocked(ino uint64, fs *fileState, urgent bool) {
+func (t *Tracker) queueLocked(j job, urgent bool) {
 	t.busy++
-	t.jobs.push(job{ino: ino, gen: fs.gen}, urgent)
+	t.jobs.push(j, urgent)
 }
 
 func (t *Tracker) worker() {
@@ -113,14 +111,14 @@ type hashResult struct {
 func (t *Tracker) runJob(j job) {
 	for attempt := 0; attempt < 5; attempt++ {
 		t.mu.Lock()
-		fs := t.inflight[j.ino]
-		if fs == nil || fs.gen != j.gen || fs.writers > 0 {
+		f, ok := t.book.Current(j)
+		if !ok {
 			t.mu.Unlock()
 			return // a newer job, or a writer, owns this file now
 		}
-		names := t.namesLocked(j.ino, fs)
+		names := t.namesLocked(j.Ino)
 		if len(names) == 0 {
-			delete(t.inflight, j.ino) // unlinked or overwritten while waiting: nothing left to record
+			t.book.Settle(j.Ino) // unlinked or overwritten while waiting: nothing left to record
 			t.mu.Unlock()
 			return
 		}
@@ -141,9 +139,13 @@ func (t *Tracker) runJob(j job) {
 		// A name that needs the content goes first: with hard links, one name may be excluded
 		// and another not, and go-fuse may report either as the name the file was opened by.
 		sort.SliceStable(cands, func(a, b int) bool { return !cands[a].excluded && cands[b].excluded })
-		stream := fs.stream
-		noWrite := fs.hadDigest
-		prevMeta, prevStatus := fs.prevMeta, fs.prevStatus
+		p := pendingOf(f)
+		if p == nil {
+			p = &pending{}
+		}
+		stream := p.stream
+		noWrite := p.hadDigest
+		prevMeta, prevStatus := p.prevMeta, p.prevStatus
 		t.mu.Unlock()
 
 		// Hash through the first name that still leads to the file: another name may be in
@@ -155,7 +157,7 @@ func (t *Tracker) runJob(j job) {
 		var want digest.Digest
 		for _, c := range cands {
 			rel, excluded, want = c.rel, c.excluded, c.want
-			res, err = t.hashFile(rel, j.ino, excluded, want, stream, noWrite, prevMeta)
+			res, err = t.hashFile(rel, j.Ino, excluded, want, stream, noWrite, prevMeta)
 			if !errors.Is(err, errGone) {
 				break
 			}
@@ -164,13 +166,12 @@ func (t *Tracker) runJob(j job) {
 			continue
 		}
 		t.mu.Lock()
-		fs = t.inflight[j.ino]
-		if fs == nil || fs.gen != j.gen || fs.writers > 0 {
+		if _, ok := t.book.Current(j); !ok {
 			t.mu.Unlock()
 			return
 		}
 		if errors.Is(err, errGone) {
-			if now := t.namesLocked(j.ino, fs); !sameNames(now, names) {
+			if now := t.namesLocked(j.Ino); !sameNames(now, names) {
 				t.mu.Unlock()
 				continue // renamed or linked while we opened it: try the new names
 			}
@@ -181,14 +182,14 @@ func (t *Tracker) runJob(j job) {
 				t.waitRenames()
 				continue
 			}
-			delete(t.inflight, j.ino)
+			t.book.Settle(j.Ino)
 			t.mu.Unlock()
 			return
 		}
 		if err != nil {
 			// The file cannot be read (EIO, permissions): keep its last digest, but say it was
 			// not verified instead of leaving it pending for ever.
-			delete(t.inflight, j.ino)
+			t.book.Settle(j.Ino)
 			if e, ok := t.tree.Get(rel); ok && e.Status == hashtree.StatusPending {
 				t.updateLocked(rel, func(x *hashtree.Entry) { x.Status = hashtree.StatusUnverified })
 			}
@@ -197,10 +198,10 @@ func (t *Tracker) runJob(j job) {
 			t.log.Warn("could not hash a file", "path", rel, "err", err)
 			return
 		}
-		delete(t.inflight, j.ino)
-		paths := t.namesLocked(j.ino, fs)
+		paths := t.namesLocked(j.Ino)
+		t.book.Settle(j.Ino)
 		for _, p := range paths {
-			t.recordHashLocked(p, j.ino, res, noWrite && res.meta == prevMeta, prevStatus)
+			t.recordHashLocked(p, j.Ino, res, noWrite && res.meta == prevMeta, prevStatus)
 		}
 		t.mu.Unlock()
 		return
@@ -209,8 +210,8 @@ func (t *Tracker) runJob(j job) {
 	// shared mapping): try again later rather than record a digest of moving content.
 	time.Sleep(100 * time.Millisecond)
 	t.mu.Lock()
-	if fs := t.inflight[j.ino]; fs != nil && fs.gen == j.gen && fs.writers == 0 {
-		t.queueLocked(j.ino, fs, false)
+	if _, ok := t.book.Current(j); ok {
+		t.queueLocked(j, false)
 	}
 	t.mu.Unlock()
 }
@@ -227,22 +228,17 @@ func sameNames(a, b []string) bool {
 	return true
 }
 
-// namesLocked lists the current names of the file with inode ino: its in-flight name and any
-// other hard links the tracker knows, keeping only names the tree still gives that inode.
-func (t *Tracker) namesLocked(ino uint64, fs *fileState) []string {
-	var names []string
-	if fs.path != "" {
-		names = append(names, fs.path)
-	}
-	for p := range t.links[ino] {
-		if p == fs.path {
-			continue
-		}
-		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && e.Meta.Ino == ino {
-			names = append(names, p)
+// namesLocked lists the current names of the file with inode ino, sorted: those the ledger knows
+// that the tree still gives that inode.
+func (t *Tracker) namesLocked(ino uint64) []string {
+	names := t.book.Names(ino)
+	kept := names[:0]
+	for _, p := range names {
+		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && (e.Meta.Ino == ino || e.Meta.Ino == 0) {
+			kept = append(kept, p)
 		}
 	}
-	return names
+	return kept
 }
 
 var (

@@ -202,17 +202,15 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	t.tree = tree
 	t.dirty = true
 	for ino, names := range rc.links {
-		set := map[string]struct{}{}
 		for _, n := range names {
-			set[n] = struct{}{}
+			t.book.Bind(n, ino)
 		}
-		t.links[ino] = set
 	}
 	for _, r := range todo {
-		fs := &fileState{path: r.rel}
-		t.inflight[r.st.Ino] = fs
-		fs.gen++
-		t.queueLocked(r.st.Ino, fs, false)
+		t.book.Bind(r.rel, r.st.Ino)
+		f, j, _ := t.book.Changed(r.st.Ino)
+		f.Aux = &pending{}
+		t.queueLocked(j, false)
 	}
 	for _, p := range shadowed {
 		t.addFindingLocked(Finding{Kind: FindingShadowed, Path: p,

@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"slices"
 
 	"github.com/trowfs/trowfs/hashtree"
 )
@@ -66,11 +65,8 @@ func (t *Tracker) otherNamesLocked(rel string) []string {
 		return nil
 	}
 	var names []string
-	for p := range t.links[e.Meta.Ino] {
-		if p == rel {
-			continue
-		}
-		if o, ok := t.tree.Get(p); ok && o.Kind == hashtree.KindFile && o.Meta.Ino == e.Meta.Ino {
+	for _, p := range t.namesLocked(e.Meta.Ino) {
+		if p != rel {
 			names = append(names, p)
 		}
 	}
@@ -83,12 +79,5 @@ func (t *Tracker) otherNamesLocked(rel string) []string {
 func (t *Tracker) FileNames(ino uint64) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var names []string
-	for p := range t.links[ino] {
-		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && e.Meta.Ino == ino {
-			names = append(names, p)
-		}
-	}
-	slices.Sort(names)
-	return names
+	return t.namesLocked(ino)
 }

@@ -154,7 +154,7 @@ func (t *Tracker) Stats() Stats {
 	t.mu.Lock()
 	s.Entries = t.tree.Len()
 	s.Summary, _ = t.tree.Summary("")
-	s.Pending = len(t.inflight)
+	s.Pending = t.book.InFlight()
 	for k := range t.findings {
 		s.Findings[k.kind]++
 	}

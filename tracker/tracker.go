@@ -9,7 +9,6 @@ import (
 	"os"
 	"path"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/internal/checker"
+	"github.com/trowfs/trowfs/internal/ledger"
 	"github.com/trowfs/trowfs/statedir"
 )
 
@@ -99,8 +99,9 @@ type Tracker struct {
 	// a single lstat/fstat runs while it is held.
 	mu       sync.Mutex
 	tree     *hashtree.Tree
-	inflight map[uint64]*fileState          // files with writers or a hash job pending, by inode
-	links    map[uint64]map[string]struct{} // other names of files known to have nlink > 1
+	// book is the bookkeeping of files by inode: writers, hash generations, and the names of
+	// files in flight or known to have several links (package ledger).
+	book *ledger.Ledger
 	findings map[findingKey]Finding
 	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
 	dirty    bool                // the tree changed since the last checkpoint
@@ -112,15 +113,21 @@ type Tracker struct {
 	scrub    scrubState
 }
 
-// fileState is the bookkeeping of a file that has writers or waits for hashing.
-type fileState struct {
-	path       string // current name; "" once unlinked
-	writers    int
-	gen        uint64 // bumped whenever the content may have changed; a hash result of an older gen is dropped
+// pending is the tracker's own data on a file in flight, kept in its ledger.File's Aux.
+type pending struct {
 	prevStatus hashtree.Status
 	prevMeta   hashtree.Meta
 	hadDigest  bool
 	stream     *streamHash // daemon write mode: sequential writes hashed as they pass
+}
+
+// pendingOf returns the tracker's data on an in-flight file, nil for none.
+func pendingOf(f *ledger.File) *pending {
+	if f == nil {
+		return nil
+	}
+	p, _ := f.Aux.(*pending)
+	return p
 }
 
 // New creates a tracker for opts.Root with an empty tree; call Load to fill it.
@@ -153,8 +160,7 @@ func New(opts Options) (*Tracker, error) {
 		onRunEnd:   opts.OnRunEnd,
 		onLoad:     opts.OnLoadProgress,
 		tree:       hashtree.New(),
-		inflight:   map[uint64]*fileState{},
-		links:      map[uint64]map[string]struct{}{},
+		book:       ledger.New(),
 		findings:   map[findingKey]Finding{},
 		jobs:       newJobQueue(),
 		notify:     newEventQueue(opts.Notify),
@@ -247,13 +253,13 @@ func (t *Tracker) WaitNotified() { t.notify.wait() }
 
 func (t *Tracker) writersLocked() int {
 	n := 0
-	for ino, fs := range t.inflight {
+	t.book.Each(func(f *ledger.File) {
 		// A writer of a file that still has a name (its own, or another hard link's) will
 		// change the tree when it closes; one of an unlinked file will not.
-		if fs.writers > 0 && len(t.namesLocked(ino, fs)) > 0 {
+		if f.Writers > 0 && len(t.namesLocked(f.Ino)) > 0 {
 			n++
 		}
-	}
+	})
 	return n
 }
 
@@ -336,36 +342,36 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 		}
 	}
 	if rel == "" {
-		fs := t.inflight[st.Ino]
-		if fs == nil {
-			fs = &fileState{}
-			t.inflight[st.Ino] = fs
+		f := t.book.OpenWrite(st.Ino, false)
+		if f.Aux == nil {
+			f.Aux = &pending{}
 		}
-		fs.writers++
-		fs.gen++
 		return &Session{t: t, ino: st.Ino}
 	}
-	fs := t.fileStateLocked(rel, &st, created)
-	fs.writers++
-	fs.gen++
+	p := t.markPendingLocked(rel, &st, created)
+	f := t.book.OpenWrite(st.Ino, created)
+	f.Aux = p
 	return &Session{t: t, ino: st.Ino}
 }
 
-// fileStateLocked returns (creating) the in-flight state of the file at rel, and marks the tree
-// entry pending.
-func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fileState {
-	fs := t.inflight[st.Ino]
-	if fs != nil && created && fs.writers == 0 {
-		fs = nil // a new file that reuses the inode number of one that is gone
+// markPendingLocked marks the tree entry of the file at rel pending and names it in the ledger,
+// and returns the tracker's data for the file in flight: the one it already has, or a new one
+// that remembers the entry as it was (a hash may find the content unchanged). The caller records
+// the change in the ledger (OpenWrite, Changed) and stores the data in the file's Aux.
+func (t *Tracker) markPendingLocked(rel string, st *unix.Stat_t, created bool) *pending {
+	var p *pending
+	if f := t.book.File(st.Ino); f != nil && f.InFlight && !(created && f.Writers == 0) {
+		// (A created file whose inode number a settled-but-queued file still holds is another
+		// file: the number was reused.)
+		p = pendingOf(f)
 	}
-	if fs == nil {
-		fs = &fileState{path: rel}
+	if p == nil {
+		p = &pending{}
 		if e, ok := t.tree.Get(rel); ok && e.Kind == hashtree.KindFile && !created {
-			fs.prevStatus, fs.prevMeta, fs.hadDigest = e.Status, e.Meta, e.Status != hashtree.StatusPending
+			p.prevStatus, p.prevMeta, p.hadDigest = e.Status, e.Meta, e.Status != hashtree.StatusPending
 		}
-		t.inflight[st.Ino] = fs
 	}
-	fs.path = rel
+	t.book.Bind(rel, st.Ino)
 	excluded := t.excl.Match(rel)
 	ts := now()
 	e, ok := t.tree.Get(rel)
@@ -389,7 +395,7 @@ func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fi
 			t.updateLocked(rel, func(e *hashtree.Entry) { e.Status = hashtree.StatusPending })
 		}
 	}
-	return fs
+	return p
 }
 
 // Close ends the session; the last writer's close queues the file for hashing.
@@ -401,14 +407,8 @@ func (s *Session) Close() {
 		t := s.t
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		fs := t.inflight[s.ino]
-		if fs == nil {
-			return
-		}
-		fs.writers--
-		if fs.writers <= 0 {
-			fs.writers = 0
-			t.queueLocked(s.ino, fs, true)
+		if j, ok := t.book.CloseWrite(s.ino); ok {
+			t.queueLocked(j, true)
 		}
 	})
 }
@@ -421,11 +421,9 @@ func (s *Session) Truncated() {
 	}
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
-	if fs := s.t.inflight[s.ino]; fs != nil {
-		fs.gen++
-		if fs.stream != nil {
-			fs.stream.invalidate()
-		}
+	s.t.book.Invalidate(s.ino)
+	if p := pendingOf(s.t.book.File(s.ino)); p != nil && p.stream != nil {
+		p.stream.invalidate()
 	}
 }
 
@@ -459,15 +457,15 @@ func (s *Session) Wrote(off int64, data []byte) {
 	}
 	t := s.t
 	t.mu.Lock()
-	fs := t.inflight[s.ino]
-	if fs == nil {
+	p := pendingOf(t.book.File(s.ino))
+	if p == nil {
 		t.mu.Unlock()
 		return
 	}
-	if fs.stream == nil {
-		fs.stream = newStreamHash()
+	if p.stream == nil {
+		p.stream = newStreamHash()
 	}
-	sh := fs.stream
+	sh := p.stream
 	t.mu.Unlock()
 	sh.write(off, data)
 }
@@ -492,13 +490,14 @@ func (t *Tracker) Truncated(rel string) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return // replaced meanwhile by something that is not a file: its own operation records it
 	}
-	fs := t.fileStateLocked(rel, &st, false)
-	fs.gen++
-	if fs.stream != nil {
-		fs.stream.invalidate()
+	p := t.markPendingLocked(rel, &st, false)
+	if p.stream != nil {
+		p.stream.invalidate()
 	}
-	if fs.writers == 0 {
-		t.queueLocked(st.Ino, fs, true)
+	f, j, ok := t.book.Changed(st.Ino)
+	f.Aux = p
+	if ok {
+		t.queueLocked(j, true)
 	}
 }
 
@@ -515,14 +514,15 @@ func (t *Tracker) Touched(rel string) {
 		_ = t.tree.Update(rel, func(e *hashtree.Entry) { e.Meta = metaOf(&st) })
 		t.dirty = true
 	}
-	t.refreshNamesLocked(st.Ino, rel)
+	t.refreshNamesLocked(st.Ino, rel, &st)
 }
 
 // refreshNamesLocked re-reads the metadata of the other names of a hard-linked file after an
 // operation on one of them changed the inode's ctime (link count, mode, xattrs), so a later
-// verification does not mistake it for a change behind the mount.
-func (t *Tracker) refreshNamesLocked(ino uint64, except string) {
-	for p := range t.links[ino] {
+// verification does not mistake it for a change behind the mount. st is the inode's status when
+// the caller has it (every name of the inode shares it); nil has it read through a remaining name.
+func (t *Tracker) refreshNamesLocked(ino uint64, except string, st *unix.Stat_t) {
+	for _, p := range t.book.Names(ino) {
 		if p == except {
 			continue
 		}
@@ -530,11 +530,15 @@ func (t *Tracker) refreshNamesLocked(ino uint64, except string) {
 		if !ok || e.Kind != hashtree.KindFile || e.Meta.Ino != ino {
 			continue
 		}
-		if st, err := t.lstat(p); err == nil && st.Ino == ino {
-			m := metaOf(&st)
-			if m.Size == e.Meta.Size { // content changes are the hash's business
-				_ = t.tree.Update(p, func(x *hashtree.Entry) { x.Meta = m })
+		if st == nil {
+			cur, err := t.lstat(p)
+			if err != nil || cur.Ino != ino {
+				continue
 			}
+			st = &cur
+		}
+		if m := metaOf(st); m.Size == e.Meta.Size { // content changes are the hash's business
+			_ = t.tree.Update(p, func(x *hashtree.Entry) { x.Meta = m })
 		}
 	}
 }
@@ -579,13 +583,8 @@ func (t *Tracker) Link(oldRel, newRel string) {
 	e.ChangedAt = now()
 	t.putLocked(newRel, e)
 	_ = t.tree.Update(oldRel, func(o *hashtree.Entry) { o.Meta.Ctime = e.Meta.Ctime })
-	set := t.links[st.Ino]
-	if set == nil {
-		set = map[string]struct{}{}
-		t.links[st.Ino] = set
-	}
-	set[oldRel], set[newRel] = struct{}{}, struct{}{}
-	t.refreshNamesLocked(st.Ino, newRel)
+	t.book.Link(oldRel, newRel, st.Ino)
+	t.refreshNamesLocked(st.Ino, newRel, &st)
 	t.reclassifyLocked(newRel)
 }
 
@@ -597,7 +596,7 @@ func (t *Tracker) Unlink(rel string) {
 	e, ok := t.tree.Get(rel)
 	t.removeLocked(rel)
 	if ok && e.Kind == hashtree.KindFile {
-		t.refreshNamesLocked(e.Meta.Ino, rel) // the link count, hence the ctime, changed
+		t.refreshNamesLocked(e.Meta.Ino, rel, nil) // the link count, hence the ctime, changed
 	}
 }
 
@@ -615,7 +614,7 @@ func (t *Tracker) removeLocked(rel string) {
 	}
 	_ = t.tree.Remove(rel, now())
 	t.dirty = true
-	t.forgetNameLocked(rel)
+	t.book.Unbind(rel)
 	t.clearFindingsLocked(rel)
 	t.notify.push(Event{Path: rel, Removed: true})
 }
@@ -633,7 +632,7 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 			t.resyncLocked(newRel, "rename exchange", err)
 			return
 		}
-		t.exchangeNamesLocked(oldRel, newRel)
+		t.book.Exchange(oldRel, newRel)
 		t.dirty = true
 		t.afterMoveLocked(oldRel)
 		t.afterMoveLocked(newRel)
@@ -642,18 +641,23 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 	if oldRel == newRel {
 		return
 	}
-	if _, ok := t.tree.Get(oldRel); !ok {
+	src, ok := t.tree.Get(oldRel)
+	if !ok {
 		t.resyncLocked(newRel, "rename of an untracked source", hashtree.ErrNotFound)
 		return
 	}
-	// Whatever was at newRel is replaced: its in-flight state loses its name.
-	t.forgetNameLocked(newRel)
+	if dst, ok := t.tree.Get(newRel); ok && src.Kind == hashtree.KindFile && dst.Kind == hashtree.KindFile &&
+		src.Meta.Ino != 0 && src.Meta.Ino == dst.Meta.Ino {
+		// Two names of one file: rename(2) did nothing, both names stay (POSIX).
+		return
+	}
+	// Whatever was at newRel is replaced: it loses its name, and oldRel's names move with it.
+	t.book.Rename(oldRel, newRel)
 	if err := t.tree.Rename(oldRel, newRel, ts); err != nil {
 		t.resyncLocked(oldRel, "rename", err)
 		t.resyncLocked(newRel, "rename", err)
 		return
 	}
-	t.moveNamesLocked(oldRel, newRel)
 	t.dirty = true
 	t.clearFindingsLocked(oldRel)
 	t.clearFindingsLocked(newRel)
@@ -661,80 +665,9 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 	t.afterMoveLocked(newRel)
 }
 
-// forgetNameLocked drops rel (and names under it) from the in-flight and hard-link tables.
-func (t *Tracker) forgetNameLocked(rel string) {
-	under := func(p string) bool { return p == rel || strings.HasPrefix(p, rel+"/") }
-	for _, fs := range t.inflight {
-		if under(fs.path) {
-			fs.path = ""
-		}
-	}
-	for ino, set := range t.links {
-		for p := range set {
-			if under(p) {
-				delete(set, p)
-			}
-		}
-		if len(set) == 0 {
-			delete(t.links, ino)
-		}
-	}
-}
 
-// moveNamesLocked renames from (and names under it) to in the in-flight and hard-link tables.
-func (t *Tracker) moveNamesLocked(from, to string) {
-	for _, fs := range t.inflight {
-		if p, ok := movePath(fs.path, from, to); ok {
-			fs.path = p
-		}
-	}
-	for _, set := range t.links {
-		for p := range set {
-			if np, ok := movePath(p, from, to); ok {
-				delete(set, p)
-				set[np] = struct{}{}
-			}
-		}
-	}
-}
 
-// exchangeNamesLocked swaps a and b (and names under them) in the in-flight and hard-link tables.
-func (t *Tracker) exchangeNamesLocked(a, b string) {
-	swap := func(p string) (string, bool) {
-		if np, ok := movePath(p, a, b); ok {
-			return np, true
-		}
-		return movePath(p, b, a)
-	}
-	for _, fs := range t.inflight {
-		if p, ok := swap(fs.path); ok {
-			fs.path = p
-		}
-	}
-	for _, set := range t.links {
-		var moved []string
-		for p := range set {
-			if np, ok := swap(p); ok {
-				delete(set, p)
-				moved = append(moved, np)
-			}
-		}
-		for _, np := range moved {
-			set[np] = struct{}{}
-		}
-	}
-}
 
-// movePath rewrites p when it is from or lies under from.
-func movePath(p, from, to string) (string, bool) {
-	if p == from {
-		return to, true
-	}
-	if strings.HasPrefix(p, from+"/") {
-		return to + p[len(from):], true
-	}
-	return "", false
-}
 
 // afterMoveLocked fixes up what a rename changes besides names: ctime, exclusion status and blob
 // checks, for rel and (for a directory) everything under it; then notifies.
@@ -746,7 +679,7 @@ func (t *Tracker) afterMoveLocked(rel string) {
 	if e.Kind != hashtree.KindDir {
 		if st, err := t.lstat(rel); err == nil {
 			_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Meta = metaOf(&st) })
-			t.refreshNamesLocked(st.Ino, rel)
+			t.refreshNamesLocked(st.Ino, rel, &st)
 		}
 		t.reclassifyLocked(rel)
 		return
@@ -793,11 +726,12 @@ func (t *Tracker) reclassifyLocked(rel string) {
 
 // rehashLocked marks rel pending and queues it for hashing.
 func (t *Tracker) rehashLocked(rel string, st *unix.Stat_t, urgent bool) {
-	fs := t.fileStateLocked(rel, st, false)
-	fs.gen++
-	fs.hadDigest = false
-	if fs.writers == 0 {
-		t.queueLocked(st.Ino, fs, urgent)
+	p := t.markPendingLocked(rel, st, false)
+	p.hadDigest = false
+	f, j, ok := t.book.Changed(st.Ino)
+	f.Aux = p
+	if ok {
+		t.queueLocked(j, urgent)
 	}
 }
 
@@ -1073,17 +1007,17 @@ func (t *Tracker) SetClassifier(exclude []string, blobDigest func(rel string) (d
 func (t *Tracker) AbandonWriters() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := 0
-	for ino, fs := range t.inflight {
-		if fs.writers > 0 {
-			n++
-			fs.writers = 0
-			fs.gen++ // a hash job already queued for an older generation must not record
-			if fs.path != "" {
-				t.log.Warn("file still open for writing at unmount; it stays pending and is rehashed at the next mount", "path", fs.path)
-			}
-			delete(t.inflight, ino)
+	var open []*ledger.File
+	t.book.Each(func(f *ledger.File) {
+		if f.Writers > 0 {
+			open = append(open, f)
 		}
+	})
+	for _, f := range open {
+		for _, p := range t.namesLocked(f.Ino) {
+			t.log.Warn("file still open for writing at unmount; it stays pending and is rehashed at the next mount", "path", p)
+		}
+		t.book.Settle(f.Ino) // a hash job already queued for it finds it settled and records nothing
 	}
-	return n
+	return len(open)
 }

@@ -457,8 +457,8 @@ func (t *Tracker) unchangedLocked(it verifyItem) bool {
 	if !ok || e.Digest != it.entry.Digest || e.Meta != it.entry.Meta {
 		return false
 	}
-	_, inflight := t.inflight[e.Meta.Ino]
-	return !inflight
+	f := t.book.File(e.Meta.Ino)
+	return f == nil || !f.InFlight
 }
 
 // drift handles a file whose metadata differs from the tree although no operation through the
