@@ -1,7 +1,6 @@
 package tracker
 
 import (
-
 	"github.com/trowfs/trowfs/hashtree"
 )
 

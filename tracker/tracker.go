@@ -97,11 +97,11 @@ type Tracker struct {
 
 	// mu guards every field below it. Nothing that reads file content or blocks on I/O other than
 	// a single lstat/fstat runs while it is held.
-	mu       sync.Mutex
-	tree     *hashtree.Tree
+	mu   sync.Mutex
+	tree *hashtree.Tree
 	// book is the bookkeeping of files by inode: writers, hash generations, and the names of
 	// files in flight or known to have several links (package ledger).
-	book *ledger.Ledger
+	book     *ledger.Ledger
 	findings map[findingKey]Finding
 	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
 	dirty    bool                // the tree changed since the last checkpoint
@@ -664,10 +664,6 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 	t.notify.push(Event{Path: oldRel, Removed: true})
 	t.afterMoveLocked(newRel)
 }
-
-
-
-
 
 // afterMoveLocked fixes up what a rename changes besides names: ctime, exclusion status and blob
 // checks, for rel and (for a directory) everything under it; then notifies.
