@@ -522,7 +522,12 @@ func (t *Tracker) Touched(rel string) {
 // verification does not mistake it for a change behind the mount. st is the inode's status when
 // the caller has it (every name of the inode shares it); nil has it read through a remaining name.
 func (t *Tracker) refreshNamesLocked(ino uint64, except string, st *unix.Stat_t) {
-	for _, p := range t.book.Names(ino) {
+	t.refreshLocked(ino, t.book.Names(ino), except, st)
+}
+
+// refreshLocked is refreshNamesLocked for the names given.
+func (t *Tracker) refreshLocked(ino uint64, names []string, except string, st *unix.Stat_t) {
+	for _, p := range names {
 		if p == except {
 			continue
 		}
@@ -594,9 +599,13 @@ func (t *Tracker) Unlink(rel string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.tree.Get(rel)
-	t.removeLocked(rel)
+	var others []string
 	if ok && e.Kind == hashtree.KindFile {
-		t.refreshNamesLocked(e.Meta.Ino, rel, nil) // the link count, hence the ctime, changed
+		others = t.namesLocked(e.Meta.Ino) // before the ledger forgets a file left with one name
+	}
+	t.removeLocked(rel)
+	if len(others) > 0 {
+		t.refreshLocked(e.Meta.Ino, others, rel, nil) // the link count, hence the ctime, changed
 	}
 }
 
