@@ -143,9 +143,9 @@ func (t *Tracker) runJob(j job) {
 		if p == nil {
 			p = &pending{}
 		}
-		stream := p.stream
-		noWrite := p.hadDigest
-		prevMeta, prevStatus := p.prevMeta, p.prevStatus
+		stream := streamOf(p)
+		noWrite := p.HadDigest
+		prevMeta, prevStatus := p.Meta, p.Status
 		t.mu.Unlock()
 
 		// Hash through the first name that still leads to the file: another name may be in
@@ -230,79 +230,16 @@ func sameNames(a, b []string) bool {
 
 // namesLocked lists the current names of the file with inode ino, sorted: those the ledger knows
 // that the tree still gives that inode.
-func (t *Tracker) namesLocked(ino uint64) []string {
-	names := t.book.Names(ino)
-	kept := names[:0]
-	for _, p := range names {
-		if e, ok := t.tree.Get(p); ok && e.Kind == hashtree.KindFile && (e.Meta.Ino == ino || e.Meta.Ino == 0) {
-			kept = append(kept, p)
-		}
-	}
-	return kept
-}
+func (t *Tracker) namesLocked(ino uint64) []string { return t.k.Names(ino) }
 
 var (
 	errRetry = errors.New("file changed while hashing")
 	errGone  = errors.New("file is gone")
 )
 
-// recordHashLocked stores a finished hash at p if p still names the same inode.
+// recordHashLocked records the hash of inode ino at its name p (see ledger.Keeper.Record).
 func (t *Tracker) recordHashLocked(p string, ino uint64, res hashResult, unchanged bool, prevStatus hashtree.Status) {
-	excluded := t.excl.Match(p)
-	var want digest.Digest
-	if t.blobDigest != nil && !excluded {
-		want, _ = t.blobDigest(p)
-	}
-	e, ok := t.tree.Get(p)
-	if !ok || e.Kind != hashtree.KindFile || (e.Meta.Ino != 0 && e.Meta.Ino != ino) {
-		return // p now names another file
-	}
-	ts := now()
-	ne := e
-	ne.Meta = res.meta
-	if e.Meta.Size == res.meta.Size && e.Meta.Mtime == res.meta.Mtime && e.Meta.Ctime > res.meta.Ctime {
-		// A metadata-only operation (link, chmod, xattr) was recorded after our fstat: its
-		// ctime is the current one; the content (same size and mtime) is what we hashed.
-		ne.Meta.Ctime = e.Meta.Ctime
-	}
-	switch {
-	case excluded:
-		ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
-	case !res.hashed && !unchanged:
-		// Only excluded names could be read: the content of this name is not known.
-		ne.Status = hashtree.StatusUnverified
-	case unchanged:
-		// Opened for writing but nothing was written: keep what we knew.
-		ne.Status = prevStatus
-		if ne.Status == hashtree.StatusPending {
-			ne.Status = hashtree.StatusVerified
-		}
-	default:
-		if ne.Digest != res.sum {
-			ne.ChangedAt = ts
-		}
-		ne.Digest = res.sum
-		ne.Status = hashtree.StatusVerified
-		ne.VerifiedAt = ts
-		t.clearFindingLocked(FindingMismatch, p)
-		if want != "" {
-			switch c := checker.CheckName(want, checker.Sums{SHA256: res.sum, Other: res.other}); c.Verdict {
-			case checker.Unchecked:
-				ne.Status = hashtree.StatusUnverified // hashed through a name that did not ask for it
-			case checker.Mismatch:
-				ne.Status = hashtree.StatusMismatch
-				t.blobMismatchLocked(p, c)
-			}
-		}
-	}
-	if ne == e {
-		return // nothing changed (a reader's O_RDWR open, an excluded file left as it was)
-	}
-	if err := t.tree.Update(p, func(x *hashtree.Entry) { *x = ne }); err != nil {
-		return
-	}
-	t.dirty = true
-	t.notify.push(Event{Path: p, Entry: ne})
+	t.k.Record(p, ino, ledger.Hashed{Sum: res.sum, Other: res.other, Meta: res.meta, Read: res.hashed}, unchanged, prevStatus)
 }
 
 // hashFile reads rel (which must still be inode ino) and hashes it. For an excluded file, or a

@@ -154,7 +154,7 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 		// Trust the snapshot, except for files it recorded as pending (open or unhashed at
 		// unmount): those are hashed now. Hard links are not discovered in this mode.
 		t.mu.Lock()
-		t.tree = old
+		t.setTreeLocked(old)
 		var pending []string
 		_ = old.Walk(func(p string, e hashtree.Entry) error {
 			if e.Kind == hashtree.KindFile {
@@ -199,7 +199,7 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 		t.onLoad(rc.files, rc.bytes, true)
 	}
 	t.mu.Lock()
-	t.tree = tree
+	t.setTreeLocked(tree)
 	t.dirty = true
 	for ino, names := range rc.links {
 		for _, n := range names {

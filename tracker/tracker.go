@@ -99,9 +99,12 @@ type Tracker struct {
 	// a single lstat/fstat runs while it is held.
 	mu   sync.Mutex
 	tree *hashtree.Tree
-	// book is the bookkeeping of files by inode: writers, hash generations, and the names of
-	// files in flight or known to have several links (package ledger).
+	// k decides what each operation and hash result does to the tree (package ledger); book is
+	// its ledger of files by inode: writers, hash generations, the names of files in flight or
+	// with several links. Both live as long as the tracker; tree is k's tree (setTreeLocked).
+	k        *ledger.Keeper
 	book     *ledger.Ledger
+	rescans  []rescan // what k asked to read again from DATA, run by flushRescansLocked
 	findings map[findingKey]Finding
 	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
 	dirty    bool                // the tree changed since the last checkpoint
@@ -113,22 +116,20 @@ type Tracker struct {
 	scrub    scrubState
 }
 
-// pending is the tracker's own data on a file in flight, kept in its ledger.File's Aux.
-type pending struct {
-	prevStatus hashtree.Status
-	prevMeta   hashtree.Meta
-	hadDigest  bool
-	stream     *streamHash // daemon write mode: sequential writes hashed as they pass
+// pending is the tracker's data on a file in flight: the keeper's, with the streaming hash.
+type pending = ledger.Pending
+
+// streamOf returns the streaming hash of an in-flight file, nil for none.
+func streamOf(p *pending) *streamHash {
+	if p == nil {
+		return nil
+	}
+	sh, _ := p.Extra.(*streamHash)
+	return sh
 }
 
 // pendingOf returns the tracker's data on an in-flight file, nil for none.
-func pendingOf(f *ledger.File) *pending {
-	if f == nil {
-		return nil
-	}
-	p, _ := f.Aux.(*pending)
-	return p
-}
+func pendingOf(f *ledger.File) *pending { return ledger.PendingOf(f) }
 
 // New creates a tracker for opts.Root with an empty tree; call Load to fill it.
 func New(opts Options) (*Tracker, error) {
@@ -160,11 +161,12 @@ func New(opts Options) (*Tracker, error) {
 		onRunEnd:   opts.OnRunEnd,
 		onLoad:     opts.OnLoadProgress,
 		tree:       hashtree.New(),
-		book:       ledger.New(),
 		findings:   map[findingKey]Finding{},
 		jobs:       newJobQueue(),
 		notify:     newEventQueue(opts.Notify),
 	}
+	t.k = ledger.NewKeeper(t.tree, t.rules(), sink{t}, now, t.statMeta)
+	t.book = t.k.Book()
 	t.idle = sync.NewCond(&t.mu)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	n := opts.HashWorkers
@@ -289,7 +291,7 @@ func metaOf(st *unix.Stat_t) hashtree.Meta {
 }
 
 // emptyDigest is the digest of an empty file.
-var emptyDigest = hashtree.SumBytes(nil)
+var emptyDigest = ledger.EmptyDigest
 
 // ---- operations reported by the mount -------------------------------------------------------
 
@@ -341,61 +343,8 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 			rel = ""
 		}
 	}
-	if rel == "" {
-		f := t.book.OpenWrite(st.Ino, false)
-		if f.Aux == nil {
-			f.Aux = &pending{}
-		}
-		return &Session{t: t, ino: st.Ino}
-	}
-	p := t.markPendingLocked(rel, &st, created)
-	f := t.book.OpenWrite(st.Ino, created)
-	f.Aux = p
+	t.k.OpenWrite(rel, metaOf(&st), created)
 	return &Session{t: t, ino: st.Ino}
-}
-
-// markPendingLocked marks the tree entry of the file at rel pending and names it in the ledger,
-// and returns the tracker's data for the file in flight: the one it already has, or a new one
-// that remembers the entry as it was (a hash may find the content unchanged). The caller records
-// the change in the ledger (OpenWrite, Changed) and stores the data in the file's Aux.
-func (t *Tracker) markPendingLocked(rel string, st *unix.Stat_t, created bool) *pending {
-	var p *pending
-	if f := t.book.File(st.Ino); f != nil && f.InFlight && !(created && f.Writers == 0) {
-		// (A created file whose inode number a settled-but-queued file still holds is another
-		// file: the number was reused.)
-		p = pendingOf(f)
-	}
-	if p == nil {
-		p = &pending{}
-		if e, ok := t.tree.Get(rel); ok && e.Kind == hashtree.KindFile && !created {
-			p.prevStatus, p.prevMeta, p.hadDigest = e.Status, e.Meta, e.Status != hashtree.StatusPending
-		}
-	}
-	t.book.Bind(rel, st.Ino)
-	excluded := t.excl.Match(rel)
-	ts := now()
-	e, ok := t.tree.Get(rel)
-	if !ok || e.Kind != hashtree.KindFile || created {
-		ne := hashtree.Entry{Kind: hashtree.KindFile, Digest: emptyDigest, Status: hashtree.StatusPending, Meta: metaOf(st), ChangedAt: ts}
-		if excluded {
-			ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
-		}
-		if ok && e.Kind == hashtree.KindDir {
-			t.internal(rel, "a file replaced a directory the tree still had", nil)
-			_ = t.tree.Remove(rel, ts)
-		}
-		t.putLocked(rel, ne)
-	} else {
-		if e.Meta.Ino != st.Ino {
-			// Another file now has this name (replaced in DATA behind the mount's back): the
-			// entry describes the new inode from here on, or its hash would be refused.
-			t.updateLocked(rel, func(e *hashtree.Entry) { e.Meta = metaOf(st) })
-		}
-		if !excluded && e.Status != hashtree.StatusPending {
-			t.updateLocked(rel, func(e *hashtree.Entry) { e.Status = hashtree.StatusPending })
-		}
-	}
-	return p
 }
 
 // Close ends the session; the last writer's close queues the file for hashing.
@@ -407,9 +356,7 @@ func (s *Session) Close() {
 		t := s.t
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		if j, ok := t.book.CloseWrite(s.ino); ok {
-			t.queueLocked(j, true)
-		}
+		t.k.CloseWrite(s.ino)
 	})
 }
 
@@ -422,8 +369,8 @@ func (s *Session) Truncated() {
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
 	s.t.book.Invalidate(s.ino)
-	if p := pendingOf(s.t.book.File(s.ino)); p != nil && p.stream != nil {
-		p.stream.invalidate()
+	if sh := streamOf(pendingOf(s.t.book.File(s.ino))); sh != nil {
+		sh.invalidate()
 	}
 }
 
@@ -462,10 +409,11 @@ func (s *Session) Wrote(off int64, data []byte) {
 		t.mu.Unlock()
 		return
 	}
-	if p.stream == nil {
-		p.stream = newStreamHash()
+	sh := streamOf(p)
+	if sh == nil {
+		sh = newStreamHash()
+		p.Extra = sh
 	}
-	sh := p.stream
 	t.mu.Unlock()
 	sh.write(off, data)
 }
@@ -490,15 +438,10 @@ func (t *Tracker) Truncated(rel string) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return // replaced meanwhile by something that is not a file: its own operation records it
 	}
-	p := t.markPendingLocked(rel, &st, false)
-	if p.stream != nil {
-		p.stream.invalidate()
+	if sh := streamOf(pendingOf(t.book.File(st.Ino))); sh != nil {
+		sh.invalidate()
 	}
-	f, j, ok := t.book.Changed(st.Ino)
-	f.Aux = p
-	if ok {
-		t.queueLocked(j, true)
-	}
+	t.k.Truncated(rel, metaOf(&st))
 }
 
 // Touched refreshes the metadata of rel after chmod, chown or utimes.
@@ -510,42 +453,7 @@ func (t *Tracker) Touched(rel string) {
 	t.stats.op("setattr")
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e, ok := t.tree.Get(rel); ok && e.Kind != hashtree.KindDir {
-		_ = t.tree.Update(rel, func(e *hashtree.Entry) { e.Meta = metaOf(&st) })
-		t.dirty = true
-	}
-	t.refreshNamesLocked(st.Ino, rel, &st)
-}
-
-// refreshNamesLocked re-reads the metadata of the other names of a hard-linked file after an
-// operation on one of them changed the inode's ctime (link count, mode, xattrs), so a later
-// verification does not mistake it for a change behind the mount. st is the inode's status when
-// the caller has it (every name of the inode shares it); nil has it read through a remaining name.
-func (t *Tracker) refreshNamesLocked(ino uint64, except string, st *unix.Stat_t) {
-	t.refreshLocked(ino, t.book.Names(ino), except, st)
-}
-
-// refreshLocked is refreshNamesLocked for the names given.
-func (t *Tracker) refreshLocked(ino uint64, names []string, except string, st *unix.Stat_t) {
-	for _, p := range names {
-		if p == except {
-			continue
-		}
-		e, ok := t.tree.Get(p)
-		if !ok || e.Kind != hashtree.KindFile || e.Meta.Ino != ino {
-			continue
-		}
-		if st == nil {
-			cur, err := t.lstat(p)
-			if err != nil || cur.Ino != ino {
-				continue
-			}
-			st = &cur
-		}
-		if m := metaOf(st); m.Size == e.Meta.Size { // content changes are the hash's business
-			_ = t.tree.Update(p, func(x *hashtree.Entry) { x.Meta = m })
-		}
-	}
+	t.k.Touched(rel, metaOf(&st))
 }
 
 // Mkdir records a new directory.
@@ -553,11 +461,8 @@ func (t *Tracker) Mkdir(rel string) {
 	t.stats.op("mkdir")
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.tree.Mkdir(rel, now()); err != nil {
-		t.resyncLocked(rel, "mkdir", err)
-		return
-	}
-	t.dirty = true
+	t.k.Mkdir(rel)
+	t.flushRescansLocked()
 }
 
 // Symlink records a new symbolic link.
@@ -566,7 +471,7 @@ func (t *Tracker) Symlink(rel, target string) {
 	st, _ := t.lstat(rel)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.putLocked(rel, hashtree.Entry{Kind: hashtree.KindSymlink, Target: target, Status: hashtree.StatusVerified, Meta: metaOf(&st), ChangedAt: now()})
+	t.k.Symlink(rel, target, metaOf(&st))
 }
 
 // Link records a new hard link newRel to the file at oldRel.
@@ -579,18 +484,8 @@ func (t *Tracker) Link(oldRel, newRel string) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, ok := t.tree.Get(oldRel)
-	if !ok || e.Kind == hashtree.KindDir {
-		t.resyncLocked(newRel, "link", hashtree.ErrNotFound)
-		return
-	}
-	e.Meta = metaOf(&st)
-	e.ChangedAt = now()
-	t.putLocked(newRel, e)
-	_ = t.tree.Update(oldRel, func(o *hashtree.Entry) { o.Meta.Ctime = e.Meta.Ctime })
-	t.book.Link(oldRel, newRel, st.Ino)
-	t.refreshNamesLocked(st.Ino, newRel, &st)
-	t.reclassifyLocked(newRel)
+	t.k.Link(oldRel, newRel, metaOf(&st))
+	t.flushRescansLocked()
 }
 
 // Unlink records the removal of a file or symlink.
@@ -598,15 +493,7 @@ func (t *Tracker) Unlink(rel string) {
 	t.stats.op("unlink")
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e, ok := t.tree.Get(rel)
-	var others []string
-	if ok && e.Kind == hashtree.KindFile {
-		others = t.namesLocked(e.Meta.Ino) // before the ledger forgets a file left with one name
-	}
-	t.removeLocked(rel)
-	if len(others) > 0 {
-		t.refreshLocked(e.Meta.Ino, others, rel, nil) // the link count, hence the ctime, changed
-	}
+	t.k.Unlink(rel)
 }
 
 // Rmdir records the removal of an (empty) directory.
@@ -614,19 +501,11 @@ func (t *Tracker) Rmdir(rel string) {
 	t.stats.op("rmdir")
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.removeLocked(rel)
+	t.k.Rmdir(rel)
 }
 
-func (t *Tracker) removeLocked(rel string) {
-	if _, ok := t.tree.Get(rel); !ok {
-		return
-	}
-	_ = t.tree.Remove(rel, now())
-	t.dirty = true
-	t.book.Unbind(rel)
-	t.clearFindingsLocked(rel)
-	t.notify.push(Event{Path: rel, Removed: true})
-}
+// removeLocked records that rel (and what lies under it) is gone.
+func (t *Tracker) removeLocked(rel string) { t.k.Rmdir(rel) }
 
 // Rename records a successful rename(2)/renameat2(2) from oldRel to newRel. exchange is
 // RENAME_EXCHANGE.
@@ -634,165 +513,17 @@ func (t *Tracker) Rename(oldRel, newRel string, exchange bool) {
 	t.stats.op("rename")
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ts := now()
-	if exchange {
-		if err := t.tree.Exchange(oldRel, newRel, ts); err != nil {
-			t.resyncLocked(oldRel, "rename exchange", err)
-			t.resyncLocked(newRel, "rename exchange", err)
-			return
-		}
-		t.book.Exchange(oldRel, newRel)
-		t.dirty = true
-		t.afterMoveLocked(oldRel)
-		t.afterMoveLocked(newRel)
-		return
-	}
-	if oldRel == newRel {
-		return
-	}
-	src, ok := t.tree.Get(oldRel)
-	if !ok {
-		t.resyncLocked(newRel, "rename of an untracked source", hashtree.ErrNotFound)
-		return
-	}
-	if dst, ok := t.tree.Get(newRel); ok && src.Kind == hashtree.KindFile && dst.Kind == hashtree.KindFile &&
-		src.Meta.Ino != 0 && src.Meta.Ino == dst.Meta.Ino {
-		// Two names of one file: rename(2) did nothing, both names stay (POSIX).
-		return
-	}
-	// Whatever was at newRel is replaced: it loses its name, and oldRel's names move with it.
-	t.book.Rename(oldRel, newRel)
-	if err := t.tree.Rename(oldRel, newRel, ts); err != nil {
-		t.resyncLocked(oldRel, "rename", err)
-		t.resyncLocked(newRel, "rename", err)
-		return
-	}
-	t.dirty = true
-	t.clearFindingsLocked(oldRel)
-	t.clearFindingsLocked(newRel)
-	t.notify.push(Event{Path: oldRel, Removed: true})
-	t.afterMoveLocked(newRel)
-}
-
-// afterMoveLocked fixes up what a rename changes besides names: ctime, exclusion status and blob
-// checks, for rel and (for a directory) everything under it; then notifies.
-func (t *Tracker) afterMoveLocked(rel string) {
-	e, ok := t.tree.Get(rel)
-	if !ok {
-		return
-	}
-	if e.Kind != hashtree.KindDir {
-		if st, err := t.lstat(rel); err == nil {
-			_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Meta = metaOf(&st) })
-			t.refreshNamesLocked(st.Ino, rel, &st)
-		}
-		t.reclassifyLocked(rel)
-		return
-	}
-	var files []string
-	_ = t.walkUnderLocked(rel, func(p string, e hashtree.Entry) error {
-		if e.Kind != hashtree.KindDir {
-			files = append(files, p)
-		}
-		return nil
-	})
-	for _, p := range files {
-		t.reclassifyLocked(p)
-	}
-}
-
-// reclassifyLocked applies the exclusion and blob rules to a file at its (new) name.
-func (t *Tracker) reclassifyLocked(rel string) {
-	e, ok := t.tree.Get(rel)
-	if !ok {
-		return
-	}
-	defer func() {
-		if e2, ok := t.tree.Get(rel); ok {
-			t.notify.push(Event{Path: rel, Entry: e2})
-		}
-	}()
-	if e.Kind != hashtree.KindFile {
-		return
-	}
-	excluded := t.excl.Match(rel)
-	switch {
-	case excluded && e.Status != hashtree.StatusExcluded:
-		_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Status, x.Digest = hashtree.StatusExcluded, hashtree.Digest{} })
-	case !excluded && e.Status == hashtree.StatusExcluded:
-		// It arrives from a volatile area (an upload committed into blobs/): hash it now.
-		if st, err := t.lstat(rel); err == nil {
-			t.rehashLocked(rel, &st, true)
-		}
-	case !excluded:
-		t.checkBlobLocked(rel)
-	}
+	t.k.Rename(oldRel, newRel, exchange)
+	t.flushRescansLocked()
 }
 
 // rehashLocked marks rel pending and queues it for hashing.
 func (t *Tracker) rehashLocked(rel string, st *unix.Stat_t, urgent bool) {
-	p := t.markPendingLocked(rel, st, false)
-	p.hadDigest = false
-	f, j, ok := t.book.Changed(st.Ino)
-	f.Aux = p
-	if ok {
-		t.queueLocked(j, urgent)
-	}
+	t.k.Rehash(rel, metaOf(st), urgent)
 }
 
-// checkBlobLocked compares a settled file at a blob path with the digest its name promises.
-func (t *Tracker) checkBlobLocked(rel string) {
-	if t.blobDigest == nil {
-		return
-	}
-	want, ok := t.blobDigest(rel)
-	if !ok {
-		return
-	}
-	e, ok := t.tree.Get(rel)
-	if !ok || e.Kind != hashtree.KindFile || e.Status == hashtree.StatusPending || e.Status == hashtree.StatusExcluded {
-		return
-	}
-	c := checker.CheckName(want, checker.Sums{SHA256: e.Digest})
-	if c.Verdict == checker.Unchecked {
-		// Only a rehash can check another algorithm.
-		if st, err := t.lstat(rel); err == nil {
-			t.rehashLocked(rel, &st, true)
-		}
-		return
-	}
-	status := hashtree.StatusVerified
-	if c.Verdict == checker.Mismatch {
-		status = hashtree.StatusMismatch
-		t.blobMismatchLocked(rel, c)
-	} else {
-		t.clearFindingLocked(FindingMismatch, rel)
-	}
-	if status != e.Status {
-		_ = t.tree.Update(rel, func(x *hashtree.Entry) { x.Status = status })
-	}
-}
-
-// putLocked stores an entry, creating missing parent directories (the tree may lag behind an
-// out-of-band mkdir).
-func (t *Tracker) putLocked(rel string, e hashtree.Entry) {
-	err := t.tree.Put(rel, e)
-	if errors.Is(err, hashtree.ErrNotFound) {
-		if err = t.tree.MkdirAll(path.Dir(rel), e.ChangedAt); err == nil || path.Dir(rel) == "." {
-			err = t.tree.Put(rel, e)
-		}
-	}
-	if errors.Is(err, hashtree.ErrIsDir) {
-		_ = t.tree.Remove(rel, e.ChangedAt)
-		err = t.tree.Put(rel, e)
-	}
-	if err != nil {
-		t.internal(rel, "tree put", err)
-		return
-	}
-	t.dirty = true
-	t.notify.push(Event{Path: rel, Entry: e})
-}
+// putLocked stores an entry, creating missing parent directories, and tells observers.
+func (t *Tracker) putLocked(rel string, e hashtree.Entry) { t.k.Put(rel, e) }
 
 func (t *Tracker) updateLocked(rel string, fn func(*hashtree.Entry)) {
 	if err := t.tree.Update(rel, fn); err == nil {
@@ -807,26 +538,7 @@ func (t *Tracker) walkUnderLocked(rel string, fn func(p string, e hashtree.Entry
 
 // walkSubtree visits every entry under dir in path order.
 func walkSubtree(tr *hashtree.Tree, dir string, fn func(p string, e hashtree.Entry) error) error {
-	var err error
-	lerr := tr.List(dir, "", func(name string, e hashtree.Entry) bool {
-		p := name
-		if dir != "" {
-			p = dir + "/" + name
-		}
-		if err = fn(p, e); err != nil {
-			return false
-		}
-		if e.Kind == hashtree.KindDir {
-			if err = walkSubtree(tr, p, fn); err != nil {
-				return false
-			}
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return lerr
+	return ledger.WalkSubtree(tr, dir, fn)
 }
 
 // resyncLocked repairs the tree at rel from the backing directory after the tree disagreed with
@@ -993,6 +705,7 @@ func (t *Tracker) SetClassifier(exclude []string, blobDigest func(rel string) (d
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.excl, t.blobDigest = m, blobDigest
+	t.k.SetRules(t.rules())
 	var files []string
 	_ = t.tree.Walk(func(p string, e hashtree.Entry) error {
 		if e.Kind == hashtree.KindFile {
@@ -1001,7 +714,7 @@ func (t *Tracker) SetClassifier(exclude []string, blobDigest func(rel string) (d
 		return nil
 	})
 	for _, p := range files {
-		t.reclassifyLocked(p)
+		t.k.Reclassify(p)
 	}
 	return nil
 }
@@ -1025,4 +738,74 @@ func (t *Tracker) AbandonWriters() int {
 		t.book.Settle(f.Ino) // a hash job already queued for it finds it settled and records nothing
 	}
 	return len(open)
+}
+
+// ---- the keeper's driver ----------------------------------------------------------------------
+
+// rules are the exclusion and blob rules as the keeper takes them.
+func (t *Tracker) rules() ledger.Rules {
+	r := ledger.Rules{Excluded: t.excl.Match}
+	if bd := t.blobDigest; bd != nil {
+		r.BlobDigest = bd
+	}
+	return r
+}
+
+// statMeta is the keeper's Stat: one lstat, under the tracker's lock.
+func (t *Tracker) statMeta(rel string) (hashtree.Meta, bool) {
+	st, err := t.lstat(rel)
+	if err != nil {
+		return hashtree.Meta{}, false
+	}
+	return metaOf(&st), true
+}
+
+// setTreeLocked gives the tracker, and its keeper, a new tree.
+func (t *Tracker) setTreeLocked(tr *hashtree.Tree) {
+	t.tree = tr
+	t.k.SetTree(tr)
+}
+
+// rescan is one Sink.Rescan request.
+type rescan struct {
+	rel, op string
+	cause   error
+}
+
+// flushRescansLocked runs the rescans the keeper asked for during the call that just returned.
+func (t *Tracker) flushRescansLocked() {
+	for len(t.rescans) > 0 {
+		r := t.rescans[0]
+		t.rescans = t.rescans[1:]
+		t.resyncLocked(r.rel, r.op, r.cause)
+	}
+}
+
+// sink is the tracker as the keeper's Sink. Every method runs with t.mu held.
+type sink struct{ t *Tracker }
+
+func (s sink) Changed(rel string, e hashtree.Entry) {
+	s.t.dirty = true
+	s.t.notify.push(Event{Path: rel, Entry: e})
+}
+
+func (s sink) Removed(rel string) {
+	s.t.dirty = true
+	s.t.notify.push(Event{Path: rel, Removed: true})
+}
+
+func (s sink) Dirty() { s.t.dirty = true }
+
+func (s sink) Queue(j ledger.Job, urgent bool) { s.t.queueLocked(j, urgent) }
+
+func (s sink) Mismatch(rel string, c checker.NameCheck) { s.t.blobMismatchLocked(rel, c) }
+
+func (s sink) ClearMismatch(rel string) { s.t.clearFindingLocked(FindingMismatch, rel) }
+
+func (s sink) ClearPath(rel string) { s.t.clearFindingsLocked(rel) }
+
+func (s sink) Problem(rel, what string, err error) { s.t.internal(rel, what, err) }
+
+func (s sink) Rescan(rel, op string, cause error) {
+	s.t.rescans = append(s.t.rescans, rescan{rel, op, cause})
 }
