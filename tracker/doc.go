@@ -7,6 +7,10 @@
 // reconciliation of a snapshot with the directory, snapshots and checkpoints in DATA/.trowfs,
 // verification runs and the throttled background scrub, exclusions and findings.
 //
+// What each operation and hash result does to the tree is decided by internal/ledger's Keeper, a
+// pure state machine keyed by inode: the tracker is its driver. It reads statuses (lstat, fstat),
+// hashes content, and applies the Keeper's decisions (notifications, hash jobs, findings, rescans).
+//
 // The tracker must never make a filesystem operation fail: it is told about operations that already
 // succeeded on the backing directory, and whatever goes wrong in its own bookkeeping becomes a
 // Finding and a log line, never an error returned to the registry.
