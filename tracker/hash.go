@@ -94,7 +94,7 @@ func (t *Tracker) worker() {
 		t.mu.Lock()
 		t.busy--
 		if t.busy == 0 {
-			t.idle.Broadcast()
+			t.wakeDrainLocked()
 		}
 		t.mu.Unlock()
 	}

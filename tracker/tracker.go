@@ -81,6 +81,11 @@ type Tracker struct {
 	cancel  context.CancelFunc // cancels ctx
 	closed  atomic.Bool
 	renames atomic.Int64 // renames and unlinks between their syscall and their report (NameOp)
+	// renameWaiters counts waitRenames calls asleep on renameDone (a cond on renameMu, which
+	// guards nothing else), so the NameOp that brings renames to 0 knows whether to wake them.
+	renameWaiters atomic.Int64
+	renameMu      sync.Mutex
+	renameDone    *sync.Cond
 	// ckptHold and ckptTotal are the last checkpoint's lock hold and total time (ns), for bench.
 	ckptHold, ckptTotal atomic.Int64
 	// ckptMu serialises checkpoints, so that a later one cannot be overwritten by an earlier one.
@@ -88,6 +93,9 @@ type Tracker struct {
 	// ckptHook, when set (tests), is called by WriteSnapshot with "frozen" under mu right after
 	// the tree is frozen and with "unlocked" once mu is released, before the encoding.
 	ckptHook func(stage string)
+	// drainWakes and renameWakes count how often Drain and waitRenames woke up to look again
+	// (tests: a wait must wake when the work ends, not at a polling interval).
+	drainWakes, renameWakes atomic.Int64
 
 	stats counters
 
@@ -106,7 +114,7 @@ type Tracker struct {
 	dirty    bool                // the tree changed since the last checkpoint
 	lockFile *os.File            // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
 	busy     int                 // hash jobs queued or running
-	idle     *sync.Cond
+	idle     *sync.Cond          // on mu; Drain sleeps on it (wakeDrainLocked)
 	load     LoadReport
 	runs     []*Run
 	scrub    scrubState
@@ -160,6 +168,7 @@ func New(opts Options) (*Tracker, error) {
 		notify:     newEventQueue(opts.Notify),
 	}
 	t.idle = sync.NewCond(&t.mu)
+	t.renameDone = sync.NewCond(&t.renameMu)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	n := opts.HashWorkers
 	if n <= 0 {
@@ -180,6 +189,9 @@ func (t *Tracker) Dir() string { return t.root }
 func (t *Tracker) Close() {
 	t.StopRuns()
 	t.closed.Store(true)
+	t.mu.Lock()
+	t.wakeDrainLocked() // Drain gives up once the tracker is closed
+	t.mu.Unlock()
 	t.jobs.close()
 	t.workers.Wait()
 	t.notify.close()
@@ -208,21 +220,25 @@ func (t *Tracker) StopRuns() {
 
 // Drain waits until no file has writers or pending hash jobs, or until the timeout passes. It
 // reports whether the tree is settled.
+//
+// It sleeps on t.idle until wakeDrainLocked says the wait may be over (the last hash job ended,
+// a file with writers may have lost its last name, writers were abandoned, the tracker closed)
+// or the timeout passes; once the tracker is closed it returns at once.
 func (t *Tracker) Drain(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for t.busy > 0 || t.writersLocked() > 0 {
-		if time.Now().After(deadline) || t.closed.Load() {
-			return false
-		}
-		// Cond has no timed wait: poll with short sleeps outside the lock.
-		t.mu.Unlock()
-		time.Sleep(2 * time.Millisecond)
-		t.mu.Lock()
-	}
-	return true
+	waitFor(t.idle, timeout, &t.drainWakes, func() bool { return t.settledLocked() || t.closed.Load() })
+	return t.settledLocked()
 }
+
+// wakeDrainLocked wakes Drain to look again. Call it wherever the wait may have ended: the
+// last hash job ends, or a file with writers may have lost its last name (a name forgotten,
+// replaced or removed by a repair). Cheap when nobody waits.
+func (t *Tracker) wakeDrainLocked() { t.idle.Broadcast() }
+
+// settledLocked reports whether no hash job is queued or running and no file that still has a
+// name has a writer.
+func (t *Tracker) settledLocked() bool { return t.busy == 0 && t.writersLocked() == 0 }
 
 // SetBehindHook makes fn receive the path of every entry a verification run or scrub finds
 // added, changed or removed in DATA without passing through the mount (a drift finding), so a
@@ -292,15 +308,33 @@ var emptyDigest = hashtree.SumBytes(nil)
 // waits for the report instead of giving the file up.
 func (t *Tracker) NameOp() func() {
 	t.renames.Add(1)
-	return func() { t.renames.Add(-1) }
+	return func() {
+		// The last one to end wakes waitRenames; a rename pays only the atomic adds when no
+		// hash waits. A waiter counts itself before it reads renames, and this reads the
+		// waiters after its decrement, so one of the two sees the other.
+		if t.renames.Add(-1) == 0 && t.renameWaiters.Load() > 0 {
+			t.renameMu.Lock()
+			t.renameDone.Broadcast()
+			t.renameMu.Unlock()
+		}
+	}
 }
 
-// waitRenames waits (briefly) until no rename or unlink is between its syscall and its report.
+// renameWaitBound bounds waitRenames: a NameOp whose report never comes must not hold a hash
+// worker for ever.
+const renameWaitBound = 2 * time.Second
+
+// waitRenames waits (at most renameWaitBound) until no rename or unlink is between its syscall
+// and its report.
 func (t *Tracker) waitRenames() {
-	deadline := time.Now().Add(2 * time.Second)
-	for t.renames.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Microsecond)
+	if t.renames.Load() == 0 {
+		return
 	}
+	t.renameWaiters.Add(1)
+	defer t.renameWaiters.Add(-1)
+	t.renameMu.Lock()
+	defer t.renameMu.Unlock()
+	waitFor(t.renameDone, renameWaitBound, &t.renameWakes, func() bool { return t.renames.Load() == 0 })
 }
 
 // Session is one open file handle with write access. Close it exactly once, when the handle is
@@ -669,6 +703,7 @@ func (t *Tracker) forgetNameLocked(rel string) {
 			fs.path = ""
 		}
 	}
+	t.wakeDrainLocked() // a writer of a file with no name left no longer keeps Drain waiting
 	for ino, set := range t.links {
 		for p := range set {
 			if under(p) {
@@ -853,11 +888,13 @@ func (t *Tracker) putLocked(rel string, e hashtree.Entry) {
 	}
 	t.dirty = true
 	t.notify.push(Event{Path: rel, Entry: e})
+	t.wakeDrainLocked() // rel may have been another file's name
 }
 
 func (t *Tracker) updateLocked(rel string, fn func(*hashtree.Entry)) {
 	if err := t.tree.Update(rel, fn); err == nil {
 		t.dirty = true
+		t.wakeDrainLocked() // rel may now name another inode
 	}
 }
 
@@ -895,6 +932,7 @@ func walkSubtree(tr *hashtree.Tree, dir string, fn func(p string, e hashtree.Ent
 // records the problem and rebuilds that part of the tree.
 func (t *Tracker) resyncLocked(rel, op string, cause error) {
 	t.internal(rel, op+": tree out of step with the data directory, rescanning that path", cause)
+	defer t.wakeDrainLocked() // the repair may remove or replace a name of a file with writers
 	ts := now()
 	st, err := t.lstat(rel)
 	if err != nil {
@@ -1085,5 +1123,6 @@ func (t *Tracker) AbandonWriters() int {
 			delete(t.inflight, ino)
 		}
 	}
+	t.wakeDrainLocked() // Drain no longer waits for them
 	return n
 }

@@ -1,0 +1,183 @@
+package tracker
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// window is how long a test leaves a waiter alone to see whether it wakes up by itself. A
+// polling waiter wakes many times in it; one woken by the end of the work wakes not at all. Only
+// the count of wake-ups is asserted, never a duration.
+const window = 30 * time.Millisecond
+
+// guard bounds a wait that must end for the test to pass, so a regression fails instead of hanging.
+const guard = 10 * time.Second
+
+func loadedTracker(t *testing.T, data string, opts Options) *Tracker {
+	t.Helper()
+	opts.Root = data
+	tr, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Load(context.Background(), VerifyQuick); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Drain(guard) {
+		t.Fatal("load did not settle")
+	}
+	return tr
+}
+
+func openWrite(t *testing.T, p string) int {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// Drain sleeps until the work it waits for ends, whichever way it ends, and then returns at
+// once: it does not look again at an interval of its own.
+func TestDrainWakesWhenWorkEnds(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		settled bool
+		end     func(t *testing.T, tr *Tracker, data string, s *Session)
+	}{
+		{"last writer closes and the hash commits", true, func(t *testing.T, tr *Tracker, data string, s *Session) {
+			s.Close()
+		}},
+		{"the written file is unlinked", true, func(t *testing.T, tr *Tracker, data string, s *Session) {
+			if err := os.Remove(filepath.Join(data, "f")); err != nil {
+				t.Fatal(err)
+			}
+			tr.Unlink("f")
+		}},
+		{"the mount is gone", true, func(t *testing.T, tr *Tracker, data string, s *Session) {
+			tr.AbandonWriters()
+		}},
+		{"the tracker closes", false, func(t *testing.T, tr *Tracker, data string, s *Session) {
+			tr.Close()
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := t.TempDir()
+			write(t, filepath.Join(data, "f"), "old")
+			tr := loadedTracker(t, data, Options{HashWorkers: 1})
+			s := tr.OpenWrite("f", openWrite(t, filepath.Join(data, "f")), false)
+			defer func() {
+				s.Close()
+				if c.settled { // the last case closed it already; Close is not idempotent
+					tr.Close()
+				}
+			}()
+			wakes0 := tr.drainWakes.Load()
+			res := make(chan bool, 1)
+			go func() { res <- tr.Drain(time.Hour) }()
+			time.Sleep(window)
+			select {
+			case ok := <-res:
+				t.Fatalf("Drain returned %v while a writer was open", ok)
+			default:
+			}
+			if n := tr.drainWakes.Load() - wakes0; n != 0 {
+				t.Errorf("Drain woke %d times while nothing changed", n)
+			}
+			c.end(t, tr, data, s)
+			select {
+			case ok := <-res:
+				if ok != c.settled {
+					t.Errorf("Drain = %v, want %v", ok, c.settled)
+				}
+			case <-time.After(guard):
+				t.Fatal("Drain did not return when the work ended")
+			}
+			// Once for the end of the work (the hash's end, the unlink, the abandon, the close).
+			if n := tr.drainWakes.Load() - wakes0; n > 1 {
+				t.Errorf("Drain woke %d times, want at most 1", n)
+			}
+		})
+	}
+}
+
+// Drain still gives up at its timeout when the work does not end.
+func TestDrainTimesOutWithAWriterOpen(t *testing.T) {
+	data := t.TempDir()
+	write(t, filepath.Join(data, "f"), "old")
+	tr := loadedTracker(t, data, Options{HashWorkers: 1})
+	defer tr.Close()
+	s := tr.OpenWrite("f", openWrite(t, filepath.Join(data, "f")), false)
+	defer s.Close()
+	if tr.Drain(time.Millisecond) {
+		t.Error("Drain reported settled with a writer open")
+	}
+	if tr.Drain(0) {
+		t.Error("Drain(0) reported settled with a writer open")
+	}
+}
+
+// A hash that finds its file gone while a rename or unlink is between its syscall and its report
+// sleeps until the last one reports, and is woken by it rather than spinning.
+func TestWaitRenamesWakesWhenTheLastNameOpEnds(t *testing.T) {
+	data := t.TempDir()
+	tr := loadedTracker(t, data, Options{HashWorkers: 1})
+	defer tr.Close()
+	done1, done2 := tr.NameOp(), tr.NameOp()
+	returned := make(chan struct{})
+	go func() {
+		tr.waitRenames()
+		close(returned)
+	}()
+	time.Sleep(window)
+	done1()
+	time.Sleep(window)
+	select {
+	case <-returned:
+		t.Fatal("waitRenames returned with a rename still in progress")
+	default:
+	}
+	if n := tr.renameWakes.Load(); n != 0 {
+		t.Errorf("waitRenames woke %d times before the last rename ended", n)
+	}
+	done2()
+	select {
+	case <-returned:
+	case <-time.After(guard):
+		t.Fatal("waitRenames did not return when the last rename ended")
+	}
+	if n := tr.renameWakes.Load(); n > 1 {
+		t.Errorf("waitRenames woke %d times, want at most 1", n)
+	}
+	// With nothing in progress it does not wait at all.
+	tr.waitRenames()
+}
+
+// The wait for a rename's report stays bounded: a NameOp that never ends does not hold a hash
+// worker for ever.
+func TestWaitRenamesGivesUpAtItsBound(t *testing.T) {
+	data := t.TempDir()
+	tr := loadedTracker(t, data, Options{HashWorkers: 1})
+	defer tr.Close()
+	defer tr.NameOp()()
+	returned := make(chan struct{})
+	go func() {
+		tr.waitRenames()
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(guard):
+		t.Fatal("waitRenames did not give up")
+	}
+}
