@@ -96,6 +96,12 @@ type Tracker struct {
 	// drainWakes and renameWakes count how often Drain and waitRenames woke up to look again
 	// (tests: a wait must wake when the work ends, not at a polling interval).
 	drainWakes, renameWakes atomic.Int64
+	// retryBackoff is how long a hash whose file kept changing waits before it is tried again
+	// (hashRetryBackoff; tests lengthen it).
+	retryBackoff time.Duration
+	// hashHook, when set (tests), is called by hashFile with the name it is about to read, after
+	// its first fstat: a test can change the file under the hash there.
+	hashHook func(rel string)
 
 	stats counters
 
@@ -113,11 +119,14 @@ type Tracker struct {
 	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
 	dirty    bool                // the tree changed since the last checkpoint
 	lockFile *os.File            // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
-	busy     int                 // hash jobs queued or running
+	busy     int                 // hash jobs queued or running, and hashes backing off
 	idle     *sync.Cond          // on mu; Drain sleeps on it (wakeDrainLocked)
 	load     LoadReport
 	runs     []*Run
 	scrub    scrubState
+
+	// retries are the timers of hashes backing off until they requeue them (runJob); nil until one.
+	retries map[*time.Timer]struct{}
 }
 
 // fileState is the bookkeeping of a file that has writers or waits for hashing.
@@ -166,6 +175,8 @@ func New(opts Options) (*Tracker, error) {
 		findings:   map[findingKey]Finding{},
 		jobs:       newJobQueue(),
 		notify:     newEventQueue(opts.Notify),
+
+		retryBackoff: hashRetryBackoff,
 	}
 	t.idle = sync.NewCond(&t.mu)
 	t.renameDone = sync.NewCond(&t.renameMu)
@@ -192,6 +203,7 @@ func (t *Tracker) Close() {
 	t.mu.Lock()
 	t.wakeDrainLocked() // Drain gives up once the tracker is closed
 	t.mu.Unlock()
+	t.stopRetries()
 	t.jobs.close()
 	t.workers.Wait()
 	t.notify.close()

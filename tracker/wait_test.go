@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/trowfs/trowfs/hashtree"
 )
 
 // window is how long a test leaves a waiter alone to see whether it wakes up by itself. A
@@ -180,4 +183,105 @@ func TestWaitRenamesGivesUpAtItsBound(t *testing.T) {
 	case <-time.After(guard):
 		t.Fatal("waitRenames did not give up")
 	}
+}
+
+// A hash whose file keeps changing under it backs off without holding its worker: with one
+// worker, another file's hash commits while the first waits, and Close does not wait for the
+// back-off.
+func TestHashBackoffDoesNotHoldAWorker(t *testing.T) {
+	data := t.TempDir()
+	write(t, filepath.Join(data, "a"), "a")
+	write(t, filepath.Join(data, "b"), "b")
+	verified := make(chan hashtree.Entry, 16)
+	tr := loadedTracker(t, data, Options{HashWorkers: 1, Notify: func(ev Event) {
+		if ev.Path == "b" && ev.Entry.Status == hashtree.StatusVerified {
+			verified <- ev.Entry
+		}
+	}})
+	closed := false
+	defer func() {
+		if !closed {
+			tr.Close()
+		}
+	}()
+	tr.retryBackoff = time.Hour
+	attempts := 0
+	tr.hashHook = func(rel string) {
+		if rel != "a" {
+			return
+		}
+		attempts++
+		// Something outside the mount appends to a while it is hashed.
+		f, err := os.OpenFile(filepath.Join(data, "a"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.WriteString("x")
+		f.Close()
+	}
+	sa := tr.OpenWrite("a", openWrite(t, filepath.Join(data, "a")), false)
+	write(t, filepath.Join(data, "a"), "a1")
+	sa.Close()
+	sb := tr.OpenWrite("b", openWrite(t, filepath.Join(data, "b")), false)
+	write(t, filepath.Join(data, "b"), "new b")
+	sb.Close()
+	want := hashtree.SumBytes([]byte("new b"))
+	for got := false; !got; {
+		select {
+		case e := <-verified:
+			got = e.Digest == want
+		case <-time.After(guard):
+			t.Fatal("b was not hashed while a was backing off")
+		}
+	}
+	tr.mu.Lock()
+	n := attempts
+	tr.mu.Unlock()
+	if n != 5 {
+		t.Errorf("a was hashed %d times before backing off, want 5", n)
+	}
+	if e, _ := tr.Entry("a"); e.Status != hashtree.StatusPending {
+		t.Errorf("a is %v while its hash backs off, want pending", e.Status)
+	}
+	if tr.Drain(0) {
+		t.Error("Drain reported settled while a hash was backing off")
+	}
+	tr.Close() // must not wait an hour
+	closed = true
+}
+
+// After its back-off, the hash of a file that kept changing is tried again and commits once the
+// file is still.
+func TestHashThatKeptChangingIsRetried(t *testing.T) {
+	data := t.TempDir()
+	write(t, filepath.Join(data, "a"), "a")
+	tr := loadedTracker(t, data, Options{HashWorkers: 1})
+	defer tr.Close()
+	tr.retryBackoff = time.Millisecond
+	attempts := 0
+	tr.hashHook = func(rel string) {
+		if rel != "a" || attempts == 7 {
+			return
+		}
+		attempts++
+		f, err := os.OpenFile(filepath.Join(data, "a"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		f.WriteString("x")
+		f.Close()
+	}
+	sa := tr.OpenWrite("a", openWrite(t, filepath.Join(data, "a")), false)
+	write(t, filepath.Join(data, "a"), "a1")
+	sa.Close()
+	if !tr.Drain(guard) {
+		t.Fatal("did not settle")
+	}
+	e, _ := tr.Entry("a")
+	if want := hashtree.SumBytes([]byte("a1" + strings.Repeat("x", 7))); e.Status != hashtree.StatusVerified || e.Digest != want {
+		t.Errorf("a = %v %v, want verified %v", e.Status, e.Digest, want)
+	}
+	assertEqualsRescan(t, tr)
 }
