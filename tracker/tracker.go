@@ -421,7 +421,7 @@ func (t *Tracker) fileStateLocked(rel string, st *unix.Stat_t, created bool) *fi
 			ne.Digest, ne.Status = hashtree.Digest{}, hashtree.StatusExcluded
 		}
 		if ok && e.Kind == hashtree.KindDir {
-			t.internal(rel, "a file replaced a directory the tree still had", nil)
+			t.internalLocked(rel, "a file replaced a directory the tree still had", nil)
 			_ = t.tree.Remove(rel, ts)
 		}
 		t.putLocked(rel, ne)
@@ -488,7 +488,7 @@ func (t *Tracker) Created(rel string) {
 		return // unlinked meanwhile
 	}
 	if err != nil {
-		t.internal(rel, "lstat after mknod", err)
+		t.internalLocked(rel, "lstat after mknod", err)
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -532,7 +532,7 @@ func (t *Tracker) Truncated(rel string) {
 		return // unlinked meanwhile: its unlink is reported (or was)
 	}
 	if err != nil {
-		t.internal(rel, "lstat after truncate", err)
+		t.internalLocked(rel, "lstat after truncate", err)
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -895,7 +895,7 @@ func (t *Tracker) putLocked(rel string, e hashtree.Entry) {
 		err = t.tree.Put(rel, e)
 	}
 	if err != nil {
-		t.internal(rel, "tree put", err)
+		t.internalLocked(rel, "tree put", err)
 		return
 	}
 	t.dirty = true
@@ -943,7 +943,7 @@ func walkSubtree(tr *hashtree.Tree, dir string, fn func(p string, e hashtree.Ent
 // an operation the filesystem accepted. The operation itself has already succeeded; this only
 // records the problem and rebuilds that part of the tree.
 func (t *Tracker) resyncLocked(rel, op string, cause error) {
-	t.internal(rel, op+": tree out of step with the data directory, rescanning that path", cause)
+	t.internalLocked(rel, op+": tree out of step with the data directory, rescanning that path", cause)
 	defer t.wakeDrainLocked() // the repair may remove or replace a name of a file with writers
 	ts := now()
 	st, err := t.lstat(rel)
@@ -974,7 +974,7 @@ func (t *Tracker) scanIntoLocked(rel string, st *unix.Stat_t) {
 		_ = t.tree.Mkdir(rel, ts)
 		names, err := t.readDirNames(rel)
 		if err != nil {
-			t.internal(rel, "read directory", err)
+			t.internalLocked(rel, "read directory", err)
 			return
 		}
 		for _, name := range names {
@@ -1031,18 +1031,29 @@ func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
 }
 
 // internal logs a bookkeeping problem and records it as a finding. It never fails an operation.
+// Callers that hold mu call internalLocked instead.
 func (t *Tracker) internal(rel, what string, err error) {
+	f := t.internalFinding(rel, what, err) // logged before taking the lock
+	t.mu.Lock()
+	t.addFindingLocked(f)
+	t.mu.Unlock()
+}
+
+// internalLocked is internal for callers that hold mu: the finding is recorded at once, without
+// a goroutine to take the lock later.
+func (t *Tracker) internalLocked(rel, what string, err error) {
+	t.addFindingLocked(t.internalFinding(rel, what, err))
+}
+
+// internalFinding logs and counts a bookkeeping problem and returns its finding.
+func (t *Tracker) internalFinding(rel, what string, err error) Finding {
 	t.log.Warn("tracker: "+what, "path", rel, "err", err)
 	t.stats.internalErrors.Add(1)
 	detail := what
 	if err != nil {
 		detail += ": " + err.Error()
 	}
-	go func() { // internal may be called with mu held
-		t.mu.Lock()
-		t.addFindingLocked(Finding{Kind: FindingInternal, Path: rel, Detail: detail})
-		t.mu.Unlock()
-	}()
+	return Finding{Kind: FindingInternal, Path: rel, Detail: detail}
 }
 
 // counters are the tracker's monotonic statistics.

@@ -2,8 +2,12 @@ package tracker
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +288,41 @@ func TestHashThatKeptChangingIsRetried(t *testing.T) {
 		t.Errorf("a = %v %v, want verified %v", e.Status, e.Digest, want)
 	}
 	assertEqualsRescan(t, tr)
+}
+
+// A bookkeeping problem found with the lock held is recorded at once, without a goroutine each.
+func TestInternalFindingsUnderTheLockSpawnNoGoroutines(t *testing.T) {
+	data := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tr := loadedTracker(t, data, Options{HashWorkers: 1, Logger: quiet})
+	defer tr.Close()
+	const n = 200
+	before := runtime.NumGoroutine()
+	tr.mu.Lock()
+	for i := 0; i < n; i++ {
+		tr.resyncLocked(fmt.Sprintf("missing/%d", i), "test", nil)
+	}
+	during := runtime.NumGoroutine()
+	recorded := 0
+	for k := range tr.findings {
+		if k.kind == FindingInternal {
+			recorded++
+		}
+	}
+	tr.mu.Unlock()
+	if during > before {
+		t.Errorf("%d internal findings started %d goroutines", n, during-before)
+	}
+	if recorded != n {
+		t.Errorf("%d internal findings recorded under the lock, want %d", recorded, n)
+	}
+	// Through an operation, too: the finding is there when the operation returns.
+	tr.Rename("nothing", "here", false)
+	found := false
+	for _, f := range tr.Findings("") {
+		found = found || (f.Kind == FindingInternal && f.Path == "here")
+	}
+	if !found {
+		t.Error("the internal finding of a rename of an untracked source is missing when Rename returns")
+	}
 }
