@@ -326,3 +326,40 @@ func TestInternalFindingsUnderTheLockSpawnNoGoroutines(t *testing.T) {
 		t.Error("the internal finding of a rename of an untracked source is missing when Rename returns")
 	}
 }
+
+// The goroutine that waits for a remount's hashing to settle, to list what changed while
+// unmounted, ends when the tracker closes before that: it does not spin on a Drain that
+// returns at once.
+func TestChangesWaitEndsWhenTheTrackerCloses(t *testing.T) {
+	data := t.TempDir()
+	write(t, filepath.Join(data, "f"), "f")
+	tr := loadedTracker(t, data, Options{HashWorkers: 1})
+	if err := tr.WriteSnapshot(true); err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	write(t, filepath.Join(data, "g"), "changed while unmounted")
+
+	before := runtime.NumGoroutine()
+	tr2, err := New(Options{Root: data, HashWorkers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.Lock(); err != nil {
+		t.Fatal(err)
+	}
+	// A writer keeps the tree unsettled, so the changes are still waited for at Close.
+	s := tr2.OpenWrite("f", openWrite(t, filepath.Join(data, "f")), false)
+	if _, err := tr2.Load(context.Background(), VerifyQuick); err != nil {
+		t.Fatal(err)
+	}
+	tr2.Close()
+	s.Close()
+	deadline := time.Now().Add(guard)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines left after Close, %d before New", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
