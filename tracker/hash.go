@@ -17,6 +17,10 @@ import (
 	"github.com/trowfs/trowfs/internal/checker"
 )
 
+// hashRetryBackoff is how long a hash whose file changed under it five times in a row waits
+// before it is tried again.
+const hashRetryBackoff = 100 * time.Millisecond
+
 // job asks a worker to hash the file with inode ino if its in-flight generation is still gen.
 type job struct {
 	ino uint64
@@ -94,7 +98,7 @@ func (t *Tracker) worker() {
 		t.mu.Lock()
 		t.busy--
 		if t.busy == 0 {
-			t.idle.Broadcast()
+			t.wakeDrainLocked()
 		}
 		t.mu.Unlock()
 	}
@@ -206,13 +210,48 @@ func (t *Tracker) runJob(j job) {
 		return
 	}
 	// The file kept changing under us without a writer through the mount (an outside writer or a
-	// shared mapping): try again later rather than record a digest of moving content.
-	time.Sleep(100 * time.Millisecond)
+	// shared mapping): try again later rather than record a digest of moving content. A timer
+	// requeues it, so the worker goes on with other files meanwhile. The wait counts as busy, as
+	// the job it continues did, so Drain still waits for the file.
 	t.mu.Lock()
-	if fs := t.inflight[j.ino]; fs != nil && fs.gen == j.gen && fs.writers == 0 {
-		t.queueLocked(j.ino, fs, false)
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return // Close has stopped the timers already: the file stays pending
 	}
-	t.mu.Unlock()
+	t.busy++
+	var timer *time.Timer
+	timer = time.AfterFunc(t.retryBackoff, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if _, ok := t.retries[timer]; !ok {
+			return // Close stopped it
+		}
+		delete(t.retries, timer)
+		if fs := t.inflight[j.ino]; fs != nil && fs.gen == j.gen && fs.writers == 0 && !t.closed.Load() {
+			t.queueLocked(j.ino, fs, false)
+		}
+		t.busy--
+		if t.busy == 0 {
+			t.wakeDrainLocked()
+		}
+	})
+	// Assigned under mu, which the timer's function takes first: it always sees its own timer.
+	if t.retries == nil {
+		t.retries = map[*time.Timer]struct{}{}
+	}
+	t.retries[timer] = struct{}{}
+}
+
+// stopRetries stops the timers of hashes backing off (Close): their files stay pending and are
+// rehashed on the next mount, like the jobs Close drops.
+func (t *Tracker) stopRetries() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for timer := range t.retries {
+		timer.Stop()
+		delete(t.retries, timer)
+		t.busy--
+	}
 }
 
 func sameNames(a, b []string) bool {
@@ -328,6 +367,9 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	}
 	if before.Ino != ino || before.Mode&unix.S_IFMT != unix.S_IFREG {
 		return hashResult{}, errGone
+	}
+	if t.hashHook != nil {
+		t.hashHook(rel)
 	}
 	res := hashResult{meta: metaOf(&before), stable: true}
 	if excluded || (noWrite && res.meta == prevMeta) {
