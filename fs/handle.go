@@ -2,7 +2,9 @@ package fs
 
 import (
 	"container/list"
+	"errors"
 	"log/slog"
+	"os"
 	"sync"
 	"syscall"
 
@@ -54,9 +56,13 @@ type objKey struct {
 // first; a descriptor in use by a call is never closed under it (users), so the cache may exceed
 // max by the calls in flight, which go-fuse bounds.
 type handleCache struct {
-	mountFd int    // DATA's descriptor: handles are opened against it
-	dev     uint64 // DATA's device: an object on another filesystem keeps a descriptor instead
-	max     int
+	// mountFd is a descriptor of DATA that handles are opened against; not DATA's O_PATH
+	// descriptor, which open_by_handle_at refuses (EBADF). mountDir owns it and closes it once
+	// the mount's nodes are gone, as mountState.dataDir does.
+	mountFd  int
+	mountDir *os.File
+	dev      uint64 // DATA's device: an object on another filesystem keeps a descriptor instead
+	max      int
 	// mu guards entries, lru and open, and every entry's keepers, users, fd and elem. It is
 	// never held across a system call.
 	mu      sync.Mutex
@@ -76,22 +82,29 @@ type handleEntry struct {
 	elem    *list.Element // in lru while fd is open and users is 0
 }
 
-// newHandleCache probes whether DATA (dataFd) exports file handles this process may open; nil
-// with the reason when not.
+// newHandleCache probes whether DATA (dataFd, its O_PATH descriptor) exports file handles this
+// process may open; nil with the reason when not.
 func newHandleCache(dataFd int, dev uint64, max int) (*handleCache, error) {
-	h, _, err := unix.NameToHandleAt(dataFd, "", unix.AT_EMPTY_PATH)
+	mfd, err := unix.Openat(dataFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	fd, err := openByHandle(dataFd, h)
+	mountDir := os.NewFile(uintptr(mfd), ".")
+	h, _, err := unix.NameToHandleAt(dataFd, "", unix.AT_EMPTY_PATH)
 	if err != nil {
+		mountDir.Close()
+		return nil, err
+	}
+	fd, err := openByHandle(mfd, h)
+	if err != nil {
+		mountDir.Close()
 		return nil, err
 	}
 	unix.Close(fd)
 	if max <= 0 {
 		max = DefaultHandleCache
 	}
-	return &handleCache{mountFd: dataFd, dev: dev, max: max, entries: map[objKey]*handleEntry{}}, nil
+	return &handleCache{mountFd: mfd, mountDir: mountDir, dev: dev, max: max, entries: map[objKey]*handleEntry{}}, nil
 }
 
 func openByHandle(mountFd int, h unix.FileHandle) (int, error) {
@@ -290,11 +303,10 @@ func (m *mountState) setupHandles(opts Options) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	if opts.NoFileHandles {
-		m.log.Info("file handles turned off: nodes whose name goes away while the kernel holds them keep a descriptor each")
-		return
+	hc, err := (*handleCache)(nil), errors.New("turned off (Options.NoFileHandles)")
+	if !opts.NoFileHandles {
+		hc, err = newHandleCache(m.dataFd, m.root.Dev, opts.HandleCache)
 	}
-	hc, err := newHandleCache(m.dataFd, m.root.Dev, opts.HandleCache)
 	if err != nil {
 		m.log.Warn("DATA refuses file handles: nodes whose name goes away while the kernel holds them keep a descriptor each, not bounded by the handle cache",
 			"data", m.data, "err", err)
