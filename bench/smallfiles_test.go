@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,26 @@ func TestPassthroughHPColumns(t *testing.T) {
 	}
 	if got := (Row{Native: 10, HP: 25}).HPVsNative(); got != 0.4 {
 		t.Errorf("HPVsNative (time) = %v, want 0.4", got)
+	}
+}
+
+// passthrough_hp exits with status 1 whenever a signal ended its loop, so after the suite's
+// SIGTERM that status is a clean stop for it, and only for it.
+func TestPassthroughHPExitStatusOneIsCleanStop(t *testing.T) {
+	err := exec.Command("sh", "-c", "exit 1").Run()
+	if err == nil {
+		t.Fatal("sh -c 'exit 1' succeeded")
+	}
+	if !(&Mount{Kind: KindPassthroughHP, waitErr: err}).exitedBySignal() {
+		t.Error("passthrough_hp's status 1 is not taken as a clean stop")
+	}
+	for _, k := range []Kind{KindTrowfs, KindLoopback} {
+		if (&Mount{Kind: k, waitErr: err}).exitedBySignal() {
+			t.Errorf("%s's status 1 is taken as a clean stop", k)
+		}
+	}
+	other := exec.Command("sh", "-c", "exit 2").Run()
+	if (&Mount{Kind: KindPassthroughHP, waitErr: other}).exitedBySignal() {
+		t.Error("passthrough_hp's status 2 is taken as a clean stop")
 	}
 }
