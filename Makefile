@@ -7,7 +7,7 @@ GO       ?= go
 DATA     ?=
 MNT      ?=
 
-.PHONY: all build install run setup setup-run apt tools vet test test-short fuzz bench clean
+.PHONY: all build install run setup setup-run apt tools vet test test-short fuzz bench passthrough-hp clean
 
 all: build
 
@@ -71,6 +71,15 @@ fuzz:
 
 bench: build
 	$(GO) run ./bench/cmd/trowfs-bench $(BENCHFLAGS)
+
+# libfuse's example/passthrough_hp at a pinned tag, the C column of `make bench` (which finds it at
+# bin/passthrough_hp and prints SKIP rows without it). Not part of test or CI. Nothing is fetched
+# from the internet: LIBFUSE is a local snapshot of github.com/libfuse/libfuse (a git directory
+# holding tag fuse-3.18.2, that tag's tarball, or its unpacked tree).
+LIBFUSE ?=
+passthrough-hp:
+	@[ -n "$(LIBFUSE)" ] || { echo "usage: make passthrough-hp LIBFUSE=<libfuse git dir, tarball or source tree of fuse-3.18.2>"; exit 2; }
+	bash bench/passthrough_hp/build.sh $(LIBFUSE) bin/passthrough_hp
 
 clean:
 	rm -rf bin

@@ -1,6 +1,8 @@
 // Package bench is the benchmark suite of trowfs (`make bench`): it measures each target of
 // BENCHMARKS.md on the native data directory, through a plain go-fuse loopback mount and through
-// trowfs in the same run, and reports the ratios with PASS or FAIL.
+// trowfs in the same run, and reports the ratios with PASS or FAIL. Where it applies (stat, readdir,
+// seq write, small-file churn) libfuse's passthrough_hp, the fastest C passthrough, is a fourth
+// column, built by bench/passthrough_hp/build.sh; without its binary those workloads add a SKIP row.
 //
 // Mounts are separate processes (the trowfs binary and bench/cmd/loopback), as in production.
 // Every mount the suite starts is recorded in one process-wide set so that [StopAll] can unmount

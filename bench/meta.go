@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -204,7 +205,24 @@ func (s *Suite) stat() ([]Row, error) {
 			return nil, err
 		}
 	}
-	mntL, mntT := filepath.Join(base, "mnt-loopback"), filepath.Join(base, "mnt-trowfs")
+	// passthrough_hp cannot hold 20k inodes (hpInodes): it gets a directory of the first 15k
+	// names of its own, beside native on that same directory, in the same rounds.
+	var dataH, blobsH string
+	if s.hpMissing() == "" {
+		if dataH, err = s.dir("stat", "data-passthrough_hp"); err != nil {
+			return nil, err
+		}
+		blobsH = filepath.Join(dataH, "blobs")
+		if err := os.Mkdir(blobsH, 0o755); err != nil {
+			return nil, err
+		}
+		for i, name := range names[:hpInodes] {
+			if err := os.WriteFile(filepath.Join(blobsH, name), binary.BigEndian.AppendUint64(nil, uint64(i)), 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	mntL, mntT, mntH := filepath.Join(base, "mnt-loopback"), filepath.Join(base, "mnt-trowfs"), filepath.Join(base, "mnt-passthrough_hp")
 	// The first mount hashes the files; later mounts start from the snapshot, as in production.
 	tr, err := s.mountTrowfs(data, mntT)
 	if err != nil {
@@ -217,7 +235,8 @@ func (s *Suite) stat() ([]Row, error) {
 	if err := tr.Stop(); err != nil {
 		return nil, err
 	}
-	var cold, warm, list [3][]float64
+	// Indexes: native, loopback, trowfs on 20k; native and passthrough_hp on 15k.
+	var cold, warm, list [5][]float64
 	for r := 0; r < s.cfg.Repeat; r++ {
 		lb, err := s.mountLoopback(data, mntL)
 		if err != nil {
@@ -228,8 +247,22 @@ func (s *Suite) stat() ([]Row, error) {
 			lb.Stop()
 			return nil, err
 		}
+		hp, err := s.mountHP(dataH, mntH)
+		if err != nil {
+			lb.Stop()
+			tr.Stop()
+			return nil, err
+		}
 		err = func() error {
-			for i, dir := range []string{blobs, filepath.Join(mntL, "blobs"), filepath.Join(mntT, "blobs")} {
+			dirs := []string{blobs, filepath.Join(mntL, "blobs"), filepath.Join(mntT, "blobs")}
+			if hp != nil {
+				dirs = append(dirs, blobsH, filepath.Join(mntH, "blobs"))
+			}
+			for i, dir := range dirs {
+				names, n := names, n
+				if i >= 3 {
+					names, n = names[:hpInodes], hpInodes
+				}
 				c, err := statAll(dir, names)
 				if err != nil {
 					return err
@@ -256,32 +289,53 @@ func (s *Suite) stat() ([]Row, error) {
 			}
 			return nil
 		}()
+		var e3 error
+		if hp != nil {
+			e3 = hp.Stop()
+		}
 		e1, e2 := tr.Stop(), lb.Stop()
-		for _, e := range []error{err, e1, e2} {
+		for _, e := range []error{err, e1, e2, e3} {
 			if e != nil {
 				return nil, e
 			}
 		}
 	}
-	med := func(v [3][]float64) (float64, float64, float64, string) {
+	med := func(v [5][]float64) (float64, float64, float64, string) {
 		return Median(v[0]), Median(v[1]), Median(v[2]), noise(Spread(v[0]), Spread(v[1]), Spread(v[2]))
 	}
+	// The targets are issue 9 item 5's goals against native (stat: keep ≥ 0.9; readdir: ≥ 0.8);
+	// before they were ≥ 0.85× loopback.
 	var rows []Row
 	a, b, c, nz := med(cold)
 	r := Row{Name: "stat 20k files, cold (1st pass after mount)", Unit: "µs/op", Native: a, Loopback: b, Trowfs: c, Mode: "passthrough",
-		Target: "≥ 0.85× loopback", Note: "native is always warm (dentry cache); " + nz}
-	r.Pass = atLeast(r.VsLoopback(), 0.85)
+		Target: "≥ 0.9× native", Note: "native is always warm (dentry cache)" + hpSee(dataH != "") + "; " + nz}
+	r.Pass = atLeast(r.VsNative(), 0.9)
 	rows = append(rows, r)
 	a, b, c, nz = med(warm)
 	r = Row{Name: "stat 20k files, warm (2nd pass)", Unit: "µs/op", Native: a, Loopback: b, Trowfs: c, Mode: "passthrough",
-		Target: "≥ 0.85× loopback, ≥ 0.5× native", Note: nz}
-	ok := *atLeast(r.VsLoopback(), 0.85) && *atLeast(r.VsNative(), 0.5)
-	r.Pass = &ok
+		Target: "≥ 0.9× native", Note: strings.TrimSpace(hpSee(dataH != "")) + "; " + nz}
+	r.Pass = atLeast(r.VsNative(), 0.9)
 	rows = append(rows, r)
 	a, b, c, nz = med(list)
 	r = Row{Name: "readdir of a 20k-entry directory", Unit: "ms", Native: a, Loopback: b, Trowfs: c, Mode: "passthrough",
-		Target: "≥ 0.85× loopback", Note: nz}
-	r.Pass = atLeast(r.VsLoopback(), 0.85)
+		Target: "≥ 0.8× native", Note: "median of 3 listings per mount, the first fills the kernel's directory cache" + hpSee(dataH != "") + "; " + nz}
+	r.Pass = atLeast(r.VsNative(), 0.8)
 	rows = append(rows, r)
+	if dataH != "" {
+		for _, h := range []struct {
+			name string
+			v    [5][]float64
+			unit string
+		}{
+			{"stat 15k files, cold (passthrough_hp's limit)", cold, "µs/op"},
+			{"stat 15k files, warm (passthrough_hp's limit)", warm, "µs/op"},
+			{"readdir of a 15k-entry directory (passthrough_hp's limit)", list, "ms"},
+		} {
+			rows = append(rows, Row{Name: h.name, Unit: h.unit, Native: Median(h.v[3]), Loopback: NA, Trowfs: NA, HP: Median(h.v[4]),
+				Mode: "passthrough_hp", Target: "info: the C reference at what it can hold",
+				Note: hpLimitNote + "; " + noise(Spread(h.v[3]), Spread(h.v[4]))})
+		}
+	}
+	rows = append(rows, s.hpSkipRow("stat")...)
 	return rows, nil
 }

@@ -22,6 +22,8 @@ type Kind string
 const (
 	KindTrowfs   Kind = "trowfs"
 	KindLoopback Kind = "loopback"
+	// KindPassthroughHP is libfuse's example/passthrough_hp (bench/passthrough_hp/build.sh).
+	KindPassthroughHP Kind = "passthrough_hp"
 )
 
 // Mount is one mount process started by the suite.
@@ -121,6 +123,14 @@ func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration,
 		args = append([]string{"mount", data, mnt, "--ready-file", ready}, extra...)
 	case KindLoopback:
 		args = append([]string{"--ready-file", ready}, append(extra, data, mnt)...)
+	case KindPassthroughHP:
+		// It has no ready file: it is ready once the mount point is in mountinfo (the kernel
+		// holds requests until the daemon has answered INIT). --foreground keeps it our child,
+		// so that Stop's SIGTERM reaches it (libfuse's handler unmounts and exits).
+		if IsMounted(mnt) {
+			return nil, &MountError{kind, mnt, errors.New("already a mount point"), ""}
+		}
+		args = append([]string{"--foreground"}, append(extra, data, mnt)...)
 	default:
 		return nil, fmt.Errorf("unknown mount kind %q", kind)
 	}
@@ -151,8 +161,12 @@ func StartMount(kind Kind, bin, data, mnt, logDir string, timeout time.Duration,
 	defer deadline.Stop()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
+	isReady := func() bool { _, err := os.Stat(ready); return err == nil }
+	if kind == KindPassthroughHP {
+		isReady = func() bool { return IsMounted(mnt) }
+	}
 	for {
-		if _, err := os.Stat(ready); err == nil {
+		if isReady() {
 			m.Startup = time.Since(start)
 			_ = os.Remove(ready)
 			return m, nil
@@ -211,11 +225,19 @@ func (m *Mount) Stop() error {
 		if forceUnmount(m.Mnt) && m.stopErr == nil {
 			m.stopErr = fmt.Errorf("%s on %s was still mounted after its process exited", m.Kind, m.Mnt)
 		}
-		if m.stopErr == nil && m.waitErr != nil {
+		if m.stopErr == nil && m.waitErr != nil && !m.exitedBySignal() {
 			m.stopErr = fmt.Errorf("%s on %s exited with %v:\n%s", m.Kind, m.Mnt, m.waitErr, m.LogTail(2000))
 		}
 	})
 	return m.stopErr
+}
+
+// exitedBySignal reports an exit status that is the normal end of a mount we stopped:
+// passthrough_hp's main returns 1 whenever its loop ended through a signal (libfuse's exit handler
+// stores the signal as the session's error), so status 1 after our SIGTERM is a clean stop.
+func (m *Mount) exitedBySignal() bool {
+	var ee *exec.ExitError
+	return m.Kind == KindPassthroughHP && errors.As(m.waitErr, &ee) && ee.ExitCode() == 1
 }
 
 // forceUnmount detaches mnt if it is still a mount point and reports whether it had to.

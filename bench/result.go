@@ -16,7 +16,10 @@ type Row struct {
 	Native       float64
 	Loopback     float64
 	Trowfs       float64
-	Mode         string // trowfs configuration measured, e.g. "passthrough"
+	// HP is libfuse's passthrough_hp (the C reference passthrough) on the same workload in the
+	// same run; 0 where it was not measured (a measured time or rate is never 0).
+	HP   float64
+	Mode string // trowfs configuration measured, e.g. "passthrough"
 	// Target describes the target; empty when the row is informational.
 	Target string
 	// Pass is set by the workload that knows how its target is checked; nil means no target.
@@ -49,6 +52,12 @@ func (r Row) VsNative() float64 { return ratio(r.Native, r.Trowfs, r.HigherBette
 
 // VsLoopback is the speed ratio trowfs / loopback.
 func (r Row) VsLoopback() float64 { return ratio(r.Loopback, r.Trowfs, r.HigherBetter) }
+
+// HPVsNative is the speed ratio passthrough_hp / native.
+func (r Row) HPVsNative() float64 { return ratio(r.Native, r.HP, r.HigherBetter) }
+
+// LoopbackVsNative is the speed ratio loopback / native.
+func (r Row) LoopbackVsNative() float64 { return ratio(r.Native, r.Loopback, r.HigherBetter) }
 
 // Verdict is PASS, FAIL, SKIP or "-" (no target).
 func (r Row) Verdict() string {
@@ -128,24 +137,69 @@ func formatRatio(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-// columns of the table, in order.
+// columns of the table, in order. The passthrough_hp columns are added (after the trowfs
+// ratios) only when some row measured it, so tables of workloads without it keep their shape.
 var columns = []string{"benchmark", "unit", "native", "loopback", "trowfs", "mode", "vs native", "vs loopback", "target", "result"}
 
-func (r Row) cells() []string {
-	if r.Skipped != "" {
-		return []string{r.Name, r.Unit, "-", "-", "-", r.Mode, "-", "-", r.Target, "SKIP"}
+// hpColumns are inserted before "target" when a row has a passthrough_hp figure.
+var hpColumns = []string{"passthrough_hp", "hp vs native"}
+
+// hpAt is the index in columns where hpColumns go.
+const hpAt = 8
+
+func anyHP(rows []Row) bool {
+	for _, r := range rows {
+		if r.HP != 0 {
+			return true
+		}
 	}
-	return []string{r.Name, r.Unit, formatValue(r.Native), formatValue(r.Loopback), formatValue(r.Trowfs), r.Mode,
-		formatRatio(r.VsNative()), formatRatio(r.VsLoopback()), r.Target, r.Verdict()}
+	return false
+}
+
+func header(hp bool) []string {
+	if !hp {
+		return columns
+	}
+	return append(append(append([]string(nil), columns[:hpAt]...), hpColumns...), columns[hpAt:]...)
+}
+
+// numeric reports whether column i of a table with or without the hp columns is right-aligned.
+func numeric(i int, hp bool) bool {
+	if hp && i >= hpAt {
+		if i < hpAt+len(hpColumns) {
+			return true
+		}
+		i -= len(hpColumns)
+	}
+	return i >= 2 && i <= 4 || i == 6 || i == 7
+}
+
+func (r Row) cells(hp bool) []string {
+	var c []string
+	if r.Skipped != "" {
+		c = []string{r.Name, r.Unit, "-", "-", "-", r.Mode, "-", "-", r.Target, "SKIP"}
+	} else {
+		c = []string{r.Name, r.Unit, formatValue(r.Native), formatValue(r.Loopback), formatValue(r.Trowfs), r.Mode,
+			formatRatio(r.VsNative()), formatRatio(r.VsLoopback()), r.Target, r.Verdict()}
+	}
+	if !hp {
+		return c
+	}
+	h := []string{"-", "-"}
+	if r.Skipped == "" && r.HP != 0 {
+		h = []string{formatValue(r.HP), formatRatio(r.HPVsNative())}
+	}
+	return append(append(append([]string(nil), c[:hpAt]...), h...), c[hpAt:]...)
 }
 
 // Text renders rows as an aligned plain-text table followed by the notes.
 func Text(rows []Row) string {
-	all := [][]string{columns}
+	hp := anyHP(rows)
+	all := [][]string{header(hp)}
 	for _, r := range rows {
-		all = append(all, r.cells())
+		all = append(all, r.cells(hp))
 	}
-	width := make([]int, len(columns))
+	width := make([]int, len(all[0]))
 	for _, c := range all {
 		for i, s := range c {
 			width[i] = max(width[i], len([]rune(s)))
@@ -155,7 +209,7 @@ func Text(rows []Row) string {
 	for _, c := range all {
 		for i, s := range c {
 			pad := width[i] - len([]rune(s))
-			if i >= 2 && i <= 4 || i == 6 || i == 7 {
+			if numeric(i, hp) {
 				b.WriteString(strings.Repeat(" ", pad) + s)
 			} else {
 				b.WriteString(s + strings.Repeat(" ", pad))
@@ -173,10 +227,12 @@ func Text(rows []Row) string {
 // Markdown renders rows as a markdown table followed by the notes as a list.
 func Markdown(rows []Row) string {
 	var b strings.Builder
-	b.WriteString("| " + strings.Join(columns, " | ") + " |\n")
-	b.WriteString("|" + strings.Repeat("---|", len(columns)) + "\n")
+	hp := anyHP(rows)
+	cols := header(hp)
+	b.WriteString("| " + strings.Join(cols, " | ") + " |\n")
+	b.WriteString("|" + strings.Repeat("---|", len(cols)) + "\n")
 	for _, r := range rows {
-		c := r.cells()
+		c := r.cells(hp)
 		for i := range c {
 			c[i] = strings.ReplaceAll(c[i], "|", `\|`)
 		}

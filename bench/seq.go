@@ -204,6 +204,17 @@ func (s *Suite) seqWrite() ([]Row, error) {
 		return nil, err
 	}
 	defer lb.Stop()
+	dataH, err := s.dir("seqwrite", "data-passthrough_hp")
+	if err != nil {
+		return nil, err
+	}
+	hp, err := s.mountHP(dataH, filepath.Join(base, "mnt-passthrough_hp"))
+	if err != nil {
+		return nil, err
+	}
+	if hp != nil {
+		defer hp.Stop()
+	}
 	buf := randomBytes(chunk)
 	seq := 0
 	write := func(dir string, digest *[]float64) func() (float64, error) {
@@ -228,7 +239,7 @@ func (s *Suite) seqWrite() ([]Row, error) {
 		}
 	}
 	var rows []Row
-	var native, loop float64
+	var native, loop, hpRate float64
 	for _, mode := range []string{"passthrough", "daemon"} {
 		dataT, err := s.dir("seqwrite", "data-"+mode)
 		if err != nil {
@@ -240,9 +251,12 @@ func (s *Suite) seqWrite() ([]Row, error) {
 			return rows, err
 		}
 		var digest []float64
-		fns := []func() (float64, error){write(dataN, nil), write(lb.Mnt, nil), write(mntT, &digest)}
+		fns := []func() (float64, error){write(dataN, nil), write(lb.Mnt, nil), write(mntT, &digest), nil}
+		if hp != nil {
+			fns[3] = write(hp.Mnt, nil)
+		}
 		if mode != "passthrough" {
-			fns[0], fns[1] = nil, nil
+			fns[0], fns[1], fns[3] = nil, nil, nil
 		}
 		s.logf("   write %s + fsync, trowfs %s", label, mode)
 		med, spr, err := s.interleave(fns...)
@@ -255,10 +269,15 @@ func (s *Suite) seqWrite() ([]Row, error) {
 		}
 		if mode == "passthrough" {
 			native, loop = med[0], med[1]
+			if hp != nil {
+				hpRate = med[3]
+			}
 		}
 		r := Row{Name: "seq write " + label + " + fsync", Unit: "MB/s", HigherBetter: true, Native: native, Loopback: loop, Trowfs: med[2], Mode: mode, Note: noise(spr...)}
 		if mode == "passthrough" {
-			r.Target, r.Pass = "≥ 0.5× native", atLeast(r.VsNative(), 0.5)
+			// Issue 9 item 5's goal (it was ≥ 0.5× native before).
+			r.HP = hpRate
+			r.Target, r.Pass = "≥ 0.95× native", atLeast(r.VsNative(), 0.95)
 		} else {
 			r.Target = "design comparison"
 		}
@@ -271,7 +290,7 @@ func (s *Suite) seqWrite() ([]Row, error) {
 				Trowfs: float64(size) / 1e6 / (wsec + lat), Mode: mode, Target: "design comparison",
 				Note: "write, fsync, close, then wait until the file's digest is known"})
 	}
-	return rows, nil
+	return append(rows, s.hpSkipRow("seqwrite")...), nil
 }
 
 // sizeLabel prints 1 GiB, 128 MiB.

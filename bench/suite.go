@@ -24,8 +24,11 @@ type Config struct {
 	Repeat   int    // measurements per figure; the median is reported
 	Trowfs   string // the trowfs binary
 	Loopback string // the loopback baseline binary
-	Tools    string // directory holding the registry binary (integration/tools/install.sh)
-	Log      io.Writer
+	// PassthroughHP is libfuse's passthrough_hp binary (make passthrough-hp); where it is
+	// missing, its column is left empty and a SKIP row says why.
+	PassthroughHP string
+	Tools         string // directory holding the registry binary (integration/tools/install.sh)
+	Log           io.Writer
 }
 
 // Workload is one named group of measurements.
@@ -42,6 +45,7 @@ func Workloads() []Workload {
 		{"seqwrite", "sequential write + fsync, digest availability, both write modes", (*Suite).seqWrite},
 		{"commit", "registry commit pattern: 256 KiB O_APPEND upload, fsync, rename into blobs/", (*Suite).commit},
 		{"stat", "stat of 20k files cold and warm, readdir of a 20k-entry directory", (*Suite).stat},
+		{"smallfiles", "create 20k empty files; 4 KiB create+write+rename+unlink cycle, and its FUSE requests by opcode", (*Suite).smallFiles},
 		{"startup", "snapshot load + quick reconcile vs find x 2, RSS per file", (*Suite).startup},
 		{"tree", "hashtree memory per file and update cost in a 1M vs 1k directory", (*Suite).tree},
 		{"checkpoint", "longest wait of create/commit/rename tracker calls during a checkpoint of 1M entries, lock hold", (*Suite).checkpoint},
@@ -181,6 +185,38 @@ func (s *Suite) mountTrowfsEnv(env []string, data, mnt string, extra ...string) 
 // mountLoopback mounts the plain go-fuse loopback on data and mnt.
 func (s *Suite) mountLoopback(data, mnt string) (*Mount, error) {
 	return StartMount(KindLoopback, s.cfg.Loopback, data, mnt, s.scratch, time.Minute, nil)
+}
+
+// hpMissing says why the passthrough_hp column cannot be measured, or "" when it can.
+func (s *Suite) hpMissing() string {
+	if s.cfg.PassthroughHP == "" {
+		return "no passthrough_hp binary given (-passthrough-hp)"
+	}
+	if _, err := os.Stat(s.cfg.PassthroughHP); err != nil {
+		return fmt.Sprintf("%s is absent: build it with `make passthrough-hp LIBFUSE=<libfuse git dir or tarball>` (bench/passthrough_hp/build.sh)", s.cfg.PassthroughHP)
+	}
+	return ""
+}
+
+// hpSkipRow is the SKIP row a workload adds when passthrough_hp is missing.
+func (s *Suite) hpSkipRow(workload string) []Row {
+	why := s.hpMissing()
+	if why == "" {
+		return nil
+	}
+	return []Row{{Name: workload + ": passthrough_hp column", Native: NA, Loopback: NA, Trowfs: NA, Skipped: why}}
+}
+
+// mountHP mounts libfuse's passthrough_hp on data and mnt as its documentation shows
+// (`passthrough_hp SOURCE MOUNTPOINT`), with its default caching: entry and attribute timeouts
+// of 86400 s, keep_cache and cache_readdir on every open directory, kernel passthrough of reads
+// and writes (hence no writeback cache), splice, default_permissions, a multi-threaded loop.
+// It returns nil and no error when the binary is missing (see hpMissing).
+func (s *Suite) mountHP(data, mnt string, extra ...string) (*Mount, error) {
+	if s.hpMissing() != "" {
+		return nil, nil
+	}
+	return StartMount(KindPassthroughHP, s.cfg.PassthroughHP, data, mnt, s.scratch, time.Minute, nil, extra...)
 }
 
 // State is the part of a .state document the benchmarks read.

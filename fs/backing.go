@@ -27,12 +27,11 @@ import (
 //   - An operation on a node whose name went away through the mount (a rename over it, an unlink)
 //     while the kernel still holds it fails with ENOENT: the node has no path any more. Natively
 //     an open or stat that resolved the name before the rename opens the old file. So just before
-//     an unlink or a rename through the mount takes a known node's name, the node keeps an O_PATH
-//     descriptor of its object (Node.keepObject), and from then on every operation on the node
-//     reaches that object through /proc/self/fd. The descriptor is closed when the kernel forgets
-//     the node, which it does as soon as nothing holds the replaced inode (FUSE drops unlinked
-//     inodes at once), so kept descriptors are bounded by the files still open or in the middle of
-//     an operation, not by the tree.
+//     an unlink or a rename through the mount takes a known node's name, the node keeps its
+//     object's kernel file handle (Node.keepObject, fs/handle.go), and from then on every
+//     operation on the node reaches that object through /proc/self/fd of a descriptor borrowed
+//     from the mount's bounded handle cache. Where DATA refuses file handles the node keeps a
+//     descriptor of its own instead. Either is dropped when the kernel forgets the node.
 
 // loc names one backing object (or a name in a backing directory) for one *at() call.
 type loc struct {
@@ -43,11 +42,17 @@ type loc struct {
 	// symlink's target.
 	kept     int
 	closeDir bool // dir was opened for this call
+	// hc and ent, when set, lent kept from the handle cache until release.
+	hc  *handleCache
+	ent *handleEntry
 }
 
 func (l loc) release() {
 	if l.closeDir {
 		unix.Close(l.dir)
+	}
+	if l.ent != nil {
+		l.hc.release(l.ent)
 	}
 }
 
@@ -97,15 +102,16 @@ func (m *mountState) locRel(rel string) (loc, syscall.Errno) {
 	return loc{dir: fd, name: rel[i+1:], kept: -1, closeDir: true}, 0
 }
 
-// loc is the node's own backing object: its kept descriptor if it has one, else its name.
+// loc is the node's own backing object: what it kept if it keeps it, else its name.
 //
-// A file or symlink with neither has lost its name in a way keepObject did not see coming: then
+// A file or symlink with neither has lost its name in a way keepObject did not see coming, or
+// kept the handle of a file whose last link is gone and which nothing holds open: then
 // ESTALE, on which the kernel walks a path again with LOOKUP_REVAL (open, stat, chmod, truncate,
 // xattrs: every path-based call retries once), so it finds what the name leads to now, as it
 // would natively. A directory removed while held answers ENOENT, as the loopback does.
 func (n *Node) loc() (loc, syscall.Errno) {
-	if k := n.kept.Load(); k != 0 {
-		return loc{dir: unix.AT_FDCWD, name: procFd(int(k - 1)), kept: int(k - 1)}, 0
+	if k := n.kept.Load(); k != nil {
+		return k.loc(n.m)
 	}
 	rel, ok := n.relPath()
 	if !ok {
@@ -136,7 +142,7 @@ func (n *Node) withLoc(op func(l loc) syscall.Errno) syscall.Errno {
 	}
 	errno = op(l)
 	l.release()
-	if l.kept < 0 && n.kept.Load() != 0 {
+	if l.kept < 0 && n.kept.Load() != nil {
 		if l, errno = n.loc(); errno == 0 {
 			errno = op(l)
 		}
@@ -144,12 +150,12 @@ func (n *Node) withLoc(op func(l loc) syscall.Errno) syscall.Errno {
 	return errno
 }
 
-// keepObject makes the node keep an O_PATH descriptor of its backing object (reached by l, its
-// name), just before an unlink or rename through the mount takes that name away (see above).
-// Nothing for directories, for a node that keeps one already, or when the name no longer leads to
-// the node's file (changed behind the mount).
+// keepObject makes the node keep its backing object (reached by l, its name), just before an
+// unlink or rename through the mount takes that name away (see above): its file handle, or where
+// there is none an O_PATH descriptor. Nothing for directories, for a node that keeps its object
+// already, or when the name no longer leads to the node's file (changed behind the mount).
 func (n *Node) keepObject(l loc) {
-	if n.kept.Load() != 0 || n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
+	if n.kept.Load() != nil || n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return
 	}
 	fd, err := unix.Openat(l.dir, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -157,18 +163,21 @@ func (n *Node) keepObject(l loc) {
 		return
 	}
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || n.m.ino(uint64(st.Dev), st.Ino) != n.StableAttr().Ino || fd+1 > 1<<31-1 ||
-		!n.kept.CompareAndSwap(0, int32(fd+1)) {
+	if unix.Fstat(fd, &st) != nil || n.m.ino(uint64(st.Dev), st.Ino) != n.StableAttr().Ino {
 		unix.Close(fd)
+		return
+	}
+	if k := n.m.keptFrom(fd, &st); !n.kept.CompareAndSwap(nil, k) {
+		k.drop(n.m)
 	}
 }
 
 var _ = (gofs.NodeOnForgetter)((*Node)(nil))
 
-// OnForget closes the kept descriptor: the kernel forgot the node, so no operation on it follows.
+// OnForget drops what the node kept: the kernel forgot it, so no operation on it follows.
 func (n *Node) OnForget() {
-	if k := n.kept.Swap(0); k != 0 {
-		unix.Close(int(k - 1))
+	if k := n.kept.Swap(nil); k != nil {
+		k.drop(n.m)
 	}
 }
 
@@ -370,7 +379,7 @@ func (n *Node) createBacking(ctx context.Context, name string, flags uint32, mod
 
 // linkBacking links the node's file (target) as name in this directory.
 func (n *Node) linkBacking(ctx context.Context, target *Node, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if _, parent := target.Parent(); parent == nil && target.kept.Load() == 0 {
+	if _, parent := target.Parent(); parent == nil && target.kept.Load() == nil {
 		// A file made with O_TMPFILE is named only by its descriptor, which LINK does not carry.
 		return nil, syscall.EXDEV
 	}

@@ -6,9 +6,42 @@
 // (backing.go), so no operation depends on an absolute path fitting in PATH_MAX: a name relative
 // to DATA that is itself too long is resolved from its parent directory, reached in steps beneath
 // DATA. A node whose name an unlink or rename through the mount takes while the kernel holds it
-// keeps an O_PATH descriptor of its object until the kernel forgets it, so an open or stat that
-// raced the rename reaches the old file, as natively. The hooks run after the backing operation
-// succeeded and never turn a success into a failure.
+// keeps its object's kernel file handle until the kernel forgets it, so an open or stat that
+// raced the rename reaches the old file, as natively (see "Identity and file handles"). The hooks
+// run after the backing operation succeeded and never turn a success into a failure.
+//
+// # Identity and file handles
+//
+// A node's identity is go-fuse's loopback one and st_ino is the backing inode number: StableAttr
+// Ino is the backing (device, inode) mixed as the loopback does, Gen the birth time (SQLite
+// compares st_ino of a path and of a descriptor, so what stat returns must not change).
+//
+// A node with a name reaches its object by that name, relative to DATA's descriptor: no
+// descriptor per node, so the tree may be far larger than the open-file limit. Only a node
+// whose name went away needs more (Node.keepObject): it keeps the object's file handle
+// (name_to_handle_at, a few dozen bytes), and an operation on it borrows an O_PATH descriptor
+// from the mount's handle cache (fs/handle.go), which opens handles on demand against DATA
+// (open_by_handle_at) and keeps at most Options.HandleCache (default 1024) open, the least
+// recently used idle one closed first, none closed while a call uses it. The cache is keyed by
+// the object's (device, inode, handle bytes): the bytes carry the inode generation on ext4, xfs,
+// btrfs and tmpfs, so a freed inode number reused by a new file is a different key and its old
+// handle fails with ESTALE; where a filesystem's handle carries no generation, (device, inode) is
+// the key. Per-name nodes of one hard-linked file that all lost their names share one entry. A
+// descriptor opened from a handle is checked against (device, inode) before use.
+//
+// Where DATA refuses file handles (a filesystem without export support, or no
+// CAP_DAC_READ_SEARCH when not root; probed once at mount and logged once), or one object has
+// none (another filesystem mounted inside DATA), the node keeps an O_PATH descriptor of its own
+// instead, closed when the kernel forgets it; Options.NoFileHandles forces that.
+//
+// A handle does not keep a file alive as a descriptor does. A replaced or unlinked file held by
+// an open through the mount is kept alive by that open's descriptor; the descriptor keepObject
+// opens stays in the cache until evicted or forgotten; past that, a file whose last link is gone
+// and that nothing holds open is freed, and an operation on its node answers ESTALE (path-based
+// calls then walk the path again and reach what the name leads to now, as a call that started
+// after the rename would). Natively an O_PATH descriptor or a working directory would still
+// reach the freed file: that is the price of not tying the daemon's descriptors to what the
+// kernel holds.
 //
 // Files opened read-only get kernel passthrough (reads never enter the daemon). Files opened for
 // writing get passthrough too in the default write mode; their content is hashed from the backing
@@ -48,6 +81,8 @@
 //
 // # Locking
 //
-// The fs package holds no locks of its own besides the invalidation queue's (fs/dircache.go):
-// go-fuse serialises what it must per inode, and the tracker guards the tree.
+// The fs package holds no locks of its own besides the invalidation queue's (fs/dircache.go) and
+// the handle cache's (fs/handle.go: its map, LRU list and counts; never held across a system
+// call, descriptors are closed after it is released): go-fuse serialises what it must per inode,
+// and the tracker guards the tree.
 package fs

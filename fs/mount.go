@@ -2,8 +2,10 @@ package fs
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -39,6 +41,14 @@ type Options struct {
 	FsName    string
 	// Refuse, if set, fails opens for reading of the paths it names with EIO (fs/mismatch.go).
 	Refuse Refuser
+	// HandleCache is how many descriptors of file handles the mount keeps open for nodes whose
+	// name went away (fs/handle.go); 0 for DefaultHandleCache.
+	HandleCache int
+	// NoFileHandles makes such nodes keep a descriptor each, as where DATA refuses file
+	// handles (for tests of that fallback).
+	NoFileHandles bool
+	// Logger receives the mount's few log lines; nil for slog.Default().
+	Logger *slog.Logger
 }
 
 // DefaultOptions are the options `trowfs mount` starts from.
@@ -67,6 +77,11 @@ type mountState struct {
 	passthrough bool
 	listState   bool
 	refuse      Refuser // Options.Refuse, or nil
+	// handles is the cache of file handles that nodes whose name went away keep (fs/handle.go);
+	// nil where DATA refuses them, and such nodes keep descriptors.
+	handles       *handleCache
+	handleRefused sync.Once // logs the first object that has no handle
+	log           *slog.Logger
 }
 
 func (m *mountState) newNode() *Node {
@@ -112,6 +127,7 @@ func NewRoot(data string, t *tracker.Tracker, opts Options) (gofs.InodeEmbedder,
 	lr := &gofs.LoopbackRoot{Path: data, Dev: uint64(st.Dev)}
 	ms.root = lr
 	ms.data, ms.dataFd, ms.dataDir, ms.root0 = abs, fd, os.NewFile(uintptr(fd), abs), os.Geteuid() == 0
+	ms.setupHandles(opts)
 	lr.NewNode = func(r *gofs.LoopbackRoot, parent *gofs.Inode, name string, st *syscall.Stat_t) gofs.InodeEmbedder {
 		return ms.newNode()
 	}

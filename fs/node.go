@@ -24,10 +24,10 @@ type Node struct {
 	// birth is the loopback generation (from the birth time) of the file a per-name node was
 	// made for (Node.ownNode); 0 for every other node. Set before the node is published.
 	birth uint64
-	// kept is 1 + an O_PATH descriptor of the backing object, taken when an unlink or rename
-	// through the mount took the node's name while the kernel held the node (keepObject); 0 for
-	// none. Closed at OnForget.
-	kept atomic.Int32
+	// kept is what the node keeps of its backing object once an unlink or rename through the
+	// mount took its name while the kernel held the node (keepObject): a file handle, or a
+	// descriptor where handles are refused (fs/handle.go); nil for none. Dropped at OnForget.
+	kept atomic.Pointer[keptObject]
 }
 
 // The go-fuse interfaces Node implements beyond those LoopbackNode brings.

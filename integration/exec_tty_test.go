@@ -134,9 +134,9 @@ func exitCode(t *testing.T, cmd *exec.Cmd, done <-chan struct{}, screen *syncBuf
 	return cmd.ProcessState.ExitCode()
 }
 
-// The command reads a line typed on the terminal. Before the fix the command ran in a
-// background process group of the terminal: its read got SIGTTIN, it stopped for good, and
-// trowfs waited for it for ever.
+// The command reads a line typed on the terminal and gets the terminal's ^C: its process group is
+// made the terminal's foreground one. Left in a background group, its read would get SIGTTIN, it
+// would stop for good, and trowfs would wait for it for ever.
 func TestExecCommandReadsTheTerminalAndGetsItsInterrupt(t *testing.T) {
 	data, mnt, tmp := t.TempDir(), filepath.Join(t.TempDir(), "mnt"), t.TempDir()
 	ready, asked, got := filepath.Join(tmp, "ready"), filepath.Join(tmp, "asked"), filepath.Join(tmp, "got")

@@ -1,10 +1,10 @@
 package integration
 
-// Item 6 of the peers issue, the fault that no other test covers with whole processes: a node's
-// trowfs killed with SIGKILL in the middle of a transfer (its registry pushing onto the mount when
-// the mount dies), then restarted. The others (partition, slow and lying peers, a node restarted
-// after missing changes, a refusing registry) are covered in-process by peers/faults_test.go,
-// peers/review_partition_test.go and peers/oci/apply_test.go, and with real registries by
+// The peer fault that no other test covers with whole processes: a node's trowfs killed with
+// SIGKILL in the middle of a transfer (its registry pushing onto the mount when the mount dies),
+// then restarted. The others (partition, slow and lying peers, a node restarted after missing
+// changes, a refusing registry) are covered in-process by peers/faults_test.go,
+// peers/tombstone_test.go and peers/oci/apply_test.go, and with real registries by
 // peers_e2e_test.go and peers_apply_test.go.
 
 import (

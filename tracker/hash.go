@@ -18,6 +18,10 @@ import (
 	"github.com/trowfs/trowfs/internal/ledger"
 )
 
+// hashRetryBackoff is how long a hash whose file changed under it five times in a row waits
+// before it is tried again.
+const hashRetryBackoff = 100 * time.Millisecond
+
 // job asks a worker to hash the file with inode ino if its in-flight generation is still gen.
 type job = ledger.Job
 
@@ -92,7 +96,7 @@ func (t *Tracker) worker() {
 		t.mu.Lock()
 		t.busy--
 		if t.busy == 0 {
-			t.idle.Broadcast()
+			t.wakeDrainLocked()
 		}
 		t.mu.Unlock()
 	}
@@ -207,13 +211,48 @@ func (t *Tracker) runJob(j job) {
 		return
 	}
 	// The file kept changing under us without a writer through the mount (an outside writer or a
-	// shared mapping): try again later rather than record a digest of moving content.
-	time.Sleep(100 * time.Millisecond)
+	// shared mapping): try again later rather than record a digest of moving content. A timer
+	// requeues it, so the worker goes on with other files meanwhile. The wait counts as busy, as
+	// the job it continues did, so Drain still waits for the file.
 	t.mu.Lock()
-	if _, ok := t.book.Current(j); ok {
-		t.queueLocked(j, false)
+	defer t.mu.Unlock()
+	if t.closed.Load() {
+		return // Close has stopped the timers already: the file stays pending
 	}
-	t.mu.Unlock()
+	t.busy++
+	var timer *time.Timer
+	timer = time.AfterFunc(t.retryBackoff, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if _, ok := t.retries[timer]; !ok {
+			return // Close stopped it
+		}
+		delete(t.retries, timer)
+		if _, ok := t.book.Current(j); ok && !t.closed.Load() {
+			t.queueLocked(j, false)
+		}
+		t.busy--
+		if t.busy == 0 {
+			t.wakeDrainLocked()
+		}
+	})
+	// Assigned under mu, which the timer's function takes first: it always sees its own timer.
+	if t.retries == nil {
+		t.retries = map[*time.Timer]struct{}{}
+	}
+	t.retries[timer] = struct{}{}
+}
+
+// stopRetries stops the timers of hashes backing off (Close): their files stay pending and are
+// rehashed on the next mount, like the jobs Close drops.
+func (t *Tracker) stopRetries() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for timer := range t.retries {
+		timer.Stop()
+		delete(t.retries, timer)
+		t.busy--
+	}
 }
 
 func sameNames(a, b []string) bool {
@@ -261,6 +300,9 @@ func (t *Tracker) hashFile(rel string, ino uint64, excluded bool, want digest.Di
 	}
 	if before.Ino != ino || before.Mode&unix.S_IFMT != unix.S_IFREG {
 		return hashResult{}, errGone
+	}
+	if t.hashHook != nil {
+		t.hashHook(rel)
 	}
 	res := hashResult{meta: metaOf(&before), stable: true}
 	if excluded || (noWrite && res.meta == prevMeta) {

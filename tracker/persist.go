@@ -236,6 +236,9 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 // unmounted: entries added and removed, and files whose content (not just metadata) changed.
 func (t *Tracker) changesWhenSettled(changes []Change, modified map[string]hashtree.Digest) {
 	for !t.Drain(time.Hour) {
+		if t.closed.Load() {
+			return // Drain returns at once from now on: looping would spin
+		}
 	}
 	t.mu.Lock()
 	for p, was := range modified {

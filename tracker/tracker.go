@@ -81,6 +81,11 @@ type Tracker struct {
 	cancel  context.CancelFunc // cancels ctx
 	closed  atomic.Bool
 	renames atomic.Int64 // renames and unlinks between their syscall and their report (NameOp)
+	// renameWaiters counts waitRenames calls asleep on renameDone (a cond on renameMu, which
+	// guards nothing else), so the NameOp that brings renames to 0 knows whether to wake them.
+	renameWaiters atomic.Int64
+	renameMu      sync.Mutex
+	renameDone    *sync.Cond
 	// ckptHold and ckptTotal are the last checkpoint's lock hold and total time (ns), for bench.
 	ckptHold, ckptTotal atomic.Int64
 	// ckptMu serialises checkpoints, so that a later one cannot be overwritten by an earlier one.
@@ -88,6 +93,15 @@ type Tracker struct {
 	// ckptHook, when set (tests), is called by WriteSnapshot with "frozen" under mu right after
 	// the tree is frozen and with "unlocked" once mu is released, before the encoding.
 	ckptHook func(stage string)
+	// drainWakes and renameWakes count how often Drain and waitRenames woke up to look again
+	// (tests: a wait must wake when the work ends, not at a polling interval).
+	drainWakes, renameWakes atomic.Int64
+	// retryBackoff is how long a hash whose file kept changing waits before it is tried again
+	// (hashRetryBackoff; tests lengthen it).
+	retryBackoff time.Duration
+	// hashHook, when set (tests), is called by hashFile with the name it is about to read, after
+	// its first fstat: a test can change the file under the hash there.
+	hashHook func(rel string)
 
 	stats counters
 
@@ -109,11 +123,14 @@ type Tracker struct {
 	heals    map[string]healNote // paths a heal replaced, until their hash commits (Healed); nil until one
 	dirty    bool                // the tree changed since the last checkpoint
 	lockFile *os.File            // DATA/.trowfs/lock, held with flock while this tracker owns DATA (nil: not locked)
-	busy     int                 // hash jobs queued or running
-	idle     *sync.Cond
+	busy     int                 // hash jobs queued or running, and hashes backing off
+	idle     *sync.Cond          // on mu; Drain sleeps on it (wakeDrainLocked)
 	load     LoadReport
 	runs     []*Run
 	scrub    scrubState
+
+	// retries are the timers of hashes backing off until they requeue them (runJob); nil until one.
+	retries map[*time.Timer]struct{}
 }
 
 // pending is the tracker's data on a file in flight: the keeper's, with the streaming hash.
@@ -164,10 +181,13 @@ func New(opts Options) (*Tracker, error) {
 		findings:   map[findingKey]Finding{},
 		jobs:       newJobQueue(),
 		notify:     newEventQueue(opts.Notify),
+
+		retryBackoff: hashRetryBackoff,
 	}
 	t.k = ledger.NewKeeper(t.tree, t.rules(), sink{t}, now, t.statMeta)
 	t.book = t.k.Book()
 	t.idle = sync.NewCond(&t.mu)
+	t.renameDone = sync.NewCond(&t.renameMu)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	n := opts.HashWorkers
 	if n <= 0 {
@@ -188,6 +208,10 @@ func (t *Tracker) Dir() string { return t.root }
 func (t *Tracker) Close() {
 	t.StopRuns()
 	t.closed.Store(true)
+	t.mu.Lock()
+	t.wakeDrainLocked() // Drain gives up once the tracker is closed
+	t.mu.Unlock()
+	t.stopRetries()
 	t.jobs.close()
 	t.workers.Wait()
 	t.notify.close()
@@ -216,21 +240,25 @@ func (t *Tracker) StopRuns() {
 
 // Drain waits until no file has writers or pending hash jobs, or until the timeout passes. It
 // reports whether the tree is settled.
+//
+// It sleeps on t.idle until wakeDrainLocked says the wait may be over (the last hash job ended,
+// a file with writers may have lost its last name, writers were abandoned, the tracker closed)
+// or the timeout passes; once the tracker is closed it returns at once.
 func (t *Tracker) Drain(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for t.busy > 0 || t.writersLocked() > 0 {
-		if time.Now().After(deadline) || t.closed.Load() {
-			return false
-		}
-		// Cond has no timed wait: poll with short sleeps outside the lock.
-		t.mu.Unlock()
-		time.Sleep(2 * time.Millisecond)
-		t.mu.Lock()
-	}
-	return true
+	waitFor(t.idle, timeout, &t.drainWakes, func() bool { return t.settledLocked() || t.closed.Load() })
+	return t.settledLocked()
 }
+
+// wakeDrainLocked wakes Drain to look again. Call it wherever the wait may have ended: the
+// last hash job ends, or a file with writers may have lost its last name (a name forgotten,
+// replaced or removed by a repair). Cheap when nobody waits.
+func (t *Tracker) wakeDrainLocked() { t.idle.Broadcast() }
+
+// settledLocked reports whether no hash job is queued or running and no file that still has a
+// name has a writer.
+func (t *Tracker) settledLocked() bool { return t.busy == 0 && t.writersLocked() == 0 }
 
 // SetBehindHook makes fn receive the path of every entry a verification run or scrub finds
 // added, changed or removed in DATA without passing through the mount (a drift finding), so a
@@ -300,15 +328,33 @@ var emptyDigest = ledger.EmptyDigest
 // waits for the report instead of giving the file up.
 func (t *Tracker) NameOp() func() {
 	t.renames.Add(1)
-	return func() { t.renames.Add(-1) }
+	return func() {
+		// The last one to end wakes waitRenames; a rename pays only the atomic adds when no
+		// hash waits. A waiter counts itself before it reads renames, and this reads the
+		// waiters after its decrement, so one of the two sees the other.
+		if t.renames.Add(-1) == 0 && t.renameWaiters.Load() > 0 {
+			t.renameMu.Lock()
+			t.renameDone.Broadcast()
+			t.renameMu.Unlock()
+		}
+	}
 }
 
-// waitRenames waits (briefly) until no rename or unlink is between its syscall and its report.
+// renameWaitBound bounds waitRenames: a NameOp whose report never comes must not hold a hash
+// worker for ever.
+const renameWaitBound = 2 * time.Second
+
+// waitRenames waits (at most renameWaitBound) until no rename or unlink is between its syscall
+// and its report.
 func (t *Tracker) waitRenames() {
-	deadline := time.Now().Add(2 * time.Second)
-	for t.renames.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Microsecond)
+	if t.renames.Load() == 0 {
+		return
 	}
+	t.renameWaiters.Add(1)
+	defer t.renameWaiters.Add(-1)
+	t.renameMu.Lock()
+	defer t.renameMu.Unlock()
+	waitFor(t.renameDone, renameWaitBound, &t.renameWakes, func() bool { return t.renames.Load() == 0 })
 }
 
 // Session is one open file handle with write access. Close it exactly once, when the handle is
@@ -387,7 +433,7 @@ func (t *Tracker) Created(rel string) {
 		return // unlinked meanwhile
 	}
 	if err != nil {
-		t.internal(rel, "lstat after mknod", err)
+		t.internalLocked(rel, "lstat after mknod", err)
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -432,7 +478,7 @@ func (t *Tracker) Truncated(rel string) {
 		return // unlinked meanwhile: its unlink is reported (or was)
 	}
 	if err != nil {
-		t.internal(rel, "lstat after truncate", err)
+		t.internalLocked(rel, "lstat after truncate", err)
 		return
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -528,6 +574,7 @@ func (t *Tracker) putLocked(rel string, e hashtree.Entry) { t.k.Put(rel, e) }
 func (t *Tracker) updateLocked(rel string, fn func(*hashtree.Entry)) {
 	if err := t.tree.Update(rel, fn); err == nil {
 		t.dirty = true
+		t.wakeDrainLocked() // rel may now name another inode
 	}
 }
 
@@ -545,7 +592,8 @@ func walkSubtree(tr *hashtree.Tree, dir string, fn func(p string, e hashtree.Ent
 // an operation the filesystem accepted. The operation itself has already succeeded; this only
 // records the problem and rebuilds that part of the tree.
 func (t *Tracker) resyncLocked(rel, op string, cause error) {
-	t.internal(rel, op+": tree out of step with the data directory, rescanning that path", cause)
+	t.internalLocked(rel, op+": tree out of step with the data directory, rescanning that path", cause)
+	defer t.wakeDrainLocked() // the repair may remove or replace a name of a file with writers
 	ts := now()
 	st, err := t.lstat(rel)
 	if err != nil {
@@ -575,7 +623,7 @@ func (t *Tracker) scanIntoLocked(rel string, st *unix.Stat_t) {
 		_ = t.tree.Mkdir(rel, ts)
 		names, err := t.readDirNames(rel)
 		if err != nil {
-			t.internal(rel, "read directory", err)
+			t.internalLocked(rel, "read directory", err)
 			return
 		}
 		for _, name := range names {
@@ -632,18 +680,29 @@ func (t *Tracker) openBeneath(rel string, flags int) (int, error) {
 }
 
 // internal logs a bookkeeping problem and records it as a finding. It never fails an operation.
+// Callers that hold mu call internalLocked instead.
 func (t *Tracker) internal(rel, what string, err error) {
+	f := t.internalFinding(rel, what, err) // logged before taking the lock
+	t.mu.Lock()
+	t.addFindingLocked(f)
+	t.mu.Unlock()
+}
+
+// internalLocked is internal for callers that hold mu: the finding is recorded at once, without
+// a goroutine to take the lock later.
+func (t *Tracker) internalLocked(rel, what string, err error) {
+	t.addFindingLocked(t.internalFinding(rel, what, err))
+}
+
+// internalFinding logs and counts a bookkeeping problem and returns its finding.
+func (t *Tracker) internalFinding(rel, what string, err error) Finding {
 	t.log.Warn("tracker: "+what, "path", rel, "err", err)
 	t.stats.internalErrors.Add(1)
 	detail := what
 	if err != nil {
 		detail += ": " + err.Error()
 	}
-	go func() { // internal may be called with mu held
-		t.mu.Lock()
-		t.addFindingLocked(Finding{Kind: FindingInternal, Path: rel, Detail: detail})
-		t.mu.Unlock()
-	}()
+	return Finding{Kind: FindingInternal, Path: rel, Detail: detail}
 }
 
 // counters are the tracker's monotonic statistics.
@@ -737,6 +796,7 @@ func (t *Tracker) AbandonWriters() int {
 		}
 		t.book.Settle(f.Ino) // a hash job already queued for it finds it settled and records nothing
 	}
+	t.wakeDrainLocked() // Drain no longer waits for them
 	return len(open)
 }
 
@@ -784,17 +844,24 @@ func (t *Tracker) flushRescansLocked() {
 // sink is the tracker as the keeper's Sink. Every method runs with t.mu held.
 type sink struct{ t *Tracker }
 
+// Changed, Removed and Dirty also wake Drain: a name may have gone to another inode, or away
+// from a file whose writers then no longer keep Drain waiting.
 func (s sink) Changed(rel string, e hashtree.Entry) {
 	s.t.dirty = true
 	s.t.notify.push(Event{Path: rel, Entry: e})
+	s.t.wakeDrainLocked()
 }
 
 func (s sink) Removed(rel string) {
 	s.t.dirty = true
 	s.t.notify.push(Event{Path: rel, Removed: true})
+	s.t.wakeDrainLocked()
 }
 
-func (s sink) Dirty() { s.t.dirty = true }
+func (s sink) Dirty() {
+	s.t.dirty = true
+	s.t.wakeDrainLocked()
+}
 
 func (s sink) Queue(j ledger.Job, urgent bool) { s.t.queueLocked(j, urgent) }
 
@@ -804,7 +871,7 @@ func (s sink) ClearMismatch(rel string) { s.t.clearFindingLocked(FindingMismatch
 
 func (s sink) ClearPath(rel string) { s.t.clearFindingsLocked(rel) }
 
-func (s sink) Problem(rel, what string, err error) { s.t.internal(rel, what, err) }
+func (s sink) Problem(rel, what string, err error) { s.t.internalLocked(rel, what, err) }
 
 func (s sink) Rescan(rel, op string, cause error) {
 	s.t.rescans = append(s.t.rescans, rescan{rel, op, cause})

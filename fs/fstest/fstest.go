@@ -71,6 +71,8 @@ type Options struct {
 	// Log, if set, also receives the tracker's log lines (warnings and worse), for tests that
 	// assert on them.
 	Log io.Writer
+	// Mount, if set, adjusts the mount's options last (for options no field here names).
+	Mount func(*trowfs.Options)
 }
 
 // Mount mounts a fresh (or the given) data directory and unmounts it at cleanup.
@@ -127,6 +129,9 @@ func (e *Env) Start() {
 	opts.Refuse = e.opts.Refuse
 	if e.opts.CacheTimeout != 0 {
 		opts.EntryTimeout, opts.AttrTimeout = e.opts.CacheTimeout, e.opts.CacheTimeout
+	}
+	if e.opts.Mount != nil {
+		e.opts.Mount(&opts)
 	}
 	opts.State = func(rel string) ([]byte, time.Time, error) {
 		st, ok := tr.State(rel)

@@ -4,7 +4,10 @@
 // passthrough left on as go-fuse does by default), and nothing else. Whatever trowfs costs more
 // than this is the cost of its tree.
 //
-//	loopback DATA MNT [--ready-file F]
+//	loopback [--ready-file F] [--debug] DATA MNT
+//
+// --debug logs every FUSE request and reply (go-fuse's MountOptions.Debug) to stderr; the
+// benchmarks count requests per operation from it.
 //
 // It runs in the foreground and unmounts on SIGINT or SIGTERM.
 package main
@@ -30,9 +33,10 @@ func main() {
 
 func run() error {
 	ready := flag.String("ready-file", "", "write this file once the mount serves")
+	debug := flag.Bool("debug", false, "log every FUSE request (go-fuse MountOptions.Debug)")
 	flag.Parse()
 	if flag.NArg() != 2 {
-		return fmt.Errorf("usage: loopback [--ready-file F] DATA MNT")
+		return fmt.Errorf("usage: loopback [--ready-file F] [--debug] DATA MNT")
 	}
 	data, mnt := flag.Arg(0), flag.Arg(1)
 	root, err := gofs.NewLoopbackRoot(data)
@@ -46,6 +50,7 @@ func run() error {
 		FsName:      data,
 		DirectMount: asRoot,
 		MaxWrite:    1 << 20,
+		Debug:       *debug,
 	}
 	if asRoot {
 		mo.Options = append(mo.Options, "default_permissions")

@@ -36,6 +36,7 @@ func run() (code int) {
 	flag.IntVar(&cfg.Repeat, "repeat", 1, "measure each figure N times and report the median")
 	flag.StringVar(&cfg.Trowfs, "trowfs", "bin/trowfs", "the trowfs binary (make build)")
 	flag.StringVar(&cfg.Loopback, "loopback", "", "the loopback baseline binary (default: built from ./bench/cmd/loopback)")
+	flag.StringVar(&cfg.PassthroughHP, "passthrough-hp", "bin/passthrough_hp", "libfuse's passthrough_hp, the C comparison column (make passthrough-hp; rows say SKIP without it)")
 	flag.StringVar(&cfg.Tools, "tools", toolsDir(), "directory whose bin/ holds the distribution registry (make tools)")
 	flag.StringVar(&out, "out", "", "also write the table as markdown to this file")
 	flag.Parse()
@@ -50,6 +51,11 @@ func run() (code int) {
 	}
 	if _, err := os.Stat(cfg.Trowfs); err != nil {
 		return fail(fmt.Errorf("%s: %w (run make build)", cfg.Trowfs, err))
+	}
+	if cfg.PassthroughHP != "" {
+		if cfg.PassthroughHP, err = filepath.Abs(cfg.PassthroughHP); err != nil {
+			return fail(err)
+		}
 	}
 	s, err := bench.New(cfg)
 	if err != nil {

@@ -8,11 +8,12 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// TestReviewPersistedStateDamageAndLongAbsence: a peers.state that is truncated anywhere or has a
-// flipped bit gives a clear error (the mount refuses to start and says why; the file is left as it
-// is), never a panic or a half-loaded state; and a node whose last full sync is older than the
-// grace period forgets what it had before then and applies nothing until it has resynced.
-func TestReviewPersistedStateDamageAndLongAbsence(t *testing.T) {
+// TestPersistedStateRefusesDamageAndForgetsAfterLongAbsence: a peers.state that is truncated
+// anywhere or has a flipped bit gives a clear error (the mount refuses to start and says why; the
+// file is left as it is), never a panic or a half-loaded state; and a node whose last full sync is
+// older than the grace period forgets what it had before then and applies nothing until it has
+// resynced.
+func TestPersistedStateRefusesDamageAndForgetsAfterLongAbsence(t *testing.T) {
 	t0 := time.UnixMilli(1_700_000_000_000)
 	now := t0
 	clock := func() time.Time { return now }

@@ -9,12 +9,13 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// TestReviewLongPartitionResurrectsNoPurgedDelete: c is cut off (not restarted) for longer than the
+// TestLongPartitionResurrectsNoPurgedDelete: c is cut off (not restarted) for longer than the
 // grace period while a deletes a manifest and, in sync with every member it can see, purges the
 // tombstone. When the partition heals, c still holds the old add. A sync in either direction must
-// not bring the manifest back on a: it used to, since only a node restarted after the grace
-// period forgot its stale adds, and a merged any entry it had no register for.
-func TestReviewLongPartitionResurrectsNoPurgedDelete(t *testing.T) {
+// not bring the manifest back on a: c was never restarted, so it never forgot its stale adds, and
+// a has no register left to say the add lost; a refuses adds older than the horizon it purged up
+// to instead (persisted, so a restart of a keeps it).
+func TestLongPartitionResurrectsNoPurgedDelete(t *testing.T) {
 	grace := time.Hour
 	t0 := time.UnixMilli(1_700_000_000_000)
 	now := t0

@@ -14,11 +14,12 @@ func exchange(a, b *State) {
 	}
 }
 
-// TestReviewConcurrentTagWritesAndMissedDeletes: two nodes push different manifests to one tag at
-// the same moment; after they exchange, both hold the same winner, the loser's manifest is still
-// there untagged and each counts a conflict. A tag deleted on one node while the other missed it
-// stays deleted when they sync, in either direction, and a later re-push wins over the delete.
-func TestReviewConcurrentTagWritesAndMissedDeletes(t *testing.T) {
+// TestConcurrentTagWritesConvergeAndMissedDeletesStayDeleted: two nodes push different manifests
+// to one tag at the same moment; after they exchange, both hold the same winner, the loser's
+// manifest is still there untagged and each counts a conflict. A tag deleted on one node while the
+// other missed it stays deleted when they sync, in either direction, and a later re-push wins over
+// the delete.
+func TestConcurrentTagWritesConvergeAndMissedDeletesStayDeleted(t *testing.T) {
 	ms := int64(1_700_000_000_000)
 	wall := func() time.Time { return time.UnixMilli(ms) }
 	a, b := New(), New()

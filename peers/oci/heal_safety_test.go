@@ -1,5 +1,10 @@
 package oci_test
 
+// What a heal must never do, whatever the registry and the peers do while it runs: bring back a
+// blob the registry deleted, replace a file the registry rewrote, write bytes that do not match
+// the blob's name, write through a link planted in DATA, leave a temporary file behind when it is
+// cancelled, or let heals running at once fill DATA.
+
 import (
 	"bytes"
 	"compress/gzip"

@@ -17,12 +17,12 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// TestReviewUnauthenticatedRequestRefusedBeforeItsBody: a sender without the key announces a
-// 16 MiB body and trickles it. The node must refuse it from the headers alone, at once, instead of
-// reading (and holding) the body first: the MAC used to be checked only after up to 16 MiB had
-// been read, so anyone who could reach the port held a handler and its buffer for the whole read
+// TestUnauthenticatedRequestRefusedBeforeItsBody: a sender without the key announces a 16 MiB
+// body and trickles it. The node must refuse it from the headers alone, at once, instead of
+// reading (and holding) the body first: were the MAC checked only after up to 16 MiB had been
+// read, anyone who could reach the port would hold a handler and its buffer for the whole read
 // timeout per connection.
-func TestReviewUnauthenticatedRequestRefusedBeforeItsBody(t *testing.T) {
+func TestUnauthenticatedRequestRefusedBeforeItsBody(t *testing.T) {
 	n := authNode(testKey, time.Now)
 	srv := httptest.NewServer(n.handler())
 	t.Cleanup(srv.CloseClientConnections)
@@ -48,10 +48,10 @@ func TestReviewUnauthenticatedRequestRefusedBeforeItsBody(t *testing.T) {
 	}
 }
 
-// TestReviewCapturedRequestCannotBeReplayedToAnotherNode: a request a signed for b, captured on the
-// (unencrypted) data plane, used to be accepted by every other member: each keeps its own nonce
-// cache and the MAC did not say whom the request was for.
-func TestReviewCapturedRequestCannotBeReplayedToAnotherNode(t *testing.T) {
+// TestCapturedRequestCannotBeReplayedToAnotherNode: a request a signed for b, captured on the
+// (unencrypted) data plane, is refused by every other member. Each keeps its own nonce cache, so
+// only the MAC covering whom the request is for stops the replay.
+func TestCapturedRequestCannotBeReplayedToAnotherNode(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
 	b, c := authNode(testKey, clock), authNode(testKey, clock)
@@ -74,9 +74,9 @@ func TestReviewCapturedRequestCannotBeReplayedToAnotherNode(t *testing.T) {
 	}
 }
 
-// TestReviewOversizeAuthenticatedBodyIsRefused: even a member with the key cannot make a node take
+// TestOversizeAuthenticatedBodyIsRefused: even a member with the key cannot make a node take
 // more than maxBody bytes, and nothing of such a request is merged.
-func TestReviewOversizeAuthenticatedBodyIsRefused(t *testing.T) {
+func TestOversizeAuthenticatedBodyIsRefused(t *testing.T) {
 	now := time.Now()
 	n := authNode(testKey, func() time.Time { return now })
 	body := make([]byte, maxBody+1)
@@ -89,10 +89,10 @@ func TestReviewOversizeAuthenticatedBodyIsRefused(t *testing.T) {
 	}
 }
 
-// TestReviewCompressedAnswerBombIsBounded: a peer answering with a gzip body that inflates to
+// TestCompressedAnswerBombIsBounded: a peer answering with a gzip body that inflates to
 // 256 MiB (Go's client inflates transparently) costs the caller at most the 16 MiB answer limit
 // (and the answer fails), not the inflated size.
-func TestReviewCompressedAnswerBombIsBounded(t *testing.T) {
+func TestCompressedAnswerBombIsBounded(t *testing.T) {
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	zero := make([]byte, 1<<20)

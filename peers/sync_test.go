@@ -10,12 +10,12 @@ import (
 	"github.com/trowfs/trowfs/peers/crdt"
 )
 
-// TestReviewSyncOfLargeEntriesFitsTheBodyLimit: registers with long names (a repository name may
-// be up to 4096 bytes in the state) make a batch of maxKeys entries larger than maxBody. A sync
-// must still converge, in both directions: the entries answer and the offer used to be sent whole,
-// so the caller refused the answer ("larger than") and the receiver the offer (413), at every
-// sync, for ever.
-func TestReviewSyncOfLargeEntriesFitsTheBodyLimit(t *testing.T) {
+// TestSyncOfLargeEntriesFitsTheBodyLimit: registers with long names (a repository name may be up
+// to 4096 bytes in the state) make a batch of maxKeys entries larger than maxBody. A sync must
+// still converge, in both directions: an entries answer or an offer sent whole would be refused
+// by the caller ("larger than") or the receiver (413) at every sync, for ever, so both are split
+// to fit the limit.
+func TestSyncOfLargeEntriesFitsTheBodyLimit(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
 	mk := func(name string) *Node {
