@@ -16,7 +16,7 @@ import (
 
 // Close must not leave a verification run working on DATA's descriptor: once Close has closed
 // it, the number can name another directory, and the run then judges DATA by that directory.
-func TestReviewCloseStopsVerifyRuns(t *testing.T) {
+func TestCloseStopsVerifyRuns(t *testing.T) {
 	data, other := t.TempDir(), t.TempDir()
 	for i := 0; i < 20; i++ {
 		if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {
@@ -62,7 +62,7 @@ func TestReviewCloseStopsVerifyRuns(t *testing.T) {
 
 // A file left pending by the previous mount (a writer still open at unmount, or a drain that
 // timed out) is "rehashed at the next mount"; with --verify-on-start=off it must be too.
-func TestReviewVerifyOffRehashesPending(t *testing.T) {
+func TestVerifyOffStillRehashesPendingFiles(t *testing.T) {
 	data := t.TempDir()
 	p := filepath.Join(data, "f")
 	if err := os.WriteFile(p, []byte("content"), 0o644); err != nil {
@@ -108,7 +108,7 @@ func TestReviewVerifyOffRehashesPending(t *testing.T) {
 
 // SetClassifier (run by the notification goroutine when a layout appears) swaps the blob rule
 // under the lock; a verification run must read it under the lock too.
-func TestReviewVerifyVsSetClassifierRace(t *testing.T) {
+func TestVerifyReadsTheBlobRuleUnderTheLock(t *testing.T) {
 	data := t.TempDir()
 	for i := 0; i < 50; i++ {
 		if err := os.WriteFile(filepath.Join(data, fmt.Sprintf("f%02d", i)), []byte("x"), 0o644); err != nil {

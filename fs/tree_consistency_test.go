@@ -16,7 +16,7 @@ import (
 )
 
 // rename(2) between two names of one inode succeeds and does nothing: both names stay.
-func TestReviewRenameOntoOwnHardLink(t *testing.T) {
+func TestRenameOntoOwnHardLinkKeepsBothNames(t *testing.T) {
 	e := fstest.Mount(t, fstest.Options{})
 	a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
 	if err := os.WriteFile(a, []byte("same inode"), 0o644); err != nil {
@@ -36,7 +36,7 @@ func TestReviewRenameOntoOwnHardLink(t *testing.T) {
 
 // A hard link pair loaded from the snapshot (not rehashed at load) must still get both names
 // updated when one of them is written through the mount.
-func TestReviewHardLinkAfterRemount(t *testing.T) {
+func TestWriteToOneLinkLoadedFromSnapshotUpdatesBothNames(t *testing.T) {
 	e := fstest.Mount(t, fstest.Options{})
 	a, b := filepath.Join(e.Mnt, "a"), filepath.Join(e.Mnt, "b")
 	if err := os.WriteFile(a, []byte("version 1"), 0o644); err != nil {
@@ -63,7 +63,7 @@ func TestReviewHardLinkAfterRemount(t *testing.T) {
 
 // An in-place same-size rewrite right after the previous hash settled must not be taken for
 // an open that wrote nothing.
-func TestReviewQuickSameSizeRewrite(t *testing.T) {
+func TestSameSizeRewriteRightAfterHashIsRehashed(t *testing.T) {
 	writeModes(t, func(t *testing.T, mode string) {
 		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
 		p := filepath.Join(e.Mnt, "f")
@@ -96,7 +96,7 @@ func TestReviewQuickSameSizeRewrite(t *testing.T) {
 
 // fallocate(2) changes content without a write: in daemon write mode the streaming hash must not
 // survive it.
-func TestReviewPunchHoleDaemonMode(t *testing.T) {
+func TestFallocateInvalidatesStreamingHash(t *testing.T) {
 	writeModes(t, func(t *testing.T, mode string) {
 		e := fstest.Mount(t, fstest.Options{WriteMode: mode})
 		p := filepath.Join(e.Mnt, "f")
@@ -138,7 +138,7 @@ func quickVerifyFindings(t *testing.T, e *fstest.Env) []tracker.Finding {
 
 // Operations through the mount that change only an inode's ctime must keep the tree's metadata
 // in step, or a later verification calls the file drift ("changed behind the mount").
-func TestReviewNoFalseDrift(t *testing.T) {
+func TestCtimeOnlyOperationsLeaveNoFalseDrift(t *testing.T) {
 	for _, op := range []string{"setxattr", "link", "unlink-link", "chmod-link"} {
 		t.Run(op, func(t *testing.T) {
 			e := fstest.Mount(t, fstest.Options{})
@@ -180,7 +180,7 @@ func TestReviewNoFalseDrift(t *testing.T) {
 
 // Renames a registry does while files are still being hashed: over an empty directory, over a
 // pending file, RENAME_EXCHANGE of a file and a directory, a directory into an excluded area.
-func TestReviewRenamesDuringHashing(t *testing.T) {
+func TestRenamesDuringHashingKeepTreeEqualToRescan(t *testing.T) {
 	writeModes(t, func(t *testing.T, mode string) {
 		e := fstest.Mount(t, fstest.Options{WriteMode: mode, Exclude: []string{"uploads/**"}})
 		m := func(p string) string { return filepath.Join(e.Mnt, p) }
@@ -216,7 +216,7 @@ func TestReviewRenamesDuringHashing(t *testing.T) {
 
 // Concurrent writers, renames, truncates and unlinks in separate directories: the FUSE handlers
 // and the hash workers interleave freely, and the tree must still equal a rescan.
-func TestReviewConcurrentChurn(t *testing.T) {
+func TestConcurrentChurnKeepsTreeEqualToRescan(t *testing.T) {
 	writeModes(t, func(t *testing.T, mode string) {
 		e := fstest.Mount(t, fstest.Options{WriteMode: mode, Exclude: []string{"*/tmp-*"}})
 		done := make(chan error, 4)

@@ -25,7 +25,7 @@ func putFile(t *testing.T, tr *Tracker, p string) {
 	tr.mu.Unlock()
 }
 
-// Review attack: the dirty flag is cleared at the freeze, then the write fails (here the rename
+// the dirty flag is cleared at the freeze, then the write fails (here the rename
 // over tree.snap, which the test turns into a non-empty directory while the view is encoded).
 // Nothing changes the tree afterwards, so only the failure can leave the tracker dirty: it must,
 // or the periodic checkpoint (which skips a clean tracker) would never retry. The retry then
@@ -68,7 +68,7 @@ func TestCheckpointFailureAfterFreezeLeavesDirty(t *testing.T) {
 	tr.WithTree(func(live *hashtree.Tree) { sameTree(t, got, live) })
 }
 
-// Review attack: two checkpoints overlap. The first is held after its freeze (in its encoding
+// two checkpoints overlap. The first is held after its freeze (in its encoding
 // phase) for as long as the second needs to freeze a later tree and write it, if it can. Whatever
 // the interleaving, the file left behind must be the later freeze, never the earlier one landing
 // last.
