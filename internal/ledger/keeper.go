@@ -314,7 +314,17 @@ func (k *Keeper) Rename(oldRel, newRel string, exchange bool) {
 	}
 	if dst, ok := k.tree.Get(newRel); ok && src.Kind == hashtree.KindFile && dst.Kind == hashtree.KindFile &&
 		src.Meta.Ino != 0 && src.Meta.Ino == dst.Meta.Ino {
-		return // two names of one file: rename(2) did nothing, both names stay (POSIX)
+		// Two entries with one inode number: two names of one file, and rename(2) did nothing
+		// (POSIX), but only while oldRel still leads there. The kernel does not even pass such a
+		// rename on when it knows both names; what does arrive is more often a stale entry at
+		// newRel (deleted behind the mount) whose inode number the filesystem gave to the file
+		// now renamed onto it. One lstat, only in this rare case, tells them apart.
+		if m, ok := k.stat(oldRel); ok && m.Ino == src.Meta.Ino {
+			return
+		}
+		// A real rename: the ledger may also hold newRel as a name of this inode (its previous
+		// incarnation's); it is not one, so it goes first and the names below it move.
+		k.book.Unbind(newRel)
 	}
 	// Whatever was at newRel is replaced: it loses its name, and oldRel's names move.
 	k.book.Rename(oldRel, newRel)

@@ -1,0 +1,89 @@
+package ledger
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/trowfs/trowfs/hashtree"
+)
+
+// Review tests: each pins a case where the keeper trusted a tree entry, or a ledger name, that the
+// data directory had already left behind.
+
+// stale is a keeper over a data directory that a test changes behind the keeper's back.
+type stale struct {
+	t   *testing.T
+	k   *Keeper
+	out *recSink
+	fs  map[string]hashtree.Meta // what lstat finds
+	ts  int64
+}
+
+func newStale(t *testing.T) *stale {
+	s := &stale{t: t, out: &recSink{mismatch: map[string]bool{}}, fs: map[string]hashtree.Meta{}}
+	s.k = NewKeeper(hashtree.New(), Rules{}, s.out, func() int64 { s.ts++; return s.ts },
+		func(rel string) (hashtree.Meta, bool) { m, ok := s.fs[rel]; return m, ok })
+	return s
+}
+
+// settled puts a verified file at rel, as a finished hash leaves it.
+func (s *stale) settled(rel string, m hashtree.Meta, content string) {
+	s.fs[rel] = m
+	s.k.Put(rel, hashtree.Entry{Kind: hashtree.KindFile, Digest: sum(content), Status: hashtree.StatusVerified, Meta: m})
+}
+
+func (s *stale) wantNames(ino uint64, want ...string) {
+	s.t.Helper()
+	if got := s.k.Names(ino); !slices.Equal(got, want) {
+		s.t.Fatalf("names of inode %d = %q, want %q", ino, got, want)
+	}
+}
+
+// A blob deleted behind the mount frees its inode number; the filesystem hands that number to
+// the next upload, which the registry then renames onto the blob's name. The tree still holds
+// the deleted blob there with the same inode number, but the rename is a real one: the upload's
+// name must go and the blob's name must become the pending upload. Taking the two entries for
+// two names of one file (rename(2) between hard links does nothing) left a phantom upload in the
+// tree, the deleted blob's digest at the blob's name, and a hash that found no name to read.
+func TestRenameOntoAStaleEntryWithAReusedInodeNumberMoves(t *testing.T) {
+	s := newStale(t)
+	s.settled("blobs/x", hashtree.Meta{Ino: 5, Size: 3, Mtime: 1, Ctime: 1}, "old")
+	delete(s.fs, "blobs/x") // rm behind the mount: inode 5 is free
+
+	up := hashtree.Meta{Ino: 5, Size: 0, Mtime: 10, Ctime: 10}
+	s.fs["uploads/u"] = up
+	s.k.OpenWrite("uploads/u", up, true)
+	up.Size, up.Mtime, up.Ctime = 3, 11, 11
+	s.fs["uploads/u"] = up
+	s.k.CloseWrite(5)
+
+	delete(s.fs, "uploads/u")
+	s.fs["blobs/x"] = up
+	s.k.Rename("uploads/u", "blobs/x", false)
+
+	if _, ok := s.k.Tree().Get("uploads/u"); ok {
+		t.Fatal("the upload's old name is still in the tree after it was renamed away")
+	}
+	e, ok := s.k.Tree().Get("blobs/x")
+	if !ok || e.Status != hashtree.StatusPending || e.Meta != up {
+		t.Fatalf("blobs/x = %+v %v, want the pending upload %+v", e, ok, up)
+	}
+	s.wantNames(5, "blobs/x")
+}
+
+// The same with the rename(2) really between two names of one file: both names stay.
+func TestRenameBetweenLiveLinksStaysANoOp(t *testing.T) {
+	s := newStale(t)
+	m := hashtree.Meta{Ino: 6, Size: 3, Mtime: 1, Ctime: 1}
+	s.settled("a", m, "abc")
+	m.Ctime = 2
+	s.fs["a"], s.fs["b"] = m, m
+	s.k.Link("a", "b", m)
+	s.k.Rename("a", "b", false)
+	for _, p := range []string{"a", "b"} {
+		if _, ok := s.k.Tree().Get(p); !ok {
+			t.Fatalf("%s left the tree", p)
+		}
+	}
+	s.wantNames(6, "a", "b")
+}
