@@ -121,10 +121,35 @@ func (k *Keeper) OpenWrite(rel string, m hashtree.Meta, created bool) *File {
 		}
 		return f
 	}
+	if created {
+		k.dropGoneNames(rel, m.Ino)
+	}
 	p := k.markPending(rel, m, created)
 	f := k.book.OpenWrite(m.Ino, created)
 	f.Aux = p
 	return f
+}
+
+// dropGoneNames unbinds the names the ledger holds for ino, other than rel, that no longer lead
+// to it. It is for a file just created at rel: the ledger holding its inode number at all means
+// the number was reused, and the earlier file's names (deleted behind the mount, or it would have
+// been forgotten) would otherwise become the new file's, and its hash be recorded there. Names
+// that still lead to the inode are kept (an O_CREAT open without O_EXCL may find a file that
+// appeared behind the mount meanwhile). Costs nothing for a fresh inode number: one map lookup.
+func (k *Keeper) dropGoneNames(rel string, ino uint64) {
+	if k.book.File(ino) == nil {
+		return
+	}
+	// rel first, so that a name kept beside it is not forgotten as a single name meanwhile.
+	k.book.Bind(rel, ino)
+	for _, p := range k.book.Names(ino) {
+		if p == rel {
+			continue
+		}
+		if m, ok := k.stat(p); !ok || m.Ino != ino {
+			k.book.Unbind(p)
+		}
+	}
 }
 
 // CloseWrite records that a writer of ino closed; the last one queues the hash.

@@ -87,3 +87,40 @@ func TestRenameBetweenLiveLinksStaysANoOp(t *testing.T) {
 	}
 	s.wantNames(6, "a", "b")
 }
+
+// A hard-linked file stays in the ledger for its names. When both names are deleted behind the
+// mount and the filesystem gives the freed inode number to a file created through the mount, the
+// new file has one name, its own: the old names are not its names. Inheriting them made the hash
+// of the new file record its digest at the deleted file's names (the tree still gave them that
+// inode number), hiding their deletion from verification behind a wrong digest.
+func TestCreatedFileDoesNotInheritTheNamesOfAReusedInodeNumber(t *testing.T) {
+	s := newStale(t)
+	m := hashtree.Meta{Ino: 7, Size: 3, Mtime: 1, Ctime: 1}
+	s.settled("a", m, "old")
+	m.Ctime = 2
+	s.fs["a"], s.fs["c"] = m, m
+	s.k.Link("a", "c", m)
+	s.wantNames(7, "a", "c")
+	delete(s.fs, "a") // rm of both names behind the mount: inode 7 is free
+	delete(s.fs, "c")
+
+	nm := hashtree.Meta{Ino: 7, Size: 0, Mtime: 10, Ctime: 10}
+	s.fs["b"] = nm
+	s.k.OpenWrite("b", nm, true)
+	s.wantNames(7, "b")
+}
+
+// A created file whose inode number the ledger holds with names that still lead to it (the
+// create raced an out-of-band link) keeps those names: only names that no longer lead to the
+// inode are dropped.
+func TestCreatedFileKeepsNamesThatStillLeadToIt(t *testing.T) {
+	s := newStale(t)
+	m := hashtree.Meta{Ino: 8, Size: 3, Mtime: 1, Ctime: 1}
+	s.settled("a", m, "old")
+	s.fs["c"] = m
+	s.k.Link("a", "c", m)
+	delete(s.fs, "a")
+	s.fs["b"] = m
+	s.k.OpenWrite("b", m, true)
+	s.wantNames(8, "b", "c")
+}
