@@ -334,6 +334,10 @@ func (k *Keeper) Rename(oldRel, newRel string, exchange bool) {
 	}
 	src, ok := k.tree.Get(oldRel)
 	if !ok {
+		// The rename happened in DATA all the same: the ledger's names under oldRel (files in
+		// flight there) move with it, so the rescan of newRel finds them at their new names
+		// instead of adding a second name each.
+		k.book.Rename(oldRel, newRel)
 		k.out.Rescan(newRel, "rename of an untracked source", hashtree.ErrNotFound)
 		return
 	}

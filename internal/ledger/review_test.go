@@ -124,3 +124,31 @@ func TestCreatedFileKeepsNamesThatStillLeadToIt(t *testing.T) {
 	s.k.OpenWrite("b", m, true)
 	s.wantNames(8, "b", "c")
 }
+
+// The tracker repairs the tree from DATA (resyncLocked) without the keeper, so the tree can lack
+// a directory under which the ledger still has files in flight. A rename of that directory
+// through the mount did happen: the ledger must move the names with it, or the rescan of the
+// new name gives each file a second name, the old one, that the ledger then keeps for ever (two
+// names: never forgotten after its hash).
+func TestRenameOfADirectoryTheTreeLostStillMovesTheLedgersNames(t *testing.T) {
+	s := newStale(t)
+	m := hashtree.Meta{Ino: 9, Size: 0, Mtime: 1, Ctime: 1}
+	s.fs["d/f"] = m
+	s.k.OpenWrite("d/f", m, true)
+	s.k.CloseWrite(9)
+	if err := s.k.Tree().Remove("d", 2); err != nil { // a repair that dropped d from the tree
+		t.Fatal(err)
+	}
+	delete(s.fs, "d/f")
+	s.fs["e/f"] = m
+	s.k.Rename("d", "e", false)
+	s.k.Rehash("e/f", m, false) // what the tracker's rescan of e does for its file
+	s.wantNames(9, "e/f")
+	if got := s.k.Book().Names(9); !slices.Equal(got, []string{"e/f"}) {
+		t.Fatalf("the ledger names inode 9 %q, want only e/f", got)
+	}
+	s.k.Book().Settle(9)
+	if n := s.k.Book().Tracked(); n != 0 {
+		t.Fatalf("the ledger still holds %d files after the hash settled", n)
+	}
+}
