@@ -319,6 +319,9 @@ func (k *Keeper) Rename(oldRel, newRel string, exchange bool) {
 	ts := k.now()
 	if exchange {
 		if err := k.tree.Exchange(oldRel, newRel, ts); err != nil {
+			// It happened in DATA all the same: the ledger's names swap, so the rescans find
+			// the files in flight under them at their new names instead of adding second ones.
+			k.book.Exchange(oldRel, newRel)
 			k.out.Rescan(oldRel, "rename exchange", err)
 			k.out.Rescan(newRel, "rename exchange", err)
 			return

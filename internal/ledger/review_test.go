@@ -222,3 +222,59 @@ func BenchmarkWritersAmongHeldLinks(b *testing.B) {
 		})
 	}
 }
+
+// An exchange with a name the tree does not have (made behind the mount) fails in the tree, but
+// it happened in DATA: the ledger's names must swap all the same, or the rescan of the two names
+// gives each file under them a second, stale name, kept for ever, at which its hash is recorded
+// while the tree still has the stale entry.
+func TestExchangeTheTreeRefusedStillSwapsTheLedgersNames(t *testing.T) {
+	s := newStale(t)
+	m := hashtree.Meta{Ino: 9, Size: 0, Mtime: 1, Ctime: 1}
+	s.fs["d/f"] = m
+	s.k.OpenWrite("d/f", m, true)
+	s.k.CloseWrite(9)
+	behind := hashtree.Meta{Ino: 10, Size: 1, Mtime: 1, Ctime: 1}
+	s.fs["e/g"] = behind // mkdir e and its file behind the mount: not in the tree
+
+	delete(s.fs, "d/f")
+	delete(s.fs, "e/g")
+	s.fs["e/f"], s.fs["d/g"] = m, behind
+	s.k.Rename("d", "e", true)
+	if len(s.out.rescans) == 0 {
+		t.Fatal("the tree took an exchange with a name it does not have")
+	}
+	s.k.Rehash("e/f", m, false) // what the tracker's rescans of d and e do for their files
+	s.k.Rehash("d/g", behind, false)
+	if got := s.k.Book().Names(9); !slices.Equal(got, []string{"e/f"}) {
+		t.Fatalf("the ledger names inode 9 %q, want only e/f", got)
+	}
+	s.wantNames(10, "d/g")
+}
+
+// An exchange of a file with a directory moves the file's name and the names of everything in
+// flight or hard-linked under the directory, both ways.
+func TestExchangeOfAFileWithADirectoryMovesEveryName(t *testing.T) {
+	l := New()
+	l.Bind("f", 1)
+	l.OpenWrite(1, true)
+	l.Bind("d/g", 2)
+	l.OpenWrite(2, true)
+	l.Link("d/h", "d/i", 3)
+	l.Exchange("f", "d")
+	names(t, l, 1, "d")
+	names(t, l, 2, "f/g")
+	names(t, l, 3, "f/h", "f/i")
+	l.Exchange("d", "f")
+	names(t, l, 1, "f")
+	names(t, l, 2, "d/g")
+	names(t, l, 3, "d/h", "d/i")
+	l.Exchange("d", "x/y") // with a name the ledger does not know
+	names(t, l, 2, "x/y/g")
+	l.Unbind("x/y/h")
+	names(t, l, 3)
+	l.Settle(1)
+	l.Settle(2)
+	if l.Tracked() != 0 || l.nodes() != 0 {
+		t.Fatalf("left %d files, %d nodes", l.Tracked(), l.nodes())
+	}
+}
