@@ -283,8 +283,8 @@ func (t *Tracker) WaitNotified() { t.notify.wait() }
 
 func (t *Tracker) writersLocked() int {
 	n := 0
-	// Drain polls this every 2 ms: it visits the files with writers only, not every hard-linked
-	// file the ledger holds for its names.
+	// A waiting Drain asks this at every tree change (the sink wakes it): it visits the files
+	// with writers only, not every hard-linked file the ledger holds for its names.
 	t.book.EachWriter(func(f *ledger.File) {
 		// A writer of a file that still has a name (its own, or another hard link's) will
 		// change the tree when it closes; one of an unlinked file will not.
