@@ -8,8 +8,9 @@ import (
 	"github.com/trowfs/trowfs/hashtree"
 )
 
-// Review tests: each pins a case where the keeper trusted a tree entry, or a ledger name, that the
-// data directory had already left behind.
+// Each test here pins a case where the keeper must not trust a tree entry, or a ledger name, that
+// the data directory has already left behind (deleted or changed behind the mount, dropped from
+// the tree by a repair, an inode number reused), plus the writers' index Drain asks.
 
 // stale is a keeper over a data directory that a test changes behind the keeper's back.
 type stale struct {
