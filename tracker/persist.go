@@ -202,6 +202,11 @@ func (t *Tracker) Load(ctx context.Context, mode VerifyMode) (LoadReport, error)
 	t.setTreeLocked(tree)
 	t.dirty = true
 	for ino, names := range rc.links {
+		if len(names) < 2 {
+			// Its other names are outside DATA (a hard-link backup beside it): the mount can
+			// reach only this one, and a file with one name has nothing for the ledger to keep.
+			continue
+		}
 		for _, n := range names {
 			t.book.Bind(n, ino)
 		}

@@ -73,8 +73,10 @@ func (t *Tracker) otherNamesLocked(rel string) []string {
 }
 
 // FileNames returns the names the tracker knows for the hard-linked file with inode number ino
-// (sorted): the names the tree still gives that inode. It is empty for a file the tracker never
-// saw with more than one link.
+// (sorted): the names the tree still gives that inode. It is empty for a settled file the
+// tracker never saw with more than one link; a file with one name that is open for writing or
+// waits for its hash has that name here too (the ledger names every file in flight), which the
+// mount's retry on ENOENT (fs onName) treats as one name: it tries it once, then gives ENOENT.
 func (t *Tracker) FileNames(ino uint64) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -283,10 +283,12 @@ func (t *Tracker) WaitNotified() { t.notify.wait() }
 
 func (t *Tracker) writersLocked() int {
 	n := 0
-	t.book.Each(func(f *ledger.File) {
+	// A waiting Drain asks this at every tree change (the sink wakes it): it visits the files
+	// with writers only, not every hard-linked file the ledger holds for its names.
+	t.book.EachWriter(func(f *ledger.File) {
 		// A writer of a file that still has a name (its own, or another hard link's) will
 		// change the tree when it closes; one of an unlinked file will not.
-		if f.Writers > 0 && len(t.namesLocked(f.Ino)) > 0 {
+		if len(t.namesLocked(f.Ino)) > 0 {
 			n++
 		}
 	})
@@ -785,11 +787,7 @@ func (t *Tracker) AbandonWriters() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var open []*ledger.File
-	t.book.Each(func(f *ledger.File) {
-		if f.Writers > 0 {
-			open = append(open, f)
-		}
-	})
+	t.book.EachWriter(func(f *ledger.File) { open = append(open, f) })
 	for _, f := range open {
 		for _, p := range t.namesLocked(f.Ino) {
 			t.log.Warn("file still open for writing at unmount; it stays pending and is rehashed at the next mount", "path", p)

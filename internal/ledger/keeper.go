@@ -121,10 +121,35 @@ func (k *Keeper) OpenWrite(rel string, m hashtree.Meta, created bool) *File {
 		}
 		return f
 	}
+	if created {
+		k.dropGoneNames(rel, m.Ino)
+	}
 	p := k.markPending(rel, m, created)
 	f := k.book.OpenWrite(m.Ino, created)
 	f.Aux = p
 	return f
+}
+
+// dropGoneNames unbinds the names the ledger holds for ino, other than rel, that no longer lead
+// to it. It is for a file just created at rel: the ledger holding its inode number at all means
+// the number was reused, and the earlier file's names (deleted behind the mount, or it would have
+// been forgotten) would otherwise become the new file's, and its hash be recorded there. Names
+// that still lead to the inode are kept (an O_CREAT open without O_EXCL may find a file that
+// appeared behind the mount meanwhile). Costs nothing for a fresh inode number: one map lookup.
+func (k *Keeper) dropGoneNames(rel string, ino uint64) {
+	if k.book.File(ino) == nil {
+		return
+	}
+	// rel first, so that a name kept beside it is not forgotten as a single name meanwhile.
+	k.book.Bind(rel, ino)
+	for _, p := range k.book.Names(ino) {
+		if p == rel {
+			continue
+		}
+		if m, ok := k.stat(p); !ok || m.Ino != ino {
+			k.book.Unbind(p)
+		}
+	}
 }
 
 // CloseWrite records that a writer of ino closed; the last one queues the hash.
@@ -294,6 +319,9 @@ func (k *Keeper) Rename(oldRel, newRel string, exchange bool) {
 	ts := k.now()
 	if exchange {
 		if err := k.tree.Exchange(oldRel, newRel, ts); err != nil {
+			// It happened in DATA all the same: the ledger's names swap, so the rescans find
+			// the files in flight under them at their new names instead of adding second ones.
+			k.book.Exchange(oldRel, newRel)
 			k.out.Rescan(oldRel, "rename exchange", err)
 			k.out.Rescan(newRel, "rename exchange", err)
 			return
@@ -309,12 +337,26 @@ func (k *Keeper) Rename(oldRel, newRel string, exchange bool) {
 	}
 	src, ok := k.tree.Get(oldRel)
 	if !ok {
+		// The rename happened in DATA all the same: the ledger's names under oldRel (files in
+		// flight there) move with it, so the rescan of newRel finds them at their new names
+		// instead of adding a second name each.
+		k.book.Rename(oldRel, newRel)
 		k.out.Rescan(newRel, "rename of an untracked source", hashtree.ErrNotFound)
 		return
 	}
 	if dst, ok := k.tree.Get(newRel); ok && src.Kind == hashtree.KindFile && dst.Kind == hashtree.KindFile &&
 		src.Meta.Ino != 0 && src.Meta.Ino == dst.Meta.Ino {
-		return // two names of one file: rename(2) did nothing, both names stay (POSIX)
+		// Two entries with one inode number: two names of one file, and rename(2) did nothing
+		// (POSIX), but only while oldRel still leads there. The kernel does not even pass such a
+		// rename on when it knows both names; what does arrive is more often a stale entry at
+		// newRel (deleted behind the mount) whose inode number the filesystem gave to the file
+		// now renamed onto it. One lstat, only in this rare case, tells them apart.
+		if m, ok := k.stat(oldRel); ok && m.Ino == src.Meta.Ino {
+			return
+		}
+		// A real rename: the ledger may also hold newRel as a name of this inode (its previous
+		// incarnation's); it is not one, so it goes first and the names below it move.
+		k.book.Unbind(newRel)
 	}
 	// Whatever was at newRel is replaced: it loses its name, and oldRel's names move.
 	k.book.Rename(oldRel, newRel)

@@ -62,12 +62,16 @@ type Ledger struct {
 	files    map[uint64]*File
 	gen      uint64 // the last generation handed out
 	inFlight int    // files with InFlight set
-	binding  *File  // the file Bind is naming, which it must not forget meanwhile
+	// writing holds the files with Writers > 0, so that a question about open writers (the
+	// tracker's Drain polls one every few milliseconds) costs the number of writers, not the
+	// number of files the ledger holds for their names.
+	writing map[uint64]*File
+	binding *File // the file Bind is naming, which it must not forget meanwhile
 }
 
 // New returns an empty ledger.
 func New() *Ledger {
-	return &Ledger{files: map[uint64]*File{}}
+	return &Ledger{files: map[uint64]*File{}, writing: map[uint64]*File{}}
 }
 
 // File returns the file with inode number ino, or nil when the ledger does not track it.
@@ -105,6 +109,7 @@ func (l *Ledger) OpenWrite(ino uint64, created bool) *File {
 	}
 	f = l.track(ino)
 	f.Writers++
+	l.writing[ino] = f
 	f.Gen = l.nextGen()
 	l.setInFlight(f, true)
 	return f
@@ -121,6 +126,7 @@ func (l *Ledger) CloseWrite(ino uint64) (Job, bool) {
 	if f.Writers > 0 {
 		return Job{}, false
 	}
+	delete(l.writing, ino)
 	return Job{Ino: ino, Gen: f.Gen}, true
 }
 
@@ -176,6 +182,7 @@ func (l *Ledger) Settle(ino uint64) {
 	l.setInFlight(f, false)
 	f.Aux = nil
 	f.Writers = 0
+	delete(l.writing, ino)
 	l.forgetIfIdle(f)
 }
 
@@ -430,6 +437,14 @@ func (l *Ledger) nodes() int {
 		return c
 	}
 	return count(&l.root) - 1
+}
+
+// EachWriter calls fn for every file with writers, in no particular order. fn must not change
+// the ledger.
+func (l *Ledger) EachWriter(fn func(f *File)) {
+	for _, f := range l.writing {
+		fn(f)
+	}
 }
 
 // Each calls fn for every file the ledger holds, in no particular order. fn must not change the
