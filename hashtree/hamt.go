@@ -118,7 +118,7 @@ func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 		}
 		h = h.in.kid[i]
 	}
-	i, _ := searchName(h.ents, nd.name())
+	i, _ := searchNode(h.ents, nd)
 	h.ents = slices.Insert(h.ents, i, nd)
 	fixBits(t.hpath[start:], key)
 	if len(h.ents) > bucketSize && d < maxDepth {
@@ -152,7 +152,7 @@ func (t *Tree) split(h *hnode, d int) {
 	h.ents = nil
 	h.in = new(inner)
 	for _, e := range ents {
-		k := t.hs.key(e.name())
+		k := t.hs.keyOf(e)
 		i := nibble(&k, d)
 		kid := h.in.kid[i]
 		if kid == nil {
@@ -277,7 +277,7 @@ func (hs *hasher) nibbleOf(e *node, prefix uint64, d int) int {
 	if d < 16 {
 		return int(prefix>>(60-4*d)) & 0x0f
 	}
-	k := hs.key(e.name())
+	k := hs.keyOf(e)
 	return nibble(&k, d)
 }
 
@@ -347,7 +347,7 @@ func (t *Tree) setChildren(x *ext, ents []*node) {
 	x.idx = buildIndex(ents, t.epoch)
 	keys := make([]uint64, len(ents))
 	for i, e := range ents {
-		k := hs.key(e.name())
+		k := hs.keyOf(e)
 		keys[i] = keyPrefix(&k)
 	}
 	x.root = t.build(ents, keys, make([]*node, len(ents)), make([]uint64, len(ents)), 0)

@@ -3,7 +3,6 @@ package hashtree
 import (
 	"slices"
 	"sort"
-	"strings"
 )
 
 // Chunk sizes of the name index.
@@ -34,9 +33,9 @@ func (ix *index) mut(ci int) []*node {
 
 // replace puts n in place of the entry of the same name.
 func (ix *index) replace(n *node) {
-	ci := ix.chunkFor(n.name())
+	ci := ix.chunkForNode(n)
 	c := ix.mut(ci)
-	if i, ok := searchName(c, n.name()); ok {
+	if i, ok := searchNode(c, n); ok {
 		c[i] = n
 	}
 }
@@ -64,7 +63,13 @@ func buildIndex(ents []*node, epoch uint32) *index {
 
 // chunkFor returns the index of the chunk where name belongs.
 func (ix *index) chunkFor(name string) int {
-	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].name() > name }) - 1
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].cmpName(name) > 0 }) - 1
+	return max(ci, 0)
+}
+
+// chunkForNode is chunkFor(n.name()).
+func (ix *index) chunkForNode(n *node) int {
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return byName(ix.chunks[j][0], n) > 0 }) - 1
 	return max(ci, 0)
 }
 
@@ -74,9 +79,9 @@ func (ix *index) insert(nd *node) {
 		ix.own = append(ix.own, true)
 		return
 	}
-	ci := ix.chunkFor(nd.name())
+	ci := ix.chunkForNode(nd)
 	c := ix.mut(ci)
-	i, _ := searchName(c, nd.name())
+	i, _ := searchNode(c, nd)
 	c = slices.Insert(c, i, nd)
 	if len(c) <= chunkMax {
 		ix.chunks[ci] = c
@@ -121,7 +126,7 @@ func (ix *index) ascend(after string, fn func(*node) bool) bool {
 	ci, i := 0, 0
 	if after != "" && len(ix.chunks) > 0 {
 		ci = ix.chunkFor(after)
-		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return strings.Compare(ix.chunks[ci][k].name(), after) > 0 })
+		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return ix.chunks[ci][k].cmpName(after) > 0 })
 	}
 	for ; ci < len(ix.chunks); ci++ {
 		c := ix.chunks[ci]
@@ -143,7 +148,7 @@ func (x *ext) ascend(after string, fn func(*node) bool) bool {
 	ents := x.root.ents
 	i := 0
 	if after != "" {
-		i = sort.Search(len(ents), func(k int) bool { return ents[k].name() > after })
+		i = sort.Search(len(ents), func(k int) bool { return ents[k].cmpName(after) > 0 })
 	}
 	for ; i < len(ents); i++ {
 		if !fn(ents[i]) {

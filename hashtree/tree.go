@@ -13,7 +13,7 @@ type Tree struct {
 	hs    *hasher  // scratch for hashing; used by every method, hence no concurrency
 	chain []*node  // scratch: the directories from the root to the last resolved parent
 	hpath []*hnode // scratch: the HAMT nodes from the root down to the entry being changed
-	epoch uint32   // bumped by Freeze; entries and indexes of older epochs are copied before a change
+	epoch uint32   // bumped by Freeze; directories and indexes of older epochs are copied before a change
 }
 
 // New returns an empty tree (just the root directory).
@@ -117,30 +117,6 @@ func validEntry(e *Entry) bool {
 	return (e.Kind == KindFile || e.Kind == KindSymlink) && e.Status < NumStatus
 }
 
-// set copies e into the file or symlink n.
-func (n *node) set(e *Entry) {
-	n.kind = e.Kind
-	n.meta = e.Meta
-	n.changedAt = e.ChangedAt
-	n.verifiedAt = e.VerifiedAt
-	if e.Kind == KindSymlink {
-		if n.x == nil {
-			n.x = &ext{}
-		}
-		if n.x.target != e.Target {
-			n.x.target = strings.Clone(e.Target)
-		}
-		n.digest = symlinkDigest(e.Target)
-		n.status = StatusVerified
-		return
-	}
-	if n.x != nil {
-		n.x.target = ""
-	}
-	n.digest = e.Digest
-	n.status = e.Status
-}
-
 // Put creates or replaces the file or symlink at p. The parent must exist
 // and be a directory; p must not be a directory (ErrIsDir). A symlink's
 // Digest is computed from its Target and its Status is always verified.
@@ -161,27 +137,27 @@ func (t *Tree) Put(p string, e Entry) error {
 		if old.kind == KindDir {
 			return pathErr("put", p, ErrIsDir)
 		}
-		t.replace(t.ownChild(dir.x, old), &e, &k, start)
+		t.replace(dir.x, old, &e, &k, start)
 		return nil
 	}
 	t.hpath = t.hpath[:start]
-	nd := newNode(name, e.Kind)
-	nd.epoch = t.epoch
-	nd.set(&e)
-	t.attach(dir, &k, nd)
+	t.attach(dir, &k, newEntryNode(name, &e, true))
 	return nil
 }
 
-// replace overwrites the file or symlink n with e; t.hpath holds the path
-// to n, its own directory's part from index start.
-func (t *Tree) replace(n *node, e *Entry, k *[32]byte, start int) {
+// replace links a node holding e in place of the file or symlink n, a
+// child of the directory x; t.hpath holds the path to n, its own
+// directory's part from index start.
+func (t *Tree) replace(x *ext, n *node, e *Entry, k *[32]byte, start int) {
+	var b [blobNameLen]byte
+	name := n.view(&b)
+	c := newEntryNode(name, e, n.nlen != nameLong) // a long name is the tree's own string: share it
+	t.relink(x, n, c)
 	before := contrib(n)
-	was := n.contributes()
-	n.set(e)
-	after := contrib(n)
+	after := contrib(c)
 	t.applyDelta(&before, -1)
 	t.applyDelta(&after, 1)
-	if is := n.contributes(); is != was {
+	if was, is := n.contributes(), c.contributes(); is != was {
 		delta := int32(1)
 		if was {
 			delta = -1
@@ -217,7 +193,7 @@ func (t *Tree) Update(p string, fn func(e *Entry)) error {
 	if e.Kind != n.kind || !validEntry(&e) {
 		return pathErr("update", p, ErrInvalidEntry)
 	}
-	t.replace(t.ownChild(dir.x, n), &e, &k, start)
+	t.replace(dir.x, n, &e, &k, start)
 	return nil
 }
 
@@ -243,8 +219,8 @@ func (t *Tree) Mkdir(p string, changedAt int64) error {
 		return pathErr("mkdir", p, ErrExists)
 	}
 	dir, _, _ = t.parentOf(p, true) // mark the path: the directory listing changes
-	nd := newDir(strings.Clone(name), changedAt)
-	nd.epoch = t.epoch
+	nd := newDir(name, changedAt)
+	nd.x.epoch = t.epoch
 	t.attach(dir, &k, nd)
 	dir.changedAt = changedAt
 	return nil
