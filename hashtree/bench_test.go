@@ -150,7 +150,7 @@ func bulkFlatTree(n int) *Tree {
 	}
 	tr.closeDir(openDir{n: blobs, kids: ents})
 	tr.closeDir(openDir{n: tr.root, kids: []*node{blobs}})
-	tr.count = tr.root.x.total
+	tr.count = tr.root.x.total()
 	tr.Root()
 	return tr
 }

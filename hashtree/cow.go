@@ -32,6 +32,8 @@ func (t *Tree) own(n *node) *node {
 	*c = *n
 	x := *n.x
 	x.epoch = t.epoch
+	cnt := *x.cnt
+	x.cnt = &cnt
 	if x.root != nil && x.idx == nil {
 		// A frozen view lists this directory from its root leaf.
 		r := *x.root

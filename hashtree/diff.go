@@ -41,7 +41,7 @@ func (p pair) node() *node {
 
 func (p pair) name() string { return p.node().name() }
 
-func excluded(h *hnode) bool { return h.cnt.byStatus[StatusExcluded] > 0 }
+func excluded(h *hnode) bool { return h.excl > 0 }
 
 // sameSubtree reports whether two HAMT nodes (or directories) at the same
 // position hold the same entries, judging by digests alone.

@@ -13,18 +13,22 @@ import (
 // contributing entries only (see refreshH), so excluded files can sit in
 // the structure without changing any digest.
 //
-// n, nc and cnt are exact at all times (updated along the path of every
+// n, nc and excl are exact at all times (updated along the path of every
 // change); digest, chg and ver are caches, valid when dirty is false. A
 // dirty node's ancestors, up to the tree's root, are all dirty.
 type hnode struct {
-	ents   []*node // leaf: the entries, sorted by name
-	in     *inner  // internal: the children; nil for a leaf
-	n, nc  int32   // entries / contributing entries in this HAMT subtree
+	ents  []*node // leaf: the entries, sorted by name
+	in    *inner  // internal: the children; nil for a leaf
+	n, nc int32   // entries / contributing entries in this HAMT subtree
+	// excl counts the excluded files below, subdirectories included (Diff
+	// may skip only a subtree without any). The other counts of a subtree
+	// are kept once per directory (ext.cnt), not in every HAMT node: a
+	// million-entry directory has some 70,000 of these.
+	excl   int32
 	dirty  bool
 	digest Digest
-	chg    int64  // max ChangedAt below (entries, and everything in subdirectories)
-	ver    int64  // min VerifiedAt of the files below, noFiles if none
-	cnt    counts // recursive counts of everything below
+	chg    int64 // max ChangedAt below (entries, and everything in subdirectories)
+	ver    int64 // min VerifiedAt of the files below, noFiles if none
 }
 
 // inner is an internal node's children. The children's cached digests and
@@ -142,8 +146,18 @@ func addEntry(h *hnode, e *node) {
 	if e.contributes() {
 		h.nc++
 	}
-	c := contrib(e)
-	h.cnt.add(&c, 1)
+	h.excl += exclOf(e)
+}
+
+// exclOf returns the number of excluded files that the entry e brings.
+func exclOf(e *node) int32 {
+	switch {
+	case e.kind == KindDir:
+		return int32(e.x.cnt.byStatus[StatusExcluded])
+	case e.kind == KindFile && e.status == StatusExcluded:
+		return 1
+	}
+	return 0
 }
 
 // split turns the over-full leaf h at depth d into an internal node.
@@ -327,7 +341,7 @@ func (t *Tree) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d
 		h.in.stale |= 1 << b
 		h.n += kid.n
 		h.nc += kid.nc
-		h.cnt.add(&kid.cnt, 1)
+		h.excl += kid.excl
 	}
 	t.refreshH(h, d)
 	return h
@@ -340,6 +354,10 @@ func (t *Tree) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d
 // complete).
 func (t *Tree) setChildren(x *ext, ents []*node) {
 	hs := t.hs
+	for _, e := range ents {
+		c := contrib(e)
+		x.cnt.add(&c, 1)
+	}
 	if len(ents) <= bucketSize {
 		x.root = t.build(ents, nil, nil, nil, 0)
 		return

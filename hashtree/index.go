@@ -41,7 +41,7 @@ func (ix *index) replace(n *node) {
 }
 
 func newChunk(ents []*node) []*node {
-	c := make([]*node, len(ents), chunkMax+1)
+	c := make([]*node, len(ents), chunkMax) // 512 pointers: exactly one 4 KiB size class
 	copy(c, ents)
 	return c
 }
@@ -80,18 +80,21 @@ func (ix *index) insert(nd *node) {
 		return
 	}
 	ci := ix.chunkForNode(nd)
+	if c := ix.chunks[ci]; len(c) == chunkMax {
+		// Split a full chunk before it would outgrow its array.
+		half := len(c) / 2
+		lo, hi := newChunk(c[:half]), newChunk(c[half:])
+		ix.chunks[ci] = lo
+		ix.own[ci] = true
+		ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
+		ix.own = slices.Insert(ix.own, ci+1, true)
+		if byName(hi[0], nd) < 0 {
+			ci++
+		}
+	}
 	c := ix.mut(ci)
 	i, _ := searchNode(c, nd)
-	c = slices.Insert(c, i, nd)
-	if len(c) <= chunkMax {
-		ix.chunks[ci] = c
-		return
-	}
-	half := len(c) / 2
-	lo, hi := newChunk(c[:half]), newChunk(c[half:])
-	ix.chunks[ci] = lo
-	ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
-	ix.own = slices.Insert(ix.own, ci+1, true)
+	ix.chunks[ci] = slices.Insert(c, i, nd)
 }
 
 func (ix *index) remove(name string) {

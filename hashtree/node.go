@@ -60,10 +60,10 @@ type ext struct {
 	target string // KindSymlink
 
 	// KindDir:
-	root  *hnode // the HAMT of the children; never nil for a directory
-	idx   *index // the children in name order; nil while root is a leaf (its bucket is already sorted)
-	total int64  // entries in the subtree, the directory itself excluded
-	epoch uint32 // the Tree.epoch the directory node was made in; an older one may be in a Frozen view (see cow.go)
+	root  *hnode  // the HAMT of the children; never nil for a directory
+	idx   *index  // the children in name order; nil while root is a leaf (its bucket is already sorted)
+	cnt   *counts // recursive counts of the subtree, the directory itself excluded (exact); its own to each epoch's copy
+	epoch uint32  // the Tree.epoch the directory node was made in; an older one may be in a Frozen view (see cow.go)
 }
 
 // newNode returns a node called name (copied) of the given kind, with
@@ -119,6 +119,7 @@ func (n *node) init(name string, kind Kind, clone bool) {
 	}
 	if kind == KindDir {
 		n.x.root = &hnode{dirty: true}
+		n.x.cnt = new(counts)
 	}
 	n.setName(name, clone)
 }
@@ -274,6 +275,10 @@ func (n *node) renamed(name string) *node {
 	return c
 }
 
+// total returns the number of entries in the directory's subtree, the
+// directory itself excluded.
+func (x *ext) total() int64 { return x.cnt.files + x.cnt.dirs + x.cnt.symlinks }
+
 func newDir(name string, changedAt int64) *node {
 	n := newNode(name, KindDir)
 	n.changedAt = changedAt
@@ -286,7 +291,7 @@ func (n *node) contributes() bool { return !(n.kind == KindFile && n.status == S
 // size is the number of entries n accounts for (itself and its subtree).
 func (n *node) size() int64 {
 	if n.kind == KindDir {
-		return 1 + n.x.total
+		return 1 + n.x.total()
 	}
 	return 1
 }
@@ -332,7 +337,7 @@ func contrib(n *node) counts {
 	case KindSymlink:
 		c.symlinks = 1
 	case KindDir:
-		c = n.x.root.cnt
+		c = *n.x.cnt
 		c.dirs++
 	}
 	return c

@@ -399,7 +399,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 	for i := len(stack) - 1; i >= 0; i-- {
 		t.closeDir(stack[i])
 	}
-	t.count = t.root.x.total
+	t.count = t.root.x.total()
 	storedCount := s.uvarint()
 	var storedRoot Digest
 	copy(storedRoot[:], s.bytes(len(storedRoot)))
@@ -437,11 +437,6 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 
 // closeDir builds the HAMT of a directory whose children have all been read.
 func (t *Tree) closeDir(d openDir) {
-	var total int64
-	for _, k := range d.kids {
-		total += k.size()
-	}
-	t.setChildren(d.n.x, d.kids)
+	t.setChildren(d.n.x, d.kids) // counts the subtree too
 	d.n.digest = d.n.x.root.digest
-	d.n.x.total = total
 }

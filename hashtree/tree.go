@@ -76,10 +76,16 @@ func (t *Tree) lookup(p string) (*node, error) {
 	return n, nil
 }
 
-// applyDelta adds sign*c to the counts of every node in t.hpath.
+// applyDelta adds sign*c to the counts of every directory in t.chain and
+// its excluded files to every HAMT node in t.hpath.
 func (t *Tree) applyDelta(c *counts, sign int64) {
-	for _, h := range t.hpath {
-		h.cnt.add(c, sign)
+	for _, d := range t.chain {
+		d.x.cnt.add(c, sign)
+	}
+	if e := int32(c.byStatus[StatusExcluded]); e != 0 {
+		for _, h := range t.hpath {
+			h.excl += int32(sign) * e
+		}
 	}
 }
 
@@ -89,7 +95,6 @@ func (t *Tree) attach(dir *node, k *[32]byte, n *node) {
 	t.insertAt(dir.x, k, n)
 	c := contrib(n)
 	t.applyDelta(&c, 1)
-	addTotal(t.chain, n.size())
 	t.count += n.size()
 }
 
@@ -102,15 +107,8 @@ func (t *Tree) detach(dir *node, k *[32]byte, name string) *node {
 	}
 	c := contrib(n)
 	t.applyDelta(&c, -1)
-	addTotal(t.chain, -n.size())
 	t.count -= n.size()
 	return n
-}
-
-func addTotal(chain []*node, delta int64) {
-	for _, d := range chain {
-		d.x.total += delta
-	}
 }
 
 func validEntry(e *Entry) bool {
@@ -398,7 +396,7 @@ func (t *Tree) Summary(p string) (Summary, bool) {
 	if n.kind == KindDir {
 		t.refreshDir(n)
 		r := n.x.root
-		return summaryOf(&r.cnt, n.digest, max(n.changedAt, r.chg), r.ver), true
+		return summaryOf(n.x.cnt, n.digest, max(n.changedAt, r.chg), r.ver), true
 	}
 	c := contrib(n)
 	chg, ver := times(n)
