@@ -123,6 +123,11 @@ func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 		h = h.in.kid[i]
 	}
 	i, _ := searchNode(h.ents, nd)
+	if len(h.ents) == cap(h.ents) {
+		// Grow to the next size class, not to twice the length: a
+		// million-entry directory has some 65,000 leaves.
+		h.ents = append(slices.Grow([]*node(nil), len(h.ents)+1), h.ents...)
+	}
 	h.ents = slices.Insert(h.ents, i, nd)
 	fixBits(t.hpath[start:], key)
 	if len(h.ents) > bucketSize && d < maxDepth {
@@ -165,12 +170,22 @@ func (t *Tree) split(h *hnode, d int) {
 	ents := h.ents
 	h.ents = nil
 	h.in = new(inner)
-	for _, e := range ents {
+	var nb [bucketSize + 1]uint8 // a split leaf has just outgrown bucketSize
+	nibs := nb[:]
+	if len(ents) > len(nb) {
+		nibs = make([]uint8, len(ents))
+	}
+	var sizes [fanout]int
+	for j, e := range ents {
 		k := t.hs.keyOf(e)
-		i := nibble(&k, d)
+		nibs[j] = uint8(nibble(&k, d))
+		sizes[nibs[j]]++
+	}
+	for j, e := range ents {
+		i := nibs[j]
 		kid := h.in.kid[i]
 		if kid == nil {
-			kid = &hnode{dirty: true}
+			kid = &hnode{dirty: true, ents: make([]*node, 0, sizes[i])}
 			h.in.kid[i] = kid
 		}
 		kid.ents = append(kid.ents, e) // stays sorted: ents was
