@@ -81,20 +81,50 @@ func (ix *index) insert(nd *node) {
 	}
 	ci := ix.chunkForNode(nd)
 	if c := ix.chunks[ci]; len(c) == chunkMax {
-		// Split a full chunk before it would outgrow its array.
-		half := len(c) / 2
-		lo, hi := newChunk(c[:half]), newChunk(c[half:])
-		ix.chunks[ci] = lo
-		ix.own[ci] = true
-		ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
-		ix.own = slices.Insert(ix.own, ci+1, true)
-		if byName(hi[0], nd) < 0 {
-			ci++
+		// A full chunk first hands an entry to a neighbour with room, as a
+		// B*-tree does: chunks split only when their neighbours are full
+		// too, so they stay fuller (a pointer per entry is most of what the
+		// index costs).
+		switch {
+		case ci+1 < len(ix.chunks) && len(ix.chunks[ci+1]) < chunkMax:
+			if byName(c[len(c)-1], nd) < 0 {
+				ci++ // nd sorts after the whole chunk: it opens the next one
+				break
+			}
+			c = ix.mut(ci)
+			last := c[len(c)-1]
+			ix.chunks[ci] = c[:len(c)-1]
+			ix.chunks[ci+1] = slices.Insert(ix.mut(ci+1), 0, last)
+		case ci > 0 && len(ix.chunks[ci-1]) < chunkMax:
+			if byName(nd, c[0]) < 0 {
+				ci-- // nd sorts before the whole chunk: it closes the previous one
+				break
+			}
+			c = ix.mut(ci)
+			first := c[0]
+			ix.chunks[ci] = slices.Delete(c, 0, 1)
+			ix.chunks[ci-1] = append(ix.mut(ci-1), first)
+		default:
+			ix.splitChunk(ci)
+			if byName(ix.chunks[ci+1][0], nd) < 0 {
+				ci++
+			}
 		}
 	}
 	c := ix.mut(ci)
 	i, _ := searchNode(c, nd)
 	ix.chunks[ci] = slices.Insert(c, i, nd)
+}
+
+// splitChunk splits chunk ci in two halves.
+func (ix *index) splitChunk(ci int) {
+	c := ix.chunks[ci]
+	half := len(c) / 2
+	lo, hi := newChunk(c[:half]), newChunk(c[half:])
+	ix.chunks[ci] = lo
+	ix.own[ci] = true
+	ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
+	ix.own = slices.Insert(ix.own, ci+1, true)
 }
 
 func (ix *index) remove(name string) {
