@@ -58,14 +58,15 @@ func (t *Tree) ownChild(x *ext, n *node) *node {
 }
 
 // relink puts c in place of n, a child of the directory x of the same
-// name, under the same conditions as ownChild.
+// name, under the same conditions as ownChild. n is found by identity, not
+// by name: a scan of one leaf and one index chunk touches no other entry.
 func (t *Tree) relink(x *ext, n, c *node) {
 	leaf := t.hpath[len(t.hpath)-1]
-	if i, ok := searchNode(leaf.ents, n); ok {
+	if i := slices.Index(leaf.ents, n); i >= 0 {
 		leaf.ents[i] = c
 	}
 	if x.idx != nil {
-		t.ownIndex(x).replace(c)
+		t.ownIndex(x).replace(n, c)
 	}
 }
 

@@ -31,12 +31,11 @@ func (ix *index) mut(ci int) []*node {
 	return ix.chunks[ci]
 }
 
-// replace puts n in place of the entry of the same name.
-func (ix *index) replace(n *node) {
+// replace puts c in place of the entry n, which has the same name.
+func (ix *index) replace(n, c *node) {
 	ci := ix.chunkForNode(n)
-	c := ix.mut(ci)
-	if i, ok := searchNode(c, n); ok {
-		c[i] = n
+	if i := slices.Index(ix.chunks[ci], n); i >= 0 {
+		ix.mut(ci)[i] = c
 	}
 }
 

@@ -139,7 +139,9 @@ func (t *Tree) Put(p string, e Entry) error {
 		return nil
 	}
 	t.hpath = t.hpath[:start]
-	t.attach(dir, &k, newEntryNode(name, &e, true))
+	nd := newEntryNode(name, &e, true)
+	t.stamp(nd)
+	t.attach(dir, &k, nd)
 	return nil
 }
 
@@ -147,15 +149,24 @@ func (t *Tree) Put(p string, e Entry) error {
 // child of the directory x; t.hpath holds the path to n, its own
 // directory's part from index start.
 func (t *Tree) replace(x *ext, n *node, e *Entry, k *[32]byte, start int) {
-	var b [blobNameLen]byte
-	name := n.view(&b)
-	c := newEntryNode(name, e, n.nlen != nameLong) // a long name is the tree's own string: share it
-	t.relink(x, n, c)
 	before := contrib(n)
+	was := n.contributes()
+	var c *node
+	if n.kind == KindFile && e.Kind == KindFile && n.nlen == nameLong && n.x.epoch == t.epoch {
+		// Made since the last Freeze, so in no Frozen view, and its name
+		// does not depend on its digest: change it in place.
+		n.digest, n.status, n.meta, n.changedAt, n.verifiedAt = e.Digest, e.Status, e.Meta, e.ChangedAt, e.VerifiedAt
+		c = n
+	} else {
+		var b [blobNameLen]byte
+		c = newEntryNode(n.view(&b), e, n.nlen != nameLong) // a long name is the tree's own string: share it
+		t.stamp(c)
+		t.relink(x, n, c)
+	}
 	after := contrib(c)
 	t.applyDelta(&before, -1)
 	t.applyDelta(&after, 1)
-	if was, is := n.contributes(), c.contributes(); is != was {
+	if is := c.contributes(); is != was {
 		delta := int32(1)
 		if was {
 			delta = -1
@@ -164,6 +175,14 @@ func (t *Tree) replace(x *ext, n *node, e *Entry, k *[32]byte, start int) {
 			h.nc += delta
 		}
 		fixBits(t.hpath[start:], k)
+	}
+}
+
+// stamp records that the new file or symlink n belongs to the current
+// epoch, where it has an ext to record it in (see replace).
+func (t *Tree) stamp(n *node) {
+	if n.x != nil {
+		n.x.epoch = t.epoch
 	}
 }
 
