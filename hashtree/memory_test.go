@@ -87,3 +87,27 @@ func TestNameIndexStaysOrderedAndFull(t *testing.T) {
 	}
 	runtime.KeepAlive(views)
 }
+
+// A blob created as the tracker creates it (pending, with the empty
+// content's digest) and then hashed ends up stored compactly, its name
+// kept as its digest and no ext: the first mount of a registry fills its
+// tree this way, not from a snapshot.
+func TestHashedBlobIsStoredAsItsDigest(t *testing.T) {
+	tr := New()
+	must(t, tr.Mkdir("blobs", 1))
+	d := SumBytes([]byte("layer"))
+	p := "blobs/" + d.String()
+	must(t, tr.Put(p, Entry{Kind: KindFile, Digest: SumBytes(nil), Status: StatusPending}))
+	n, err := tr.lookup(p)
+	must(t, err)
+	if n.nlen != nameLong || n.x == nil {
+		t.Fatalf("a pending blob: name mode %#x", n.nlen)
+	}
+	must(t, tr.Update(p, func(e *Entry) { e.Digest, e.Status = d, StatusVerified }))
+	if n, err = tr.lookup(p); err != nil || n.nlen != nameBlob || n.x != nil || n.name() != d.String() {
+		t.Fatalf("the hashed blob: name mode %#x, ext %v, err %v", n.nlen, n.x != nil, err)
+	}
+	if e, _ := tr.Get(p); e.Digest != d || e.Status != StatusVerified {
+		t.Fatalf("entry %+v", e)
+	}
+}

@@ -124,11 +124,21 @@ func (n *node) init(name string, kind Kind, clone bool) {
 	n.setName(name, clone)
 }
 
+// spells reports whether name is d written out, in either form a file's
+// name may be stored as its digest (nameBlob, nameHex).
+func spells(name string, d *Digest) bool {
+	return isBlobName(name, d) || cmpHex(d, name) == 0
+}
+
+func isBlobName(name string, d *Digest) bool {
+	return len(name) == blobNameLen && strings.HasPrefix(name, digestPrefix) && cmpHex(d, name[len(digestPrefix):]) == 0
+}
+
 func (n *node) setName(name string, clone bool) {
 	switch {
 	case len(name) <= inlineName:
 		n.nlen = uint8(copy(n.nbuf[:], name))
-	case n.kind == KindFile && len(name) == blobNameLen && strings.HasPrefix(name, digestPrefix) && cmpHex(&n.digest, name[len(digestPrefix):]) == 0:
+	case n.kind == KindFile && isBlobName(name, &n.digest):
 		n.nlen = nameBlob
 	case n.kind == KindFile && cmpHex(&n.digest, name) == 0:
 		n.nlen = nameHex

@@ -152,9 +152,11 @@ func (t *Tree) replace(x *ext, n *node, e *Entry, k *[32]byte, start int) {
 	before := contrib(n)
 	was := n.contributes()
 	var c *node
-	if n.kind == KindFile && e.Kind == KindFile && n.nlen == nameLong && n.x.epoch == t.epoch {
+	if n.kind == KindFile && e.Kind == KindFile && n.nlen == nameLong && n.x.epoch == t.epoch && !spells(n.x.long, &e.Digest) {
 		// Made since the last Freeze, so in no Frozen view, and its name
-		// does not depend on its digest: change it in place.
+		// does not depend on its digest: change it in place. (A name that
+		// now spells the digest, as a blob's does once it is hashed, gets a
+		// new node that stores it as the digest.)
 		n.digest, n.status, n.meta, n.changedAt, n.verifiedAt = e.Digest, e.Status, e.Meta, e.ChangedAt, e.VerifiedAt
 		c = n
 	} else {
