@@ -179,6 +179,14 @@ func treeName(i int) (string, hashtree.Digest) {
 
 // flatTree builds a tree of n verified files in blobs/ and returns it with the heap it holds.
 func flatTree(n int) (*hashtree.Tree, []string, uint64, error) {
+	// The benchmark's own paths are made before the heap is first read, so
+	// that what the tree holds is the difference, exactly (subtracting
+	// their lengths missed the allocator's rounding, 3 bytes a path).
+	paths := make([]string, n)
+	digests := make([]hashtree.Digest, n)
+	for i := range paths {
+		paths[i], digests[i] = treeName(i)
+	}
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -186,10 +194,8 @@ func flatTree(n int) (*hashtree.Tree, []string, uint64, error) {
 	if err := t.Mkdir("blobs", 1); err != nil {
 		return nil, nil, 0, err
 	}
-	paths := make([]string, n)
-	for i := range paths {
-		p, d := treeName(i)
-		paths[i] = p
+	for i, p := range paths {
+		d := digests[i]
 		e := hashtree.Entry{Kind: hashtree.KindFile, Digest: d, Status: hashtree.StatusVerified,
 			Meta: hashtree.Meta{Size: int64(i), Mtime: int64(i), Ctime: int64(i), Ino: uint64(i)}, ChangedAt: int64(i), VerifiedAt: int64(i)}
 		if err := t.Put(p, e); err != nil {
@@ -199,13 +205,8 @@ func flatTree(n int) (*hashtree.Tree, []string, uint64, error) {
 	t.Root()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	// paths is the benchmark's own slice of names, not part of the tree.
-	var pathBytes uint64
-	for _, p := range paths {
-		pathBytes += uint64(len(p)) + 16
-	}
-	heap := after.HeapAlloc - before.HeapAlloc - pathBytes
-	return t, paths, heap, nil
+	runtime.KeepAlive(digests)
+	return t, paths, after.HeapAlloc - before.HeapAlloc, nil
 }
 
 // putCost times updates of existing files spread over the directory, each followed by Root().
@@ -245,12 +246,12 @@ func (s *Suite) tree() ([]Row, error) {
 	}
 	perFile := float64(heap) / float64(n)
 	mem := Row{Name: "tree memory per file, " + label + " files in one dir", Unit: "B/file", Native: NA, Loopback: NA, Trowfs: perFile,
-		Mode: "hashtree", Target: "≤ 256 B/file", Pass: atMost(perFile, 256),
+		Mode: "hashtree", Target: "≤ 128 B/file", Pass: atMost(perFile, 128),
 		Note: fmt.Sprintf("Go heap held by the tree after GC: %.0f MiB (entries, HAMT nodes, names, digests)", float64(heap)/(1<<20))}
 	r1 := Row{Name: "tree update (Put+Root), 1k-entry dir", Unit: "µs/op", Native: NA, Loopback: NA, Trowfs: med[0], Mode: "hashtree", Target: "baseline"}
 	ratio := med[1] / med[0]
 	r2 := Row{Name: "tree update (Put+Root), " + label + "-entry dir", Unit: "µs/op", Native: NA, Loopback: NA, Trowfs: med[1], Mode: "hashtree",
-		Target: "≤ 3× the 1k cost", Pass: atMost(ratio, 3),
+		Target: "≤ 2× the 1k cost", Pass: atMost(ratio, 2),
 		Note: fmt.Sprintf("%s/1k cost = %.2f; %s", label, ratio, noise(spr...))}
 	runtime.KeepAlive(big)
 	return []Row{mem, r1, r2}, nil

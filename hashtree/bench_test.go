@@ -140,8 +140,9 @@ func bulkFlatTree(n int) *Tree {
 		// scatters them by sha256(name).
 		var d Digest
 		binary.BigEndian.PutUint64(d[24:], uint64(i)+1) // never the zero digest, whose text is ""
-		e := slab.newNode([]byte(d.String()), KindFile)
-		e.digest = d
+		e := slab.node()
+		e.digest = d // before init, which stores a name that is the digest written out as the digest
+		e.init(d.String(), KindFile, true)
 		e.status = StatusVerified
 		e.meta = Meta{Size: int64(i), Mtime: int64(i) * 1e9, Ctime: int64(i) * 1e9, Ino: uint64(i)}
 		e.changedAt, e.verifiedAt = int64(i), int64(i)
@@ -149,7 +150,7 @@ func bulkFlatTree(n int) *Tree {
 	}
 	tr.closeDir(openDir{n: blobs, kids: ents})
 	tr.closeDir(openDir{n: tr.root, kids: []*node{blobs}})
-	tr.count = tr.root.x.total
+	tr.count = tr.root.x.total()
 	tr.Root()
 	return tr
 }

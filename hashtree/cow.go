@@ -7,12 +7,14 @@ import (
 
 // # Frozen views
 //
-// Freeze bumps t.epoch. Every node and name index records the epoch it was
-// made in; one of an older epoch may be part of a Frozen view and is never
-// changed again. A change copies it first (own, ownChild, ownIndex) and
-// links the copy in place of the original, so that a change copies the
-// directories from the root down to the entry it touches, each at most once
-// per epoch (path copying).
+// Freeze bumps t.epoch. Every directory (in x.epoch) and name index
+// records the epoch it was made in; one of an older epoch may be part of a
+// Frozen view and is never changed again. A change copies it first (own,
+// ownChild, ownIndex) and links the copy in place of the original, so that
+// a change copies the directories from the root down to the entry it
+// touches, each at most once per epoch (path copying). Files and symlinks
+// need no epoch: they are never changed once linked, a change links a new
+// node in place of the old one (relink), which a view may go on reading.
 //
 // A Frozen view reads only what a snapshot needs: each node's own fields
 // and each directory's children in name order (its index, or for a small
@@ -20,45 +22,52 @@ import (
 // root are shared with the live tree, which may change them in place; a
 // copied directory whose root is a leaf gets its own copy of that leaf.
 
-// own returns n if it belongs to the current epoch, else a copy that does.
-// The caller links the copy where n was.
+// own returns the directory n if it belongs to the current epoch, else a
+// copy that does. The caller links the copy where n was.
 func (t *Tree) own(n *node) *node {
-	if n.epoch == t.epoch {
+	if n.x.epoch == t.epoch {
 		return n
 	}
 	c := new(node)
 	*c = *n
-	c.epoch = t.epoch
-	if n.x != nil {
-		x := *n.x
-		if x.root != nil && x.idx == nil {
-			// A frozen view lists this directory from its root leaf.
-			r := *x.root
-			r.ents = slices.Clone(r.ents)
-			x.root = &r
-		}
-		c.x = &x
+	x := *n.x
+	x.epoch = t.epoch
+	cnt := *x.cnt
+	x.cnt = &cnt
+	if x.root != nil && x.idx == nil {
+		// A frozen view lists this directory from its root leaf.
+		r := *x.root
+		r.ents = slices.Clone(r.ents)
+		x.root = &r
 	}
+	c.x = &x
 	return c
 }
 
-// ownChild returns the child n of the directory x as own does, linking a
-// copy into x. find(x, key, n's name, true) must have just found n, so
-// that the leaf holding it is the last entry of t.hpath; x must be the
-// contents of a directory of the current epoch.
+// ownChild returns the child directory n of the directory x as own does,
+// linking a copy into x. find(x, key, n's name, true) must have just found
+// n, so that the leaf holding it is the last entry of t.hpath; x must be
+// the contents of a directory of the current epoch.
 func (t *Tree) ownChild(x *ext, n *node) *node {
-	if n.epoch == t.epoch {
+	if n.x.epoch == t.epoch {
 		return n
 	}
 	c := t.own(n)
+	t.relink(x, n, c)
+	return c
+}
+
+// relink puts c in place of n, a child of the directory x of the same
+// name, under the same conditions as ownChild. n is found by identity, not
+// by name: a scan of one leaf and one index chunk touches no other entry.
+func (t *Tree) relink(x *ext, n, c *node) {
 	leaf := t.hpath[len(t.hpath)-1]
-	if i, ok := searchName(leaf.ents, n.name()); ok {
+	if i := slices.Index(leaf.ents, n); i >= 0 {
 		leaf.ents[i] = c
 	}
 	if x.idx != nil {
-		t.ownIndex(x).replace(c)
+		t.ownIndex(x).replace(n, c)
 	}
-	return c
 }
 
 // ownIndex returns x's name index, first replaced by a copy of the current

@@ -2,7 +2,6 @@ package hashtree
 
 import (
 	"slices"
-	"strings"
 )
 
 // Diff reports every path whose entry differs between a and b (in kind,
@@ -33,14 +32,16 @@ type differ struct {
 // pair is one name of a directory with its node on each side (nil = absent).
 type pair struct{ a, b *node }
 
-func (p pair) name() string {
+func (p pair) node() *node {
 	if p.a != nil {
-		return p.a.name()
+		return p.a
 	}
-	return p.b.name()
+	return p.b
 }
 
-func excluded(h *hnode) bool { return h.cnt.byStatus[StatusExcluded] > 0 }
+func (p pair) name() string { return p.node().name() }
+
+func excluded(h *hnode) bool { return h.excl > 0 }
 
 // sameSubtree reports whether two HAMT nodes (or directories) at the same
 // position hold the same entries, judging by digests alone.
@@ -76,7 +77,7 @@ func (d *differ) dir(da, db *node, prefix string) error {
 		return nil
 	}
 	pairs := d.hamt(da.x.root, db.x.root, nil)
-	slices.SortFunc(pairs, func(x, y pair) int { return strings.Compare(x.name(), y.name()) })
+	slices.SortFunc(pairs, func(x, y pair) int { return byName(x.node(), y.node()) })
 	for _, p := range pairs {
 		path := joinPath(prefix, p.name())
 		if differs(p.a, p.b) {
@@ -155,10 +156,10 @@ func (d *differ) hamt(ha, hb *hnode, out []pair) []pair {
 	for i < len(ea) || j < len(eb) {
 		var p pair
 		switch {
-		case j == len(eb) || (i < len(ea) && ea[i].name() < eb[j].name()):
+		case j == len(eb) || (i < len(ea) && byName(ea[i], eb[j]) < 0):
 			p.a = ea[i]
 			i++
-		case i == len(ea) || eb[j].name() < ea[i].name():
+		case i == len(ea) || byName(eb[j], ea[i]) < 0:
 			p.b = eb[j]
 			j++
 		default:

@@ -56,6 +56,12 @@ func (hs *hasher) key(name string) [32]byte {
 	return sha256.Sum256(hs.buf)
 }
 
+// keyOf returns the HAMT key of n's name.
+func (hs *hasher) keyOf(n *node) [32]byte {
+	hs.buf = n.appendName(hs.buf[:0])
+	return sha256.Sum256(hs.buf)
+}
+
 // leafDigest hashes the n contributing entries among ents, which must be
 // sorted by name.
 func (hs *hasher) leafDigest(ents []*node, n int) Digest {
@@ -67,8 +73,8 @@ func (hs *hasher) leafDigest(ents []*node, n int) Digest {
 		if !e.contributes() {
 			continue
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(len(e.name())))
-		b = append(b, e.name()...)
+		b = binary.BigEndian.AppendUint32(b, uint32(e.nameLen()))
+		b = e.appendName(b)
 		b = append(b, byte(e.kind))
 		b = append(b, e.digest[:]...)
 		if len(b) >= 4096 {

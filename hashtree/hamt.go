@@ -13,18 +13,22 @@ import (
 // contributing entries only (see refreshH), so excluded files can sit in
 // the structure without changing any digest.
 //
-// n, nc and cnt are exact at all times (updated along the path of every
+// n, nc and excl are exact at all times (updated along the path of every
 // change); digest, chg and ver are caches, valid when dirty is false. A
 // dirty node's ancestors, up to the tree's root, are all dirty.
 type hnode struct {
-	ents   []*node // leaf: the entries, sorted by name
-	in     *inner  // internal: the children; nil for a leaf
-	n, nc  int32   // entries / contributing entries in this HAMT subtree
+	ents  []*node // leaf: the entries, sorted by name
+	in    *inner  // internal: the children; nil for a leaf
+	n, nc int32   // entries / contributing entries in this HAMT subtree
+	// excl counts the excluded files below, subdirectories included (Diff
+	// may skip only a subtree without any). The other counts of a subtree
+	// are kept once per directory (ext.cnt), not in every HAMT node: a
+	// million-entry directory has some 70,000 of these.
+	excl   int32
 	dirty  bool
 	digest Digest
-	chg    int64  // max ChangedAt below (entries, and everything in subdirectories)
-	ver    int64  // min VerifiedAt of the files below, noFiles if none
-	cnt    counts // recursive counts of everything below
+	chg    int64 // max ChangedAt below (entries, and everything in subdirectories)
+	ver    int64 // min VerifiedAt of the files below, noFiles if none
 }
 
 // inner is an internal node's children. The children's cached digests and
@@ -118,7 +122,12 @@ func (t *Tree) insertAt(x *ext, key *[32]byte, nd *node) {
 		}
 		h = h.in.kid[i]
 	}
-	i, _ := searchName(h.ents, nd.name())
+	i, _ := searchNode(h.ents, nd)
+	if len(h.ents) == cap(h.ents) {
+		// Grow to the next size class, not to twice the length: a
+		// million-entry directory has some 65,000 leaves.
+		h.ents = append(slices.Grow([]*node(nil), len(h.ents)+1), h.ents...)
+	}
 	h.ents = slices.Insert(h.ents, i, nd)
 	fixBits(t.hpath[start:], key)
 	if len(h.ents) > bucketSize && d < maxDepth {
@@ -142,8 +151,18 @@ func addEntry(h *hnode, e *node) {
 	if e.contributes() {
 		h.nc++
 	}
-	c := contrib(e)
-	h.cnt.add(&c, 1)
+	h.excl += exclOf(e)
+}
+
+// exclOf returns the number of excluded files that the entry e brings.
+func exclOf(e *node) int32 {
+	switch {
+	case e.kind == KindDir:
+		return int32(e.x.cnt.byStatus[StatusExcluded])
+	case e.kind == KindFile && e.status == StatusExcluded:
+		return 1
+	}
+	return 0
 }
 
 // split turns the over-full leaf h at depth d into an internal node.
@@ -151,12 +170,22 @@ func (t *Tree) split(h *hnode, d int) {
 	ents := h.ents
 	h.ents = nil
 	h.in = new(inner)
-	for _, e := range ents {
-		k := t.hs.key(e.name())
-		i := nibble(&k, d)
+	var nb [bucketSize + 1]uint8 // a split leaf has just outgrown bucketSize
+	nibs := nb[:]
+	if len(ents) > len(nb) {
+		nibs = make([]uint8, len(ents))
+	}
+	var sizes [fanout]int
+	for j, e := range ents {
+		k := t.hs.keyOf(e)
+		nibs[j] = uint8(nibble(&k, d))
+		sizes[nibs[j]]++
+	}
+	for j, e := range ents {
+		i := nibs[j]
 		kid := h.in.kid[i]
 		if kid == nil {
-			kid = &hnode{dirty: true}
+			kid = &hnode{dirty: true, ents: make([]*node, 0, sizes[i])}
 			h.in.kid[i] = kid
 		}
 		kid.ents = append(kid.ents, e) // stays sorted: ents was
@@ -277,7 +306,7 @@ func (hs *hasher) nibbleOf(e *node, prefix uint64, d int) int {
 	if d < 16 {
 		return int(prefix>>(60-4*d)) & 0x0f
 	}
-	k := hs.key(e.name())
+	k := hs.keyOf(e)
 	return nibble(&k, d)
 }
 
@@ -327,7 +356,7 @@ func (t *Tree) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d
 		h.in.stale |= 1 << b
 		h.n += kid.n
 		h.nc += kid.nc
-		h.cnt.add(&kid.cnt, 1)
+		h.excl += kid.excl
 	}
 	t.refreshH(h, d)
 	return h
@@ -340,6 +369,10 @@ func (t *Tree) build(ents []*node, keys []uint64, tmpE []*node, tmpK []uint64, d
 // complete).
 func (t *Tree) setChildren(x *ext, ents []*node) {
 	hs := t.hs
+	for _, e := range ents {
+		c := contrib(e)
+		x.cnt.add(&c, 1)
+	}
 	if len(ents) <= bucketSize {
 		x.root = t.build(ents, nil, nil, nil, 0)
 		return
@@ -347,7 +380,7 @@ func (t *Tree) setChildren(x *ext, ents []*node) {
 	x.idx = buildIndex(ents, t.epoch)
 	keys := make([]uint64, len(ents))
 	for i, e := range ents {
-		k := hs.key(e.name())
+		k := hs.keyOf(e)
 		keys[i] = keyPrefix(&k)
 	}
 	x.root = t.build(ents, keys, make([]*node, len(ents)), make([]uint64, len(ents)), 0)

@@ -3,7 +3,6 @@ package hashtree
 import (
 	"slices"
 	"sort"
-	"strings"
 )
 
 // Chunk sizes of the name index.
@@ -32,17 +31,16 @@ func (ix *index) mut(ci int) []*node {
 	return ix.chunks[ci]
 }
 
-// replace puts n in place of the entry of the same name.
-func (ix *index) replace(n *node) {
-	ci := ix.chunkFor(n.name())
-	c := ix.mut(ci)
-	if i, ok := searchName(c, n.name()); ok {
-		c[i] = n
+// replace puts c in place of the entry n, which has the same name.
+func (ix *index) replace(n, c *node) {
+	ci := ix.chunkForNode(n)
+	if i := slices.Index(ix.chunks[ci], n); i >= 0 {
+		ix.mut(ci)[i] = c
 	}
 }
 
 func newChunk(ents []*node) []*node {
-	c := make([]*node, len(ents), chunkMax+1)
+	c := make([]*node, len(ents), chunkMax) // 512 pointers: exactly one 4 KiB size class
 	copy(c, ents)
 	return c
 }
@@ -64,7 +62,13 @@ func buildIndex(ents []*node, epoch uint32) *index {
 
 // chunkFor returns the index of the chunk where name belongs.
 func (ix *index) chunkFor(name string) int {
-	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].name() > name }) - 1
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return ix.chunks[j][0].cmpName(name) > 0 }) - 1
+	return max(ci, 0)
+}
+
+// chunkForNode is chunkFor(n.name()).
+func (ix *index) chunkForNode(n *node) int {
+	ci := sort.Search(len(ix.chunks), func(j int) bool { return byName(ix.chunks[j][0], n) > 0 }) - 1
 	return max(ci, 0)
 }
 
@@ -74,17 +78,50 @@ func (ix *index) insert(nd *node) {
 		ix.own = append(ix.own, true)
 		return
 	}
-	ci := ix.chunkFor(nd.name())
-	c := ix.mut(ci)
-	i, _ := searchName(c, nd.name())
-	c = slices.Insert(c, i, nd)
-	if len(c) <= chunkMax {
-		ix.chunks[ci] = c
-		return
+	ci := ix.chunkForNode(nd)
+	if c := ix.chunks[ci]; len(c) == chunkMax {
+		// A full chunk first hands an entry to a neighbour with room, as a
+		// B*-tree does: chunks split only when their neighbours are full
+		// too, so they stay fuller (a pointer per entry is most of what the
+		// index costs).
+		switch {
+		case ci+1 < len(ix.chunks) && len(ix.chunks[ci+1]) < chunkMax:
+			if byName(c[len(c)-1], nd) < 0 {
+				ci++ // nd sorts after the whole chunk: it opens the next one
+				break
+			}
+			c = ix.mut(ci)
+			last := c[len(c)-1]
+			ix.chunks[ci] = c[:len(c)-1]
+			ix.chunks[ci+1] = slices.Insert(ix.mut(ci+1), 0, last)
+		case ci > 0 && len(ix.chunks[ci-1]) < chunkMax:
+			if byName(nd, c[0]) < 0 {
+				ci-- // nd sorts before the whole chunk: it closes the previous one
+				break
+			}
+			c = ix.mut(ci)
+			first := c[0]
+			ix.chunks[ci] = slices.Delete(c, 0, 1)
+			ix.chunks[ci-1] = append(ix.mut(ci-1), first)
+		default:
+			ix.splitChunk(ci)
+			if byName(ix.chunks[ci+1][0], nd) < 0 {
+				ci++
+			}
+		}
 	}
+	c := ix.mut(ci)
+	i, _ := searchNode(c, nd)
+	ix.chunks[ci] = slices.Insert(c, i, nd)
+}
+
+// splitChunk splits chunk ci in two halves.
+func (ix *index) splitChunk(ci int) {
+	c := ix.chunks[ci]
 	half := len(c) / 2
 	lo, hi := newChunk(c[:half]), newChunk(c[half:])
 	ix.chunks[ci] = lo
+	ix.own[ci] = true
 	ix.chunks = slices.Insert(ix.chunks, ci+1, hi)
 	ix.own = slices.Insert(ix.own, ci+1, true)
 }
@@ -121,7 +158,7 @@ func (ix *index) ascend(after string, fn func(*node) bool) bool {
 	ci, i := 0, 0
 	if after != "" && len(ix.chunks) > 0 {
 		ci = ix.chunkFor(after)
-		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return strings.Compare(ix.chunks[ci][k].name(), after) > 0 })
+		i = sort.Search(len(ix.chunks[ci]), func(k int) bool { return ix.chunks[ci][k].cmpName(after) > 0 })
 	}
 	for ; ci < len(ix.chunks); ci++ {
 		c := ix.chunks[ci]
@@ -143,7 +180,7 @@ func (x *ext) ascend(after string, fn func(*node) bool) bool {
 	ents := x.root.ents
 	i := 0
 	if after != "" {
-		i = sort.Search(len(ents), func(k int) bool { return ents[k].name() > after })
+		i = sort.Search(len(ents), func(k int) bool { return ents[k].cmpName(after) > 0 })
 	}
 	for ; i < len(ents); i++ {
 		if !fn(ents[i]) {

@@ -508,8 +508,11 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 				ec := contrib(e)
 				c.add(&ec, 1)
 			}
-			if c != h.cnt {
-				t.Fatalf("%q: recursive counts %+v, cached %+v", path, c, h.cnt)
+			if int64(h.excl) != c.byStatus[StatusExcluded] {
+				t.Fatalf("%q: %d excluded files below, cached %d", path, c.byStatus[StatusExcluded], h.excl)
+			}
+			if depth == 0 && c != *d.x.cnt {
+				t.Fatalf("%q: recursive counts %+v, cached %+v", path, c, *d.x.cnt)
 			}
 			if h.leaf() && n > bucketSize && depth < maxDepth {
 				t.Fatalf("%q: over-full leaf", path)
@@ -539,8 +542,8 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 				total += dir(e, path+"/"+e.name())
 			}
 		}
-		if total != d.x.total {
-			t.Fatalf("%q: total %d, cached %d", path, total, d.x.total)
+		if total != d.x.total() {
+			t.Fatalf("%q: total %d, cached %d", path, total, d.x.total())
 		}
 		return total
 	}

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"slices"
+	"unsafe"
 )
 
 // Snapshot format constants (docs/tree-format.md, "Snapshot").
@@ -124,7 +125,8 @@ func (s *snapWriter) dir(d *node, depth int, count *uint64) error {
 		*count++
 		b := append(s.buf, byte(n.kind))
 		b = binary.AppendUvarint(b, uint64(depth))
-		b = appendString(b, n.name())
+		b = binary.AppendUvarint(b, uint64(n.nameLen()))
+		b = n.appendName(b)
 		switch n.kind {
 		case KindFile:
 			b = append(b, n.digest[:]...)
@@ -320,6 +322,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 	t.root.changedAt = s.varint()
 	stack := []openDir{{n: t.root}}
 	var slab nodeSlab
+	var nameBuf []byte
 	var count uint64
 	for s.err == nil {
 		kind := Kind(s.u8())
@@ -344,39 +347,42 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 			s.fail("invalid name %q", name)
 			break
 		}
-		if k := len(parent.kids); k > 0 && parent.kids[k-1].name() >= string(name) {
+		if k := len(parent.kids); k > 0 && parent.kids[k-1].cmpName(unsafe.String(unsafe.SliceData(name), len(name))) >= 0 {
 			s.fail("entry %q out of order after %q", name, parent.kids[k-1].name())
 			break
 		}
-		n := slab.newNode(name, kind)
+		// The name's bytes are only valid until the next read.
+		nameBuf = append(nameBuf[:0], name...)
+		nameStr := unsafe.String(unsafe.SliceData(nameBuf), len(nameBuf)) // init copies what it keeps
+		n := slab.node()
 		switch kind {
 		case KindFile:
 			copy(n.digest[:], s.bytes(len(n.digest)))
 			n.status = Status(s.u8())
 			if s.err == nil && n.status >= NumStatus {
-				s.fail("entry %q: invalid status %d", n.name(), n.status)
+				s.fail("entry %q: invalid status %d", nameStr, n.status)
 			}
 			n.meta = s.meta()
 			n.changedAt = s.varint()
 			n.verifiedAt = s.varint()
+			n.init(nameStr, kind, true)
 		case KindSymlink:
 			target := s.string("symlink target")
-			if n.x == nil {
-				n.x = &ext{}
-			}
-			n.x.target = target
 			n.digest = symlinkDigest(target)
 			n.status = StatusVerified
 			n.meta = s.meta()
 			n.changedAt = s.varint()
 			n.verifiedAt = s.varint()
+			n.init(nameStr, kind, true)
+			n.x.target = target
 		case KindDir:
 			if len(stack) > maxSnapDepth {
 				s.fail("directories nested deeper than %d", maxSnapDepth)
 			}
 			n.changedAt = s.varint()
+			n.init(nameStr, kind, true)
 		default:
-			s.fail("entry %q: invalid kind %d", n.name(), kind)
+			s.fail("entry %q: invalid kind %d", nameStr, kind)
 		}
 		if s.err != nil {
 			break
@@ -393,7 +399,7 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 	for i := len(stack) - 1; i >= 0; i-- {
 		t.closeDir(stack[i])
 	}
-	t.count = t.root.x.total
+	t.count = t.root.x.total()
 	storedCount := s.uvarint()
 	var storedRoot Digest
 	copy(storedRoot[:], s.bytes(len(storedRoot)))
@@ -431,11 +437,6 @@ func ReadSnapshot(r io.Reader) (*Tree, map[string]string, error) {
 
 // closeDir builds the HAMT of a directory whose children have all been read.
 func (t *Tree) closeDir(d openDir) {
-	var total int64
-	for _, k := range d.kids {
-		total += k.size()
-	}
-	t.setChildren(d.n.x, d.kids)
+	t.setChildren(d.n.x, d.kids) // counts the subtree too
 	d.n.digest = d.n.x.root.digest
-	d.n.x.total = total
 }

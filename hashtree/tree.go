@@ -13,7 +13,7 @@ type Tree struct {
 	hs    *hasher  // scratch for hashing; used by every method, hence no concurrency
 	chain []*node  // scratch: the directories from the root to the last resolved parent
 	hpath []*hnode // scratch: the HAMT nodes from the root down to the entry being changed
-	epoch uint32   // bumped by Freeze; entries and indexes of older epochs are copied before a change
+	epoch uint32   // bumped by Freeze; directories and indexes of older epochs are copied before a change
 }
 
 // New returns an empty tree (just the root directory).
@@ -76,10 +76,16 @@ func (t *Tree) lookup(p string) (*node, error) {
 	return n, nil
 }
 
-// applyDelta adds sign*c to the counts of every node in t.hpath.
+// applyDelta adds sign*c to the counts of every directory in t.chain and
+// its excluded files to every HAMT node in t.hpath.
 func (t *Tree) applyDelta(c *counts, sign int64) {
-	for _, h := range t.hpath {
-		h.cnt.add(c, sign)
+	for _, d := range t.chain {
+		d.x.cnt.add(c, sign)
+	}
+	if e := int32(c.byStatus[StatusExcluded]); e != 0 {
+		for _, h := range t.hpath {
+			h.excl += int32(sign) * e
+		}
 	}
 }
 
@@ -89,7 +95,6 @@ func (t *Tree) attach(dir *node, k *[32]byte, n *node) {
 	t.insertAt(dir.x, k, n)
 	c := contrib(n)
 	t.applyDelta(&c, 1)
-	addTotal(t.chain, n.size())
 	t.count += n.size()
 }
 
@@ -102,43 +107,12 @@ func (t *Tree) detach(dir *node, k *[32]byte, name string) *node {
 	}
 	c := contrib(n)
 	t.applyDelta(&c, -1)
-	addTotal(t.chain, -n.size())
 	t.count -= n.size()
 	return n
 }
 
-func addTotal(chain []*node, delta int64) {
-	for _, d := range chain {
-		d.x.total += delta
-	}
-}
-
 func validEntry(e *Entry) bool {
 	return (e.Kind == KindFile || e.Kind == KindSymlink) && e.Status < NumStatus
-}
-
-// set copies e into the file or symlink n.
-func (n *node) set(e *Entry) {
-	n.kind = e.Kind
-	n.meta = e.Meta
-	n.changedAt = e.ChangedAt
-	n.verifiedAt = e.VerifiedAt
-	if e.Kind == KindSymlink {
-		if n.x == nil {
-			n.x = &ext{}
-		}
-		if n.x.target != e.Target {
-			n.x.target = strings.Clone(e.Target)
-		}
-		n.digest = symlinkDigest(e.Target)
-		n.status = StatusVerified
-		return
-	}
-	if n.x != nil {
-		n.x.target = ""
-	}
-	n.digest = e.Digest
-	n.status = e.Status
 }
 
 // Put creates or replaces the file or symlink at p. The parent must exist
@@ -161,27 +135,40 @@ func (t *Tree) Put(p string, e Entry) error {
 		if old.kind == KindDir {
 			return pathErr("put", p, ErrIsDir)
 		}
-		t.replace(t.ownChild(dir.x, old), &e, &k, start)
+		t.replace(dir.x, old, &e, &k, start)
 		return nil
 	}
 	t.hpath = t.hpath[:start]
-	nd := newNode(name, e.Kind)
-	nd.epoch = t.epoch
-	nd.set(&e)
+	nd := newEntryNode(name, &e, true)
+	t.stamp(nd)
 	t.attach(dir, &k, nd)
 	return nil
 }
 
-// replace overwrites the file or symlink n with e; t.hpath holds the path
-// to n, its own directory's part from index start.
-func (t *Tree) replace(n *node, e *Entry, k *[32]byte, start int) {
+// replace links a node holding e in place of the file or symlink n, a
+// child of the directory x; t.hpath holds the path to n, its own
+// directory's part from index start.
+func (t *Tree) replace(x *ext, n *node, e *Entry, k *[32]byte, start int) {
 	before := contrib(n)
 	was := n.contributes()
-	n.set(e)
-	after := contrib(n)
+	var c *node
+	if n.kind == KindFile && e.Kind == KindFile && n.nlen == nameLong && n.x.epoch == t.epoch && !spells(n.x.long, &e.Digest) {
+		// Made since the last Freeze, so in no Frozen view, and its name
+		// does not depend on its digest: change it in place. (A name that
+		// now spells the digest, as a blob's does once it is hashed, gets a
+		// new node that stores it as the digest.)
+		n.digest, n.status, n.meta, n.changedAt, n.verifiedAt = e.Digest, e.Status, e.Meta, e.ChangedAt, e.VerifiedAt
+		c = n
+	} else {
+		var b [blobNameLen]byte
+		c = newEntryNode(n.view(&b), e, n.nlen != nameLong) // a long name is the tree's own string: share it
+		t.stamp(c)
+		t.relink(x, n, c)
+	}
+	after := contrib(c)
 	t.applyDelta(&before, -1)
 	t.applyDelta(&after, 1)
-	if is := n.contributes(); is != was {
+	if is := c.contributes(); is != was {
 		delta := int32(1)
 		if was {
 			delta = -1
@@ -190,6 +177,14 @@ func (t *Tree) replace(n *node, e *Entry, k *[32]byte, start int) {
 			h.nc += delta
 		}
 		fixBits(t.hpath[start:], k)
+	}
+}
+
+// stamp records that the new file or symlink n belongs to the current
+// epoch, where it has an ext to record it in (see replace).
+func (t *Tree) stamp(n *node) {
+	if n.x != nil {
+		n.x.epoch = t.epoch
 	}
 }
 
@@ -217,7 +212,7 @@ func (t *Tree) Update(p string, fn func(e *Entry)) error {
 	if e.Kind != n.kind || !validEntry(&e) {
 		return pathErr("update", p, ErrInvalidEntry)
 	}
-	t.replace(t.ownChild(dir.x, n), &e, &k, start)
+	t.replace(dir.x, n, &e, &k, start)
 	return nil
 }
 
@@ -243,8 +238,8 @@ func (t *Tree) Mkdir(p string, changedAt int64) error {
 		return pathErr("mkdir", p, ErrExists)
 	}
 	dir, _, _ = t.parentOf(p, true) // mark the path: the directory listing changes
-	nd := newDir(strings.Clone(name), changedAt)
-	nd.epoch = t.epoch
+	nd := newDir(name, changedAt)
+	nd.x.epoch = t.epoch
 	t.attach(dir, &k, nd)
 	dir.changedAt = changedAt
 	return nil
@@ -422,7 +417,7 @@ func (t *Tree) Summary(p string) (Summary, bool) {
 	if n.kind == KindDir {
 		t.refreshDir(n)
 		r := n.x.root
-		return summaryOf(&r.cnt, n.digest, max(n.changedAt, r.chg), r.ver), true
+		return summaryOf(n.x.cnt, n.digest, max(n.changedAt, r.chg), r.ver), true
 	}
 	c := contrib(n)
 	chg, ver := times(n)
