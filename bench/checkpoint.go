@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/hashtree"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // CheckpointStall is what one checkpoint did to the mutations running beside it.

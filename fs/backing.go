@@ -11,7 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // How node operations reach their backing objects.

@@ -7,7 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // writeHandle is a file opened for writing: the backing loopback file plus the tracker session

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/internal/exactmode"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // Node is a directory, file or symlink of the mount: a loopback node whose mutations feed the

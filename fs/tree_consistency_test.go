@@ -12,7 +12,7 @@ import (
 
 	"github.com/trowfs/trowfs/fs/fstest"
 	"github.com/trowfs/trowfs/hashtree"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // rename(2) between two names of one inode succeeds and does nothing: both names stay.

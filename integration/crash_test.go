@@ -18,7 +18,7 @@ import (
 
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/integration/trowfsbin"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // crashModel is what the workload knows about DATA: files whose last operation returned

@@ -16,8 +16,8 @@ import (
 
 	"github.com/trowfs/trowfs/fs/fstest"
 	"github.com/trowfs/trowfs/integration/trowreplay"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // Damage modes: how the damage reaches the data directory.

@@ -19,8 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/integration/trowreplay"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // t0 is the time of the first push; later pushes are later by whole seconds.

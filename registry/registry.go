@@ -12,8 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/trowfs/trowfs/cache"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/cache"
 )
 
 // FileInfo is what the mount knows about one tracked file.

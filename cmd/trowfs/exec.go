@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 // execFlags run the registry under the mount: `trowfs mount DATA MNT --exec -- CMD ARGS...`.

@@ -12,9 +12,9 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/internal/version"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // Exit codes (docs/cli.md). They are an interface: scripts depend on them.

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 func TestParseBytes(t *testing.T) {

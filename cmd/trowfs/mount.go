@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/demo"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 type mountCmd struct {

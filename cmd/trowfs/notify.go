@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 // notifier speaks systemd's notify protocol (sd_notify(3)): one datagram of newline-separated

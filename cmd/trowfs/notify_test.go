@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/fs/fstest"
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 func TestNotifierWatchdogOnlyForThisPid(t *testing.T) {

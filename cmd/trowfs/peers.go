@@ -14,9 +14,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/peers"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // peerFlags are the peer options of `trowfs mount` (docs/cli.md, docs/peers.md).

@@ -15,10 +15,10 @@ import (
 
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/statedir"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/statedir"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 type verifyCmd struct {

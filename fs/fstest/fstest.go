@@ -22,7 +22,7 @@ import (
 
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // Require fails (under CI=true) or skips the test when FUSE cannot be used here.

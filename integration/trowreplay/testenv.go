@@ -18,9 +18,9 @@ import (
 
 	"github.com/trowfs/trowfs/fs/fstest"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // Env is a data directory and, while mounted, the in-process trowfs server over it.

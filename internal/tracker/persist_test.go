@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/trowfs/trowfs/statedir"
+	"github.com/trowfs/trowfs/internal/statedir"
 )
 
 // victim is a file outside DATA that a planted link points at. Nothing trowfs does may change it.

@@ -9,7 +9,7 @@ import (
 // BenchmarkCheckpointStall runs one checkpoint of a 1M-entry tree while create/commit/rename
 // mutations report to the tracker, and reports the longest mutation wait and the lock hold.
 //
-//	go test -run '^$' -bench CheckpointStall -benchtime 1x ./tracker/
+//	go test -run '^$' -bench CheckpointStall -benchtime 1x ./internal/tracker/
 func BenchmarkCheckpointStall(b *testing.B) {
 	n := 1_000_000
 	if testing.Short() {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/demo"
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 // Names are attacker-controlled (pushed repositories and tags, files dropped into DATA): none

@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/hashtree"
-	"github.com/trowfs/trowfs/statedir"
+	"github.com/trowfs/trowfs/internal/statedir"
 )
 
 // Files in DATA/.trowfs.

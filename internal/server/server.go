@@ -17,11 +17,11 @@ import (
 	"github.com/trowfs/trowfs/api"
 	trowfs "github.com/trowfs/trowfs/fs"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/statedir"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/internal/version"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/statedir"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // Config is everything `trowfs mount` can be told.

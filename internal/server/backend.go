@@ -9,7 +9,7 @@ import (
 
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // backend adapts a Server to the HTTP endpoint.

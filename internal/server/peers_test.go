@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trowfs/trowfs/internal/server"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/crdt"
-	"github.com/trowfs/trowfs/server"
 )
 
 type oneManifest struct{}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/trowfs/trowfs/internal/mountinfo"
-	"github.com/trowfs/trowfs/statedir"
+	"github.com/trowfs/trowfs/internal/statedir"
 )
 
 // MountpointInUseError says MNT is already a live FUSE mount (exit code 3, like a data directory

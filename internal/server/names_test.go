@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/api"
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 // unixClient returns a GET helper for an endpoint on a unix socket.

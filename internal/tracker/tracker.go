@@ -19,7 +19,7 @@ import (
 	"github.com/trowfs/trowfs/hashtree"
 	"github.com/trowfs/trowfs/internal/checker"
 	"github.com/trowfs/trowfs/internal/ledger"
-	"github.com/trowfs/trowfs/statedir"
+	"github.com/trowfs/trowfs/internal/statedir"
 )
 
 // StateDirName is trowfs's own directory inside DATA. It is never part of the tree and is hidden by

@@ -6,9 +6,9 @@ import (
 	"os"
 
 	"github.com/trowfs/trowfs/api"
+	"github.com/trowfs/trowfs/internal/statedir"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/oci"
-	"github.com/trowfs/trowfs/statedir"
 )
 
 // PeerConfig turns peers on (docs/peers.md). Peers nil: off, nothing changes.

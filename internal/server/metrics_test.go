@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/trowfs/trowfs/demo"
-	"github.com/trowfs/trowfs/server"
-	"github.com/trowfs/trowfs/tracker"
+	"github.com/trowfs/trowfs/internal/server"
+	"github.com/trowfs/trowfs/internal/tracker"
 )
 
 // scrape returns the samples of /metrics by series (name and labels as written).

@@ -14,10 +14,10 @@ import (
 
 	"github.com/trowfs/trowfs/api"
 	"github.com/trowfs/trowfs/hashtree"
+	"github.com/trowfs/trowfs/internal/tracker"
 	"github.com/trowfs/trowfs/peers"
 	"github.com/trowfs/trowfs/peers/oci"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/tracker"
 )
 
 // On-mismatch policies (--on-mismatch): what an open for reading of a blob whose content is

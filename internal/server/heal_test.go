@@ -11,7 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/trowfs/trowfs/server"
+	"github.com/trowfs/trowfs/internal/server"
 )
 
 func distBlob(content string) (string, digest.Digest) {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/trowfs/trowfs/fs/fstest"
+	"github.com/trowfs/trowfs/internal/server"
 	"github.com/trowfs/trowfs/registry"
-	"github.com/trowfs/trowfs/server"
 )
 
 func TestMain(m *testing.M) { fstest.Main(m) }
