@@ -65,7 +65,7 @@ func families(t *testing.T, get func(string) (int, []byte)) (map[string]string, 
 // family, and whether the standard go_* and process_* collectors are listed.
 func documentedMetrics(t *testing.T) (types map[string]string, std bool) {
 	t.Helper()
-	b, err := os.ReadFile("../docs/api.md")
+	b, err := os.ReadFile("../../docs/api.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"pgregory.net/rapid"
 )
 
-// Review attack: several frozen views of different epochs are encoded at
+// several frozen views of different epochs are encoded at
 // the same time, on their own goroutines, while the tree goes on changing
 // and is frozen again (each Freeze refreshes digests while older views are
 // still being read), and the live tree's lazy digests are refreshed by
