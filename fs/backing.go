@@ -27,7 +27,7 @@ import (
 //   - An operation on a node whose name went away through the mount (a rename over it, an unlink)
 //     while the kernel still holds it fails with ENOENT: the node has no path any more. Natively
 //     an open or stat that resolved the name before the rename opens the old file. So just before
-//     an unlink or a rename through the mount takes a known node's name, the node keeps its
+//     an unlink, rmdir or rename through the mount takes a known node's name, the node keeps its
 //     object's kernel file handle (Node.keepObject, fs/handle.go), and from then on every
 //     operation on the node reaches that object through /proc/self/fd of a descriptor borrowed
 //     from the mount's bounded handle cache. Where DATA refuses file handles the node keeps a
@@ -105,10 +105,11 @@ func (m *mountState) locRel(rel string) (loc, syscall.Errno) {
 // loc is the node's own backing object: what it kept if it keeps it, else its name.
 //
 // A file or symlink with neither has lost its name in a way keepObject did not see coming, or
-// kept the handle of a file whose last link is gone and which nothing holds open: then
-// ESTALE, on which the kernel walks a path again with LOOKUP_REVAL (open, stat, chmod, truncate,
-// xattrs: every path-based call retries once), so it finds what the name leads to now, as it
-// would natively. A directory removed while held answers ENOENT, as the loopback does.
+// kept the handle of a file whose descriptor was evicted while it had another link, which then
+// went (fs/handle.go): then ESTALE, on which the kernel walks a path again with LOOKUP_REVAL
+// (open, stat, chmod, truncate, xattrs: every path-based call retries once), so it finds what
+// the name leads to now, as it would natively. A directory that lost its name without keeping
+// its object (behind the mount) answers ENOENT, as the loopback does.
 func (n *Node) loc() (loc, syscall.Errno) {
 	if k := n.kept.Load(); k != nil {
 		return k.loc(n.m)

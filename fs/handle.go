@@ -13,8 +13,8 @@ import (
 
 // Kernel file handles for nodes whose name went away.
 //
-// A node whose name an unlink or rename through the mount takes while the kernel holds it
-// (Node.keepObject) must still reach its own object. Keeping an O_PATH descriptor per such node
+// A node whose name an unlink, rmdir or rename through the mount takes while the kernel holds
+// it (Node.keepObject) must still reach its own object. Keeping an O_PATH descriptor per such node
 // would tie the daemon's descriptors to what the kernel holds, which nothing bounds (a process
 // may hold thousands of O_PATH descriptors or working directories; the hard limit here is 20,000
 // open files). So the node keeps the object's kernel file handle instead (name_to_handle_at(2),
@@ -27,11 +27,22 @@ import (
 // DATA), a node keeps a descriptor of its own as before.
 //
 // A file handle does not keep a file alive: an object whose last link went away lives only
-// while something holds it open. Files open through the mount are held by their open file's
-// descriptor, and the descriptor that keepObject opened stays in the cache until it is evicted
-// or the kernel forgets the node; after that, opening the handle of a file whose last link is
-// gone fails with ESTALE, on which the kernel walks a path again for path-based calls (the name
-// now leads to the file that replaced it, as it would for a call that started after the rename).
+// while something holds it open, and natively an O_PATH descriptor or a working directory does.
+// Through the mount such a holder is the kernel's node, not a descriptor of the daemon's, so the
+// daemon's descriptor must stay open for as long as the kernel holds the node. The cache
+// therefore never evicts the descriptor of an object whose link count is 0 ("pinned"): when an
+// idle descriptor comes up for eviction, trim reads its link count (fstat, outside the lock, the
+// descriptor lent to trim meanwhile) and pins it instead of closing it. A pinned descriptor is
+// off the LRU and outside the bound, and is closed when the last node keeping it is forgotten
+// (OnForget), which the kernel sends as soon as nothing holds the node: pinned descriptors are
+// as many as the removed objects processes still hold, as natively. A node keeps its object
+// just before the unlink or rename (link count still 1), so keepLent lends the entry until that
+// call has finished; only then may trim read the count. Linked objects keep the bound.
+//
+// What remains: a descriptor closed while its object still had another link (a hard link, or a
+// link outside the mount) is not reopened when that last link goes by a name the kernel holds no
+// node for, or behind the mount; then the object is freed and its node answers ESTALE, on which
+// the kernel walks a path again for path-based calls.
 
 // DefaultHandleCache is the number of O_PATH descriptors the handle cache keeps open by default.
 const DefaultHandleCache = 1024
