@@ -293,20 +293,21 @@ func (c *handleCache) trim() {
 	for {
 		c.mu.Lock()
 		var cands []*handleEntry
+		var fds []int // the candidates' descriptors, read under the lock
 		for c.open-c.evicting > c.max && c.lru.Len() > 0 {
 			e := c.lru.Back().Value.(*handleEntry)
 			c.useLocked(e)
 			c.evicting++
-			cands = append(cands, e)
+			cands, fds = append(cands, e), append(fds, e.fd)
 		}
 		c.mu.Unlock()
 		if len(cands) == 0 {
 			return
 		}
 		unlinked := make([]bool, len(cands))
-		for i, e := range cands {
+		for i, fd := range fds {
 			var st unix.Stat_t
-			unlinked[i] = unix.Fstat(e.fd, &st) == nil && st.Nlink == 0
+			unlinked[i] = unix.Fstat(fd, &st) == nil && st.Nlink == 0
 		}
 		var closing []int
 		c.mu.Lock()
@@ -318,8 +319,8 @@ func (c *handleCache) trim() {
 				c.pinned++
 			}
 			if e.users == 1 && e.keepers > 0 && !e.pinned {
-				// Still idle but for trim, and the object has a link: close it. A call that
-				// borrowed it meanwhile puts it back into the LRU when done instead.
+				// No call uses it but trim, and the object has a link: close it. One that a
+				// call still uses goes back into the LRU when the call is done instead.
 				e.users--
 				closing = append(closing, c.closeLocked(e))
 				continue
