@@ -99,3 +99,88 @@ func TestHandleCachePinsUnlinkedObjectsUntilForgotten(t *testing.T) {
 		t.Errorf("%d entries and %d descriptors left after every node was forgotten", entries, open)
 	}
 }
+
+// Keeps, unlinks, borrows and forgets of many objects from several goroutines through a small
+// cache: a borrowed descriptor always leads to its own object (never closed or reused under a
+// call, unlinked ones included), and once every keeper is forgotten nothing is left open.
+func TestHandleCacheConcurrentPinningLeavesNothingOpen(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("CI") != "true" {
+		t.Skip("open_by_handle_at needs CAP_DAC_READ_SEARCH")
+	}
+	dir := t.TempDir()
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dfd, &dst); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newHandleCache(dfd, dst.Dev, 3)
+	if err != nil {
+		t.Fatalf("file handles on %s: %v", dir, err)
+	}
+	const workers, per = 4, 60
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			errs <- func() error {
+				type kept struct {
+					e   *handleEntry
+					ino uint64
+				}
+				var ks []kept
+				for i := range per {
+					p := filepath.Join(dir, strconv.Itoa(w)+"-"+strconv.Itoa(i))
+					if err := os.WriteFile(p, nil, 0o644); err != nil {
+						return err
+					}
+					fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+					if err != nil {
+						return err
+					}
+					var st unix.Stat_t
+					if err := unix.Fstat(fd, &st); err != nil {
+						return err
+					}
+					e, ok := c.keepLent(fd, &st)
+					if !ok {
+						return os.ErrInvalid
+					}
+					if i%2 == 0 { // half lose their last link while kept, as a rename over them would
+						if err := os.Remove(p); err != nil {
+							return err
+						}
+					}
+					c.release(e)
+					ks = append(ks, kept{e, st.Ino})
+					for _, k := range ks[max(0, len(ks)-8):] {
+						fd, errno := c.acquire(k.e)
+						if errno != 0 { // an unlinked one evicted and freed answers ESTALE
+							return errno
+						}
+						var st unix.Stat_t
+						err := unix.Fstat(fd, &st)
+						c.release(k.e)
+						if err != nil || st.Ino != k.ino {
+							return os.ErrInvalid
+						}
+					}
+				}
+				for _, k := range ks {
+					c.forget(k.e)
+				}
+				return nil
+			}()
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, open := c.stats(); entries != 0 || open != 0 || c.pinnedCount() != 0 {
+		t.Errorf("%d entries, %d descriptors (%d pinned) left after every node was forgotten", entries, open, c.pinnedCount())
+	}
+}
