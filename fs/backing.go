@@ -27,7 +27,7 @@ import (
 //   - An operation on a node whose name went away through the mount (a rename over it, an unlink)
 //     while the kernel still holds it fails with ENOENT: the node has no path any more. Natively
 //     an open or stat that resolved the name before the rename opens the old file. So just before
-//     an unlink or a rename through the mount takes a known node's name, the node keeps its
+//     an unlink, rmdir or rename through the mount takes a known node's name, the node keeps its
 //     object's kernel file handle (Node.keepObject, fs/handle.go), and from then on every
 //     operation on the node reaches that object through /proc/self/fd of a descriptor borrowed
 //     from the mount's bounded handle cache. Where DATA refuses file handles the node keeps a
@@ -105,10 +105,11 @@ func (m *mountState) locRel(rel string) (loc, syscall.Errno) {
 // loc is the node's own backing object: what it kept if it keeps it, else its name.
 //
 // A file or symlink with neither has lost its name in a way keepObject did not see coming, or
-// kept the handle of a file whose last link is gone and which nothing holds open: then
-// ESTALE, on which the kernel walks a path again with LOOKUP_REVAL (open, stat, chmod, truncate,
-// xattrs: every path-based call retries once), so it finds what the name leads to now, as it
-// would natively. A directory removed while held answers ENOENT, as the loopback does.
+// kept the handle of a file whose descriptor was evicted while it had another link, which then
+// went (fs/handle.go): then ESTALE, on which the kernel walks a path again with LOOKUP_REVAL
+// (open, stat, chmod, truncate, xattrs: every path-based call retries once), so it finds what
+// the name leads to now, as it would natively. A directory that lost its name without keeping
+// its object (behind the mount) answers ENOENT, as the loopback does.
 func (n *Node) loc() (loc, syscall.Errno) {
 	if k := n.kept.Load(); k != nil {
 		return k.loc(n.m)
@@ -151,25 +152,30 @@ func (n *Node) withLoc(op func(l loc) syscall.Errno) syscall.Errno {
 }
 
 // keepObject makes the node keep its backing object (reached by l, its name), just before an
-// unlink or rename through the mount takes that name away (see above): its file handle, or where
-// there is none an O_PATH descriptor. Nothing for directories, for a node that keeps its object
-// already, or when the name no longer leads to the node's file (changed behind the mount).
-func (n *Node) keepObject(l loc) {
-	if n.kept.Load() != nil || n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
-		return
+// unlink, rmdir or rename through the mount takes that name away (see above): its file handle,
+// or where there is none an O_PATH descriptor. Nothing for a node that keeps its object already,
+// or when the name no longer leads to the node's object (changed behind the mount). The caller
+// settles what it returns (nil for nothing new) once the unlink or rename has finished.
+func (n *Node) keepObject(l loc) *keptObject {
+	if n.kept.Load() != nil {
+		return nil
 	}
 	fd, err := unix.Openat(l.dir, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return
+		return nil
 	}
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || n.m.ino(uint64(st.Dev), st.Ino) != n.StableAttr().Ino {
 		unix.Close(fd)
-		return
+		return nil
 	}
-	if k := n.m.keptFrom(fd, &st); !n.kept.CompareAndSwap(nil, k) {
+	k := n.m.keptFrom(fd, &st)
+	if !n.kept.CompareAndSwap(nil, k) {
+		k.settle(n.m)
 		k.drop(n.m)
+		return nil
 	}
+	return k
 }
 
 var _ = (gofs.NodeOnForgetter)((*Node)(nil))
@@ -317,9 +323,11 @@ func (n *Node) unlinkBacking(name string, flags int) syscall.Errno {
 		return errno
 	}
 	defer l.release()
-	if ch := n.GetChild(name); ch != nil && flags == 0 {
+	// Only when the call can succeed on the node's kind (unlink of a directory fails with
+	// EISDIR, as os.RemoveAll tries first).
+	if ch := n.GetChild(name); ch != nil && (flags == 0) == (ch.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFDIR) {
 		if cn, ok := ch.Operations().(*Node); ok {
-			cn.keepObject(l)
+			defer cn.keepObject(l).settle(n.m)
 		}
 	}
 	return toErrno(unix.Unlinkat(l.dir, l.name, flags))
@@ -341,7 +349,7 @@ func (n *Node) renameBacking(name string, np *Node, newName string, flags uint32
 		// file under another name, which the rename leaves alone).
 		if ch := np.GetChild(newName); ch != nil && !sameFile(n.GetChild(name), ch) {
 			if cn, ok := ch.Operations().(*Node); ok {
-				cn.keepObject(to)
+				defer cn.keepObject(to).settle(n.m)
 			}
 		}
 	}

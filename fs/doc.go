@@ -5,9 +5,9 @@
 // handles, but serves every operation itself as an *at() call relative to a descriptor of DATA
 // (backing.go), so no operation depends on an absolute path fitting in PATH_MAX: a name relative
 // to DATA that is itself too long is resolved from its parent directory, reached in steps beneath
-// DATA. A node whose name an unlink or rename through the mount takes while the kernel holds it
-// keeps its object's kernel file handle until the kernel forgets it, so an open or stat that
-// raced the rename reaches the old file, as natively (see "Identity and file handles"). The hooks
+// DATA. A node whose name an unlink, rmdir or rename through the mount takes while the kernel
+// holds it keeps its object's kernel file handle until the kernel forgets it, so an open or stat
+// that raced the rename reaches the old file, as natively (see "Identity and file handles"). The hooks
 // run after the backing operation succeeded and never turn a success into a failure.
 //
 // # Identity and file handles
@@ -22,11 +22,11 @@
 // (name_to_handle_at, a few dozen bytes), and an operation on it borrows an O_PATH descriptor
 // from the mount's handle cache (fs/handle.go), which opens handles on demand against DATA
 // (open_by_handle_at) and keeps at most Options.HandleCache (default 1024) open, the least
-// recently used idle one closed first, none closed while a call uses it. The cache is keyed by
-// the object's (device, inode, handle bytes): the bytes carry the inode generation on ext4, xfs,
-// btrfs and tmpfs, so a freed inode number reused by a new file is a different key and its old
-// handle fails with ESTALE; where a filesystem's handle carries no generation, (device, inode) is
-// the key. Per-name nodes of one hard-linked file that all lost their names share one entry. A
+// recently used idle one closed first, none closed while a call uses it, and none of an object
+// whose last link is gone (below). The cache is keyed by the object's (device, inode, handle
+// bytes): the bytes carry the inode generation on ext4, xfs, btrfs and tmpfs, so a freed inode
+// number reused by a new file is a different key and its old handle fails with ESTALE; where a
+// filesystem's handle carries no generation, (device, inode) is the key. Per-name nodes of one hard-linked file that all lost their names share one entry. A
 // descriptor opened from a handle is checked against (device, inode) before use.
 //
 // Where DATA refuses file handles (a filesystem without export support, or no
@@ -34,14 +34,16 @@
 // none (another filesystem mounted inside DATA), the node keeps an O_PATH descriptor of its own
 // instead, closed when the kernel forgets it; Options.NoFileHandles forces that.
 //
-// A handle does not keep a file alive as a descriptor does. A replaced or unlinked file held by
-// an open through the mount is kept alive by that open's descriptor; the descriptor keepObject
-// opens stays in the cache until evicted or forgotten; past that, a file whose last link is gone
-// and that nothing holds open is freed, and an operation on its node answers ESTALE (path-based
-// calls then walk the path again and reach what the name leads to now, as a call that started
-// after the rename would). Natively an O_PATH descriptor or a working directory would still
-// reach the freed file: that is the price of not tying the daemon's descriptors to what the
-// kernel holds.
+// A handle does not keep a file alive as a descriptor does, so the cache never closes the
+// descriptor of an object whose last link is gone while a node keeps it: such a descriptor is
+// pinned, outside the LRU and the bound, until the kernel forgets the node, which it does as soon
+// as nothing holds it. A file or directory removed through the mount while a process holds it
+// (an O_PATH descriptor, a working directory, an open) is therefore still reachable, with no link,
+// as natively, and the daemon's pinned descriptors are as many as what processes hold. An
+// object that still had another link when its descriptor was evicted, and whose last link then
+// goes behind the mount (or by a name the kernel holds no node for), is freed: its node answers
+// ESTALE, and path-based calls walk the path again and reach what the name leads to now, as a
+// call that started after the rename would.
 //
 // Files opened read-only get kernel passthrough (reads never enter the daemon). Files opened for
 // writing get passthrough too in the default write mode; their content is hashed from the backing

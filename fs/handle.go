@@ -13,8 +13,8 @@ import (
 
 // Kernel file handles for nodes whose name went away.
 //
-// A node whose name an unlink or rename through the mount takes while the kernel holds it
-// (Node.keepObject) must still reach its own object. Keeping an O_PATH descriptor per such node
+// A node whose name an unlink, rmdir or rename through the mount takes while the kernel holds
+// it (Node.keepObject) must still reach its own object. Keeping an O_PATH descriptor per such node
 // would tie the daemon's descriptors to what the kernel holds, which nothing bounds (a process
 // may hold thousands of O_PATH descriptors or working directories; the hard limit here is 20,000
 // open files). So the node keeps the object's kernel file handle instead (name_to_handle_at(2),
@@ -27,11 +27,22 @@ import (
 // DATA), a node keeps a descriptor of its own as before.
 //
 // A file handle does not keep a file alive: an object whose last link went away lives only
-// while something holds it open. Files open through the mount are held by their open file's
-// descriptor, and the descriptor that keepObject opened stays in the cache until it is evicted
-// or the kernel forgets the node; after that, opening the handle of a file whose last link is
-// gone fails with ESTALE, on which the kernel walks a path again for path-based calls (the name
-// now leads to the file that replaced it, as it would for a call that started after the rename).
+// while something holds it open, and natively an O_PATH descriptor or a working directory does.
+// Through the mount such a holder is the kernel's node, not a descriptor of the daemon's, so the
+// daemon's descriptor must stay open for as long as the kernel holds the node. The cache
+// therefore never evicts the descriptor of an object whose link count is 0 ("pinned"): when an
+// idle descriptor comes up for eviction, trim reads its link count (fstat, outside the lock, the
+// descriptor lent to trim meanwhile) and pins it instead of closing it. A pinned descriptor is
+// off the LRU and outside the bound, and is closed when the last node keeping it is forgotten
+// (OnForget), which the kernel sends as soon as nothing holds the node: pinned descriptors are
+// as many as the removed objects processes still hold, as natively. A node keeps its object
+// just before the unlink or rename (link count still 1), so keepLent lends the entry until that
+// call has finished; only then may trim read the count. Linked objects keep the bound.
+//
+// What remains: a descriptor closed while its object still had another link (a hard link, or a
+// link outside the mount) is not reopened when that last link goes by a name the kernel holds no
+// node for, or behind the mount; then the object is freed and its node answers ESTALE, on which
+// the kernel walks a path again for path-based calls.
 
 // DefaultHandleCache is the number of O_PATH descriptors the handle cache keeps open by default.
 const DefaultHandleCache = 1024
@@ -63,12 +74,14 @@ type handleCache struct {
 	mountDir *os.File
 	dev      uint64 // DATA's device: an object on another filesystem keeps a descriptor instead
 	max      int
-	// mu guards entries, lru and open, and every entry's keepers, users, fd and elem. It is
-	// never held across a system call.
-	mu      sync.Mutex
-	entries map[objKey]*handleEntry
-	lru     list.List // *handleEntry with an open fd and no user; the most recently used in front
-	open    int       // entries whose fd is open
+	// mu guards entries, lru, open, pinned and evicting, and every entry's keepers, users, fd,
+	// elem and pinned. It is never held across a system call.
+	mu       sync.Mutex
+	entries  map[objKey]*handleEntry
+	lru      list.List // *handleEntry with an open unpinned fd and no user; most recently used in front
+	open     int       // entries whose fd is open and not pinned: at most max, plus those in use
+	pinned   int       // entries whose fd is pinned open (their object has no link left)
+	evicting int       // of open, those trim is deciding about
 }
 
 // handleEntry is one object's handle, shared by every node that keeps it (the per-name nodes of
@@ -79,7 +92,10 @@ type handleEntry struct {
 	keepers int           // nodes that keep this entry; at 0 it leaves the cache
 	users   int           // calls using fd now
 	fd      int           // an O_PATH descriptor of the object, -1 when closed
-	elem    *list.Element // in lru while fd is open and users is 0
+	elem    *list.Element // in lru while fd is open, unpinned and users is 0
+	// pinned: the object's last link is gone, so fd is what keeps it alive for the kernel's
+	// node; it is never evicted, only closed when the last keeper is forgotten.
+	pinned bool
 }
 
 // newHandleCache probes whether DATA (dataFd, its O_PATH descriptor) exports file handles this
@@ -120,6 +136,17 @@ func openByHandle(mountFd int, h unix.FileHandle) (int, error) {
 // takes fd: the cache keeps it as the entry's descriptor (an operation that raced the rename
 // follows at once) or closes it. false, and fd left to the caller, when the object has no handle.
 func (c *handleCache) keep(fd int, st *unix.Stat_t) (*handleEntry, bool) {
+	e, ok := c.keepLent(fd, st)
+	if ok {
+		c.release(e)
+	}
+	return e, ok
+}
+
+// keepLent is keep with the entry's descriptor lent, as from acquire: a node keeps its object
+// just before the unlink or rename that may take its last link, and only once that has finished
+// (release) may the cache look at the link count and decide whether it may close the descriptor.
+func (c *handleCache) keepLent(fd int, st *unix.Stat_t) (*handleEntry, bool) {
 	if st.Dev != c.dev {
 		return nil, false
 	}
@@ -139,14 +166,13 @@ func (c *handleCache) keep(fd int, st *unix.Stat_t) (*handleEntry, bool) {
 		e.fd = fd
 		fd = -1
 		c.open++
-		e.elem = c.lru.PushFront(e)
 	}
-	closing := c.evictLocked()
+	c.useLocked(e)
 	c.mu.Unlock()
 	if fd >= 0 {
-		closing = append(closing, fd)
+		unix.Close(fd)
 	}
-	closeAll(closing)
+	c.trim()
 	return e, true
 }
 
@@ -180,9 +206,9 @@ func (c *handleCache) acquire(e *handleEntry) (int, syscall.Errno) {
 	}
 	c.useLocked(e)
 	fd = e.fd
-	closing = append(closing, c.evictLocked()...)
 	c.mu.Unlock()
 	closeAll(closing)
+	c.trim()
 	return fd, 0
 }
 
@@ -194,21 +220,32 @@ func (c *handleCache) useLocked(e *handleEntry) {
 	e.users++
 }
 
-// release gives back a descriptor lent by acquire.
+// release gives back a descriptor lent by acquire or keep.
 func (c *handleCache) release(e *handleEntry) {
 	c.mu.Lock()
-	e.users--
-	var closing []int
-	if e.users == 0 {
-		if e.keepers == 0 {
-			closing = append(closing, c.closeLocked(e))
-		} else {
-			e.elem = c.lru.PushFront(e)
-			closing = c.evictLocked()
-		}
-	}
+	fd := c.releaseLocked(e)
 	c.mu.Unlock()
-	closeAll(closing)
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	c.trim()
+}
+
+// releaseLocked gives back one use of e's descriptor. The last use of a forgotten entry returns
+// its descriptor, to be closed once the lock is released; an idle unpinned one goes back into
+// the LRU; a pinned one stays open outside it.
+func (c *handleCache) releaseLocked(e *handleEntry) int {
+	e.users--
+	if e.users > 0 {
+		return -1
+	}
+	if e.keepers == 0 {
+		return c.closeLocked(e)
+	}
+	if !e.pinned {
+		e.elem = c.lru.PushFront(e)
+	}
+	return -1
 }
 
 // forget drops one node's keep; the last one closes the descriptor (it may hold an unlinked
@@ -236,17 +273,65 @@ func (c *handleCache) closeLocked(e *handleEntry) int {
 	}
 	fd := e.fd
 	e.fd = -1
-	c.open--
+	if e.pinned {
+		e.pinned = false
+		c.pinned--
+	} else {
+		c.open--
+	}
 	return fd
 }
 
-// evictLocked takes the least recently used idle descriptors out while more than max are open.
-func (c *handleCache) evictLocked() []int {
-	var closing []int
-	for c.open > c.max && c.lru.Len() > 0 {
-		closing = append(closing, c.closeLocked(c.lru.Back().Value.(*handleEntry)))
+// trim closes the least recently used idle descriptors while more than max unpinned ones are
+// open. The link count of a candidate is read with fstat outside the lock, while the candidate
+// is lent to trim so nothing closes it meanwhile; under the lock again, a candidate whose object
+// has no link left is pinned instead of closed: closing the last descriptor of an unlinked file
+// frees it, while the kernel may still hold its node (an O_PATH descriptor, a working directory)
+// and natively the object would live on. A link count never rises from 0 (linkat refuses such a
+// file, O_TMPFILE aside, which keep never sees), so a pinned entry stays pinned until forgotten.
+func (c *handleCache) trim() {
+	for {
+		c.mu.Lock()
+		var cands []*handleEntry
+		var fds []int // the candidates' descriptors, read under the lock
+		for c.open-c.evicting > c.max && c.lru.Len() > 0 {
+			e := c.lru.Back().Value.(*handleEntry)
+			c.useLocked(e)
+			c.evicting++
+			cands, fds = append(cands, e), append(fds, e.fd)
+		}
+		c.mu.Unlock()
+		if len(cands) == 0 {
+			return
+		}
+		unlinked := make([]bool, len(cands))
+		for i, fd := range fds {
+			var st unix.Stat_t
+			unlinked[i] = unix.Fstat(fd, &st) == nil && st.Nlink == 0
+		}
+		var closing []int
+		c.mu.Lock()
+		for i, e := range cands {
+			c.evicting--
+			if unlinked[i] && !e.pinned {
+				e.pinned = true
+				c.open--
+				c.pinned++
+			}
+			if e.users == 1 && e.keepers > 0 && !e.pinned {
+				// No call uses it but trim, and the object has a link: close it. One that a
+				// call still uses goes back into the LRU when the call is done instead.
+				e.users--
+				closing = append(closing, c.closeLocked(e))
+				continue
+			}
+			if fd := c.releaseLocked(e); fd >= 0 {
+				closing = append(closing, fd)
+			}
+		}
+		c.mu.Unlock()
+		closeAll(closing)
 	}
-	return closing
 }
 
 func closeAll(fds []int) {
@@ -255,18 +340,26 @@ func closeAll(fds []int) {
 	}
 }
 
-// stats is the number of entries and open descriptors, for tests.
+// stats is the number of entries and open descriptors (pinned ones included), for tests.
 func (c *handleCache) stats() (entries, open int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.entries), c.open
+	return len(c.entries), c.open + c.pinned
+}
+
+// pinnedCount is the number of pinned descriptors, for tests.
+func (c *handleCache) pinnedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pinned
 }
 
 // keptFrom makes what a node keeps of the object of fd (its O_PATH descriptor, st its fstat):
-// a handle when the mount has them and the object has one, else fd itself.
+// a handle when the mount has them and the object has one, else fd itself. A handle's
+// descriptor comes back lent (handleCache.keepLent): the caller settles it.
 func (m *mountState) keptFrom(fd int, st *unix.Stat_t) *keptObject {
 	if m.handles != nil {
-		if e, ok := m.handles.keep(fd, st); ok {
+		if e, ok := m.handles.keepLent(fd, st); ok {
 			return &keptObject{ent: e, fd: -1}
 		}
 		m.handleRefused.Do(func() {
@@ -283,6 +376,14 @@ func (k *keptObject) drop(m *mountState) {
 		return
 	}
 	unix.Close(k.fd)
+}
+
+// settle gives back the use that keep lent, once the unlink or rename that took the name has
+// finished: from then on the handle cache may look at the object's link count. Nil does nothing.
+func (k *keptObject) settle(m *mountState) {
+	if k != nil && k.ent != nil {
+		m.handles.release(k.ent)
+	}
 }
 
 // loc is a loc of the kept object, its descriptor lent until l.release.
