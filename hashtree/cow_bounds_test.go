@@ -80,7 +80,7 @@ func TestFrozenViewsOfSeveralEpochsInFlight(t *testing.T) {
 	})
 }
 
-// Review attack on memory: while a view is held (a long encode), every file is changed many
+// Memory: while a view is held (a long encode), every file is changed many
 // times. Each entry, directory and index chunk is copied at most once per epoch, so the live
 // heap grows by at most about one more tree, however many changes there are.
 func TestFrozenViewCopiesOncePerEpoch(t *testing.T) {
