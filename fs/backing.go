@@ -686,7 +686,7 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	var fd int
 	var err error
 	// The kernel applied the caller's umask to mode already (internal/exactmode).
-	exactmode.Do(func() {
+	exactmode.Do(mode, func() {
 		fd, err = unix.Openat(l.dir, l.name, int(flags&^syscall.O_APPEND)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
 	})
 	if err != nil {

@@ -280,7 +280,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	var fl uint32
 	var errno syscall.Errno
 	// The kernel applied the caller's umask to mode already (internal/exactmode).
-	exactmode.Do(func() { ch, fh, fl, errno = n.createBacking(ctx, name, flags, mode, out) })
+	exactmode.Do(mode, func() { ch, fh, fl, errno = n.createBacking(ctx, name, flags, mode, out) })
 	if errno != 0 {
 		return ch, fh, fl, errno
 	}
@@ -323,7 +323,7 @@ func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	}
 	var ch *gofs.Inode
 	var errno syscall.Errno
-	exactmode.Do(func() { ch, errno = n.mkdirBacking(ctx, name, mode, out) })
+	exactmode.Do(mode, func() { ch, errno = n.mkdirBacking(ctx, name, mode, out) })
 	if p, ok := n.child(name); errno == 0 && ok {
 		n.m.t.Mkdir(p)
 	}
@@ -336,7 +336,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	}
 	var ch *gofs.Inode
 	var errno syscall.Errno
-	exactmode.Do(func() { ch, errno = n.mknodBacking(ctx, name, mode, rdev, out) })
+	exactmode.Do(mode, func() { ch, errno = n.mknodBacking(ctx, name, mode, rdev, out) })
 	if p, ok := n.child(name); errno == 0 && ok && mode&syscall.S_IFMT == syscall.S_IFREG {
 		n.m.t.Created(p)
 	}
