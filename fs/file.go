@@ -17,6 +17,7 @@ type writeHandle struct {
 	node        *Node // the name it was opened through
 	sess        *tracker.Session
 	passthrough bool
+	noFlush     bool // the open's reply said FOPEN_NOFLUSH (openFlags)
 }
 
 var (
@@ -28,14 +29,35 @@ var (
 	_ = (gofs.FileFsyncer)((*writeHandle)(nil))
 )
 
-func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, created bool) gofs.FileHandle {
+// writeHandle starts the write session of a file opened for writing through n, and returns the
+// handle with the FOPEN_ flags it adds to the open's reply.
+func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, created bool) (gofs.FileHandle, uint32) {
 	lf := fh.(*gofs.LoopbackFile)
 	fd, _ := lf.PassthroughFd()
-	return &writeHandle{LoopbackFile: lf, node: n, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
+	h := &writeHandle{LoopbackFile: lf, node: n, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
+	fl := h.openFlags()
+	h.noFlush = fl&fuse.FOPEN_NOFLUSH != 0
+	return h, fl
 }
 
-// Flush runs at every close(2), synchronously: passthrough writes never reach the daemon, so this
-// is where the other names' nodes learn that size and times changed.
+// openFlags are the FOPEN_ flags of a write open's reply. With kernel passthrough, FOPEN_NOFLUSH
+// spares close(2) its FLUSH round trip, which carries nothing there: writes and shared mappings
+// go to the backing file, trowfs forwards no locks (the kernel drops POSIX locks at close itself)
+// and the backing descriptor's close happens at RELEASE either way. A file with other names keeps
+// its FLUSH: close(2) is where their nodes' cached sizes and pages are dropped (contentChanged),
+// so that a stat of another name right after close sees the write, as natively. A name linked
+// while the file is open is told at RELEASE, which the kernel sends just after close(2) returns.
+// In daemon write mode FLUSH stays: there it writes back dirty pages of a shared mapping.
+func (h *writeHandle) openFlags() uint32 {
+	if h.passthrough && h.node.m.perName.Load() && h.sess.Links() == 1 {
+		return fuse.FOPEN_NOFLUSH
+	}
+	return 0
+}
+
+// Flush runs at every close(2), synchronously, unless the open said FOPEN_NOFLUSH: passthrough
+// writes never reach the daemon, so this is where the other names' nodes learn that size and
+// times changed.
 func (h *writeHandle) Flush(ctx context.Context) syscall.Errno {
 	errno := h.LoopbackFile.Flush(ctx)
 	h.node.contentChanged()
@@ -78,8 +100,12 @@ func (h *writeHandle) Allocate(ctx context.Context, off uint64, size uint64, mod
 }
 
 // Release closes the backing descriptor, then ends the write session (which may queue the hash).
+// Without a FLUSH (FOPEN_NOFLUSH) this is also where the other names learn of the writes.
 func (h *writeHandle) Release(ctx context.Context) syscall.Errno {
 	errno := h.LoopbackFile.Release(ctx)
+	if h.noFlush {
+		h.node.contentChanged() // before the session ends: a caller waiting for the hash sees it done
+	}
 	h.sess.Close()
 	return errno
 }

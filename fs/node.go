@@ -287,7 +287,8 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	ch = n.ownNode(ctx, name, ch, out.Attr.Nlink) // O_CREAT of an existing hard-linked file
 	// rel is "" if the directory went away: the file has no name to record.
 	rel, _ := n.child(name)
-	return ch, n.m.writeHandle(ch.Operations().(*Node), rel, fh, true), fl, 0
+	wh, wfl := n.m.writeHandle(ch.Operations().(*Node), rel, fh, true)
+	return ch, wh, fl | wfl, 0
 }
 
 // Open opens a file; an open for writing (or with O_TRUNC) starts a write session.
@@ -314,7 +315,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	// rel is "" and the session has no name), and the tracker checks that the name still
 	// leads to the opened file.
 	on, rel, _ := n.named()
-	return n.m.writeHandle(on, rel, fh, false), fl, 0
+	wh, wfl := n.m.writeHandle(on, rel, fh, false)
+	return wh, fl | wfl, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

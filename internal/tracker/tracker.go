@@ -362,10 +362,14 @@ func (t *Tracker) waitRenames() {
 // Session is one open file handle with write access. Close it exactly once, when the handle is
 // released.
 type Session struct {
-	t    *Tracker
-	ino  uint64
-	once sync.Once
+	t     *Tracker
+	ino   uint64
+	nlink uint64 // the file's link count when it was opened (0: unknown)
+	once  sync.Once
 }
+
+// Links is the file's link count when it was opened (0 when the fstat failed).
+func (s *Session) Links() uint64 { return s.nlink }
 
 // OpenWrite records that rel was opened for writing through descriptor fd (already open on the
 // backing file). created says the open created the file. The file is pending until its last
@@ -392,7 +396,7 @@ func (t *Tracker) OpenWrite(rel string, fd int, created bool) *Session {
 		}
 	}
 	t.k.OpenWrite(rel, metaOf(&st), created)
-	return &Session{t: t, ino: st.Ino}
+	return &Session{t: t, ino: st.Ino, nlink: uint64(st.Nlink)}
 }
 
 // Close ends the session; the last writer's close queues the file for hashing.
