@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/trowfs/trowfs/fs/fstest"
@@ -42,4 +43,44 @@ func BenchmarkSmallFileChurn(b *testing.B) {
 			}
 		})
 	}
+}
+
+// The two small-file rows of `make bench` (bench/smallfiles.go), in-process so that a CPU profile
+// covers the daemon's side: creating empty files into one directory, and the 4 KiB upload cycle
+// (create, write, close, rename to a new name, unlink).
+func BenchmarkSmallFileCreateAndCycle(b *testing.B) {
+	data := make([]byte, 4096)
+	b.Run("create", func(b *testing.B) {
+		e := fstest.Mount(b, fstest.Options{})
+		b.ResetTimer()
+		for i := range b.N {
+			fd, err := syscall.Open(filepath.Join(e.Mnt, fmt.Sprintf("f%d", i)), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			syscall.Close(fd)
+		}
+	})
+	b.Run("cycle", func(b *testing.B) {
+		e := fstest.Mount(b, fstest.Options{})
+		b.ResetTimer()
+		for i := range b.N {
+			tmp := filepath.Join(e.Mnt, fmt.Sprintf("tmp%d", i))
+			fd, err := syscall.Open(tmp, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY|syscall.O_CLOEXEC, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := syscall.Write(fd, data); err != nil {
+				b.Fatal(err)
+			}
+			syscall.Close(fd)
+			dst := filepath.Join(e.Mnt, fmt.Sprintf("f%d", i))
+			if err := syscall.Rename(tmp, dst); err != nil {
+				b.Fatal(err)
+			}
+			if err := syscall.Unlink(dst); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
