@@ -74,7 +74,7 @@ func (t *Tree) relink(x *ext, n, c *node) {
 // epoch if it is older. The copy shares the chunks until they change.
 func (t *Tree) ownIndex(x *ext) *index {
 	if ix := x.idx; ix.epoch != t.epoch {
-		x.idx = &index{chunks: slices.Clone(ix.chunks), own: make([]bool, len(ix.chunks)), epoch: t.epoch}
+		x.idx = &index{chunks: slices.Clone(ix.chunks), heads: slices.Clone(ix.heads), own: make([]bool, len(ix.chunks)), epoch: t.epoch}
 	}
 	return x.idx
 }

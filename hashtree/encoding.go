@@ -46,6 +46,7 @@ func symlinkDigest(target string) Digest {
 type hasher struct {
 	h   hash.Hash
 	buf []byte
+	sum []byte // scratch for h.Sum
 }
 
 func newHasher() *hasher { return &hasher{h: sha256.New(), buf: make([]byte, 0, 256)} }
@@ -64,11 +65,15 @@ func (hs *hasher) keyOf(n *node) [32]byte {
 
 // leafDigest hashes the n contributing entries among ents, which must be
 // sorted by name.
+//
+// Digests are taken with sha256.Sum256 over the whole encoding, not through
+// hs.h: a Sum through the interface moved its result to the heap, an
+// allocation per digest, six per update in a 1M-entry directory. Only a
+// leaf whose encoding outgrows streamAt (long names) is streamed.
 func (hs *hasher) leafDigest(ents []*node, n int) Digest {
-	h := hs.h
-	h.Reset()
 	b := append(hs.buf[:0], tagLeaf...)
 	b = binary.BigEndian.AppendUint32(b, uint32(n))
+	streamed := false
 	for _, e := range ents {
 		if !e.contributes() {
 			continue
@@ -77,22 +82,29 @@ func (hs *hasher) leafDigest(ents []*node, n int) Digest {
 		b = e.appendName(b)
 		b = append(b, byte(e.kind))
 		b = append(b, e.digest[:]...)
-		if len(b) >= 4096 {
-			h.Write(b)
+		if len(b) >= streamAt {
+			if !streamed {
+				hs.h.Reset()
+				streamed = true
+			}
+			hs.h.Write(b)
 			b = b[:0]
 		}
 	}
-	h.Write(b)
 	hs.buf = b[:0]
-	var d Digest
-	h.Sum(d[:0])
-	return d
+	if !streamed {
+		return sha256.Sum256(b)
+	}
+	hs.h.Write(b)
+	hs.sum = hs.h.Sum(hs.sum[:0])
+	return Digest(hs.sum)
 }
+
+// streamAt is the size of encoding that leafDigest hashes as it goes.
+const streamAt = 8192
 
 // nodeDigest hashes an internal node from its children's digests.
 func (hs *hasher) nodeDigest(in *inner) Digest {
-	h := hs.h
-	h.Reset()
 	b := append(hs.buf[:0], tagNode...)
 	b = binary.BigEndian.AppendUint16(b, in.bits)
 	for i := range in.dig {
@@ -100,9 +112,6 @@ func (hs *hasher) nodeDigest(in *inner) Digest {
 			b = append(b, in.dig[i][:]...)
 		}
 	}
-	h.Write(b)
 	hs.buf = b[:0]
-	var d Digest
-	h.Sum(d[:0])
-	return d
+	return sha256.Sum256(b)
 }

@@ -530,9 +530,16 @@ func checkInvariants(t interface{ Fatalf(string, ...any) }, tr *Tree) {
 			t.Fatalf("%q: name index disagrees with the HAMT (%d vs %d)", path, len(listed), len(all))
 		}
 		if d.x.idx != nil {
-			for _, c := range d.x.idx.chunks {
+			ix := d.x.idx
+			if len(ix.heads) != len(ix.chunks) || len(ix.own) != len(ix.chunks) {
+				t.Fatalf("%q: %d chunks, %d heads, %d ownership flags", path, len(ix.chunks), len(ix.heads), len(ix.own))
+			}
+			for i, c := range ix.chunks {
 				if len(c) == 0 || len(c) > chunkMax {
 					t.Fatalf("%q: chunk of %d", path, len(c))
+				}
+				if ix.heads[i] != c[0].head() {
+					t.Fatalf("%q: chunk %d's head is stale", path, i)
 				}
 			}
 		}

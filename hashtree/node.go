@@ -1,7 +1,7 @@
 package hashtree
 
 import (
-	"encoding/hex"
+	"encoding/binary"
 	"math"
 	"slices"
 	"strings"
@@ -222,11 +222,30 @@ func (n *node) appendName(b []byte) []byte {
 		return append(b, n.x.long...)
 	case nameBlob:
 		b = append(b, digestPrefix...)
-		return hex.AppendEncode(b, n.digest[:])
+		return appendHex(b, &n.digest)
 	case nameHex:
-		return hex.AppendEncode(b, n.digest[:])
+		return appendHex(b, &n.digest)
 	}
 	return append(b, n.nbuf[:n.nlen]...)
+}
+
+// appendHex appends the 64 lower-case hex digits of d, as hex.AppendEncode
+// would, four bytes at a time: a leaf of blobs writes out every name it
+// hashes, and a byte at a time that was a tenth of a million-entry
+// directory's update.
+func appendHex(b []byte, d *Digest) []byte {
+	for i := 0; i < len(d); i += 4 {
+		x := uint64(binary.BigEndian.Uint32(d[i:]))
+		// Spread the 8 nibbles over the 8 bytes, most significant first.
+		x = (x | x<<16) & 0x0000ffff0000ffff
+		x = (x | x<<8) & 0x00ff00ff00ff00ff
+		x = (x | x<<4) & 0x0f0f0f0f0f0f0f0f
+		// '0'+v, and 'a'-'0'-10 more where v >= 10 (where v+6 carries into bit 4).
+		ten := (x + 0x0606060606060606) >> 4 & 0x0101010101010101
+		x += 0x3030303030303030 + ten*('a'-'0'-10)
+		b = binary.BigEndian.AppendUint64(b, x)
+	}
+	return b
 }
 
 // cmpName compares the name with s as strings.Compare does.

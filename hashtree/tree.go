@@ -14,6 +14,9 @@ type Tree struct {
 	chain []*node  // scratch: the directories from the root to the last resolved parent
 	hpath []*hnode // scratch: the HAMT nodes from the root down to the entry being changed
 	epoch uint32   // bumped by Freeze; directories and indexes of older epochs are copied before a change
+	// touched receives what touch returns, so that its loads are not
+	// compiled away; it means nothing.
+	touched uint8
 }
 
 // New returns an empty tree (just the root directory).

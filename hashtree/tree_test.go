@@ -1,6 +1,7 @@
 package hashtree
 
 import (
+	"encoding/hex"
 	"errors"
 	"slices"
 	"sort"
@@ -279,6 +280,23 @@ func TestDigestText(t *testing.T) {
 	for _, bad := range []string{"sha256:" + strings.ToUpper(d.String()[7:]), d.String()[7:], "sha512:" + d.String()[7:], d.String()[:70], d.String() + "0", "sha256:" + strings.Repeat("g", 64)} {
 		if _, err := ParseDigest(bad); !errors.Is(err, ErrInvalidDigest) {
 			t.Errorf("ParseDigest(%q): %v", bad, err)
+		}
+	}
+}
+
+// A name stored as its digest is written out exactly as encoding/hex
+// writes the digest, for every nibble value in every position.
+func TestDigestNamesWrittenAsHex(t *testing.T) {
+	for i := 0; i < 300; i++ {
+		var d Digest
+		for j := range d {
+			d[j] = byte(i*7 + j*31 + j*j) // every byte value, in every position
+		}
+		if i == 0 {
+			d = Digest{}
+		}
+		if got, want := string(appendHex([]byte("x"), &d)), "x"+hex.EncodeToString(d[:]); got != want {
+			t.Fatalf("appendHex(%x) = %q", d, got)
 		}
 	}
 }
