@@ -17,7 +17,7 @@ type writeHandle struct {
 	node        *Node // the name it was opened through
 	sess        *tracker.Session
 	passthrough bool
-	noFlush     bool // the open's reply said FOPEN_NOFLUSH (openFlags)
+	noFlush     bool // the open's reply said FOPEN_NOFLUSH (skipsFlush)
 }
 
 var (
@@ -35,12 +35,13 @@ func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, create
 	lf := fh.(*gofs.LoopbackFile)
 	fd, _ := lf.PassthroughFd()
 	h := &writeHandle{LoopbackFile: lf, node: n, sess: m.t.OpenWrite(rel, fd, created), passthrough: m.passthrough}
-	fl := h.openFlags()
-	h.noFlush = fl&fuse.FOPEN_NOFLUSH != 0
-	return h, fl
+	if h.noFlush = h.skipsFlush(); h.noFlush {
+		return h, fuse.FOPEN_NOFLUSH
+	}
+	return h, 0
 }
 
-// openFlags are the FOPEN_ flags of a write open's reply. With kernel passthrough, FOPEN_NOFLUSH
+// skipsFlush says whether a write open's reply carries FOPEN_NOFLUSH. With kernel passthrough, it
 // spares close(2) its FLUSH round trip, which carries nothing there: writes and shared mappings
 // go to the backing file, trowfs forwards no locks (the kernel drops POSIX locks at close itself)
 // and the backing descriptor's close happens at RELEASE either way. A file with other names keeps
@@ -48,11 +49,8 @@ func (m *mountState) writeHandle(n *Node, rel string, fh gofs.FileHandle, create
 // so that a stat of another name right after close sees the write, as natively. A name linked
 // while the file is open is told at RELEASE, which the kernel sends just after close(2) returns.
 // In daemon write mode FLUSH stays: there it writes back dirty pages of a shared mapping.
-func (h *writeHandle) openFlags() uint32 {
-	if h.passthrough && h.node.m.perName.Load() && h.sess.Links() == 1 {
-		return fuse.FOPEN_NOFLUSH
-	}
-	return 0
+func (h *writeHandle) skipsFlush() bool {
+	return h.passthrough && h.node.m.perName.Load() && h.sess.Links() == 1
 }
 
 // Flush runs at every close(2), synchronously, unless the open said FOPEN_NOFLUSH: passthrough

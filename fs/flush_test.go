@@ -1,12 +1,10 @@
 package fs_test
 
 import (
-	"bytes"
 	"log"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,24 +12,11 @@ import (
 	"github.com/trowfs/trowfs/fs/fstest"
 )
 
-// requestLog collects go-fuse's request log (MountOptions.Debug, written to the standard logger).
-type requestLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *requestLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// count is how many requests of opcode op the log shows since the last reset.
-func (l *requestLog) count(op string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// requests counts the requests of opcode op in go-fuse's request log (MountOptions.Debug, written
+// to the standard logger) after its first from bytes.
+func requests(log *syncBuffer, from int, op string) int {
 	n := 0
-	for line := range strings.Lines(l.buf.String()) {
+	for line := range strings.Lines(log.String()[from:]) {
 		if strings.Contains(line, "rx ") && strings.Contains(line, " "+op+" ") {
 			n++
 		}
@@ -39,15 +24,9 @@ func (l *requestLog) count(op string) int {
 	return n
 }
 
-func (l *requestLog) reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Reset()
-}
-
-func mountLogged(t *testing.T, mode string) (*fstest.Env, *requestLog) {
+func mountLogged(t *testing.T, mode string) (*fstest.Env, *syncBuffer) {
 	t.Helper()
-	rl := &requestLog{}
+	rl := &syncBuffer{}
 	prevOut, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(rl)
 	t.Cleanup(func() { log.SetOutput(prevOut); log.SetFlags(prevFlags) })
@@ -75,16 +54,16 @@ func TestCloseSendsFlushOnlyWhereItCarriesSomething(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		rl.reset()
+		from := len(rl.String())
 		write("new", os.O_CREATE|os.O_EXCL) // CREATE
 		write("new", os.O_TRUNC)            // OPEN
-		single := rl.count("FLUSH")
+		single := requests(rl, from, "FLUSH")
 		if err := os.Link(m("new"), m("other")); err != nil {
 			t.Fatal(err)
 		}
-		rl.reset()
+		from = len(rl.String())
 		write("new", os.O_APPEND)
-		linked := rl.count("FLUSH")
+		linked := requests(rl, from, "FLUSH")
 		wantSingle := 0
 		if mode == trowfs.WriteDaemon {
 			wantSingle = 2
